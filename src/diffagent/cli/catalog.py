@@ -1,0 +1,92 @@
+"""``diffagent catalog``: fill, inspect and search the model catalogue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..catalog import CatalogFilter, import_dump, search_cards
+from ._common import console, fail, open_store, progress_bar
+
+app = typer.Typer(help="Fill, inspect and search the model catalogue (SQLite under DIFFAGENT_HOME).")
+
+
+def _import(path: Path) -> None:
+    if not path.is_file():
+        fail(f"no such dump file: {path}")
+    with open_store() as store, progress_bar(f"importing {path.name}") as update:
+        report = import_dump(store, path, progress=update)
+    console.print(report.summary(), highlight=False)
+
+
+@app.command("import")
+def import_command(
+    path: Path = typer.Argument(..., help="JSONL or JSONL.gz of raw GET /api/v1/models items"),
+) -> None:
+    """Load a dump of raw Civitai model items into the store (idempotent, all or nothing)."""
+    _import(path)
+
+
+@app.command()
+def ensure(
+    dump: Path = typer.Option(
+        Path("../shared/data/civitai-2023-07/models.jsonl.gz"), help="dump to import if the store is empty"
+    ),
+    limit: int = typer.Option(200, help="models to crawl from the live API when the dump is absent"),
+) -> None:
+    """Fill an empty store: import DUMP if it exists, else crawl a small slice of the live API."""
+    with open_store() as store:
+        if not store.is_empty():
+            console.print(f"catalogue ready: {store.stats()['models']} models", highlight=False)
+            return
+    if dump.is_file():
+        _import(dump)
+    else:
+        from .sync import run_sync
+
+        run_sync(limit=limit)
+
+
+@app.command()
+def stats(as_json: bool = typer.Option(False, "--json", help="print the counts as JSON")) -> None:
+    """Counts of models, versions, files and images, by type and base model."""
+    with open_store() as store:
+        counts = store.stats()
+    if as_json:
+        typer.echo(json.dumps(counts))
+        return
+    table = Table("what", "count")
+    for key in ("models", "versions", "files", "images"):
+        table.add_row(key, str(counts[key]))
+    for group in ("by_type", "by_base_model"):
+        for name, count in counts[group].items():
+            table.add_row(f"{group[3:]}: {name}", str(count))
+    Console().print(table)
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="words to look for in names, tags, trigger words, descriptions"),
+    limit: int = typer.Option(10, min=1, help="how many models to show"),
+    type_: list[str] = typer.Option(["Checkpoint", "LORA"], "--type", help="model types to include"),
+    base_model: list[str] = typer.Option([], help="base models to include (default: all)"),
+) -> None:
+    """Keyword search over model cards, ranked by BM25."""
+    if not query.strip():
+        fail("the query is empty")
+    flt = CatalogFilter(types=tuple(type_), base_models=tuple(base_model) or None)
+    with open_store() as store:
+        if store.is_empty():
+            fail("the catalogue is empty: run `diffagent catalog import PATH` first")
+        hits = search_cards(store, query, limit=limit, flt=flt)
+    table = Table("model", "version", "name", "type", "base", "downloads", "score", "tags")
+    for hit in hits:
+        table.add_row(
+            str(hit.model_id), str(hit.version_id), hit.name, hit.type or "", hit.base_model or "",
+            str(hit.downloads), f"{hit.score:.2f}", ", ".join(hit.tags[:6]),
+        )  # fmt: skip
+    Console().print(table)

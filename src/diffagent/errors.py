@@ -1,0 +1,11 @@
+"""Exception types that the command line turns into a one-line reason and a non-zero exit."""
+
+__all__ = ["DiffAgentError", "UserInputError"]
+
+
+class DiffAgentError(Exception):
+    """Base class of diffagent's own errors."""
+
+
+class UserInputError(DiffAgentError, ValueError):
+    """Bad input from the user: a missing file, a malformed line, an unknown name."""

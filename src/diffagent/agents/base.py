@@ -1,4 +1,4 @@
-"""The interface every agent implements, so that the CLI, the service and ``diffagent eval`` treat them alike."""
+"""The interface every agent implements, so the CLI, the service and `diffagent eval` treat them alike."""
 
 from __future__ import annotations
 

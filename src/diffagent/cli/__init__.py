@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..errors import DiffAgentError
-from . import catalog
+from . import bench, catalog, train
 from ._common import fail
 
 app = typer.Typer(
@@ -14,6 +14,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(bench.app, name="bench")
+app.add_typer(train.app, name="train")
 
 
 def main() -> None:

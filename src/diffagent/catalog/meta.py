@@ -15,6 +15,7 @@ from typing import Any
 __all__ = ["GenParams", "Resource", "normalize_hash", "parse_meta"]
 
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+_INT = re.compile(r"^\s*[-+]?[0-9]{1,20}\s*$")  # longer strings go through float (and overflow)
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,17 @@ def _to_float(value: Any) -> float | None:
 
 
 def _to_int(value: Any) -> int | None:
-    number = _to_float(value)
-    if number is None or number != int(number) or abs(number) >= 2**63:  # SQLite integers are 64-bit
-        return None
-    return int(number)
+    # Integers and integer strings are taken exactly (a float loses seeds above 2**53).
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _INT.match(value):
+        number = int(value)
+    else:
+        real = _to_float(value)
+        if real is None or real != int(real):
+            return None
+        number = int(real)
+    return number if abs(number) < 2**63 else None  # SQLite integers are 64-bit
 
 
 def _to_str(value: Any) -> str | None:

@@ -137,6 +137,19 @@ def _strings(value: Any) -> list[str]:
     return [item.strip() for item in value if isinstance(item, str) and item.strip()]
 
 
+def _image_nsfw(image: dict[str, Any]) -> str | None:
+    """The 2023 API's nsfw string ("None", "Soft", "Mature", "X"), also from today's integer ``nsfwLevel``
+    (1 PG, 2 PG-13, 4 R, 8 X, 16 XXX) or a bare boolean, so one filter serves old dumps and live crawls."""
+    level, flag = image.get("nsfw"), image.get("nsfwLevel")
+    if isinstance(level, str):
+        return level
+    if isinstance(flag, int) and not isinstance(flag, bool) and flag > 0:
+        return "None" if flag == 1 else "Soft" if flag == 2 else "Mature" if flag == 4 else "X"
+    if level is False:
+        return "None"
+    return None
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -265,7 +278,7 @@ class Store:
             p = parse_meta(meta)
             rows.append(
                 (
-                    image["id"], version_id, model_id, _str(image.get("url")), _str(image.get("nsfw")),
+                    image["id"], version_id, model_id, _str(image.get("url")), _image_nsfw(image),
                     _int(image.get("width"), None), _int(image.get("height"), None), p.prompt,
                     p.negative_prompt, p.sampler, p.steps, p.cfg_scale, p.seed, p.width, p.height,
                     p.clip_skip, p.model_hash, p.model_name,

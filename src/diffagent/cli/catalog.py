@@ -20,7 +20,7 @@ def _import(path: Path) -> None:
         fail(f"no such dump file: {path}")
     with open_store() as store, progress_bar(f"importing {path.name}") as update:
         report = import_dump(store, path, progress=update)
-    console.print(report.summary(), highlight=False)
+    console.print(report.summary(), highlight=False, soft_wrap=True)
 
 
 @app.command("import")
@@ -49,6 +49,27 @@ def ensure(
         from .sync import run_sync
 
         run_sync(limit=limit)
+
+
+@app.command()
+def sync(
+    types: list[str] = typer.Option(
+        ["Checkpoint", "LORA"], "--types", help="model types (repeat or comma-separate)"
+    ),
+    base_models: list[str] = typer.Option(
+        [], "--base-models", help="base models, e.g. 'SD 1.5' (repeat or comma-separate; default: all)"
+    ),
+    limit: int = typer.Option(1000, min=0, help="models to fetch in all (0: every model the query finds)"),
+    nsfw: bool = typer.Option(False, "--nsfw/--no-nsfw", help="include models Civitai flags nsfw"),
+    sort: str = typer.Option("Most Downloaded", help="'Most Downloaded', 'Highest Rated' or 'Newest'"),
+    base_url: str | None = typer.Option(
+        None, help="API root (default: DIFFAGENT_CIVITAI_URL or https://civitai.com/api/v1)"
+    ),
+) -> None:
+    """Crawl the live Civitai API into the store (token from CIVITAI_API_TOKEN; rerun to resume)."""
+    from .sync import run_sync
+
+    run_sync(types=types, base_models=base_models, limit=limit, nsfw=nsfw, sort=sort, base_url=base_url)
 
 
 @app.command()

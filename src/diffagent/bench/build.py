@@ -20,7 +20,7 @@ import numpy as np
 from scipy import sparse
 
 from .._io import atomic_open, write_jsonl
-from ..catalog import CatalogFilter, Store, compatible
+from ..catalog import CatalogFilter, Store, compatible, validate_call
 from ..config import home
 from ..schema import APICall, Checkpoint, LoRA, normalize_sampler
 from .pairs import SPLITS, Pair, PairSource
@@ -28,7 +28,7 @@ from .text import NEAR_DUPLICATE_JACCARD, clean_prompt, group_key, lora_tags, sh
 
 __all__ = ["BenchReport", "build_bench", "ensure_bench"]
 
-BENCH_FORMAT = 1
+BENCH_FORMAT = 2
 SPLIT_SHARES = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 Progress = Callable[[int, int], None]
@@ -101,7 +101,7 @@ def _image_rows(store: Store, flt: CatalogFilter) -> Iterable[tuple]:
     )
 
 
-def _pair_from_row(row: tuple, resolver: _Resolver) -> Pair | str:
+def _pair_from_row(row: tuple, resolver: _Resolver, store: Store) -> Pair | str:
     """A pair for one image row, or the reason it is dropped."""
     (image_id, model_id, version_id, page_type, prompt, negative, sampler, steps, cfg, seed, width, height,
      clip_skip, model_hash, resources) = row  # fmt: skip
@@ -126,8 +126,6 @@ def _pair_from_row(row: tuple, resolver: _Resolver) -> Pair | str:
         return "unknown_sampler" if sampler else "missing_params"
     if steps is None or cfg is None or width is None or height is None:
         return "missing_params"
-    if not (1 <= steps <= 150 and 0 < cfg <= 30 and 64 <= width <= 4096 and 64 <= height <= 4096):
-        return "params_out_of_range"
 
     used = json.loads(resources)
     if any(r["type"] == "hypernet" for r in used):
@@ -173,6 +171,8 @@ def _pair_from_row(row: tuple, resolver: _Resolver) -> Pair | str:
         clip_skip=clip_skip or 1,
         seed=seed if seed is not None and seed >= 0 else -1,
     )
+    if validate_call(store, api):  # the ground truth itself must be executable (sizes, ranges)
+        return "invalid_params"
     source = PairSource(model_id=model_id, version_id=version_id, image_id=image_id)
     return Pair(id=f"dab-{image_id}", instruction=instruction, api=api, source=source)
 
@@ -248,7 +248,7 @@ def build_bench(
             continue
         seen.add(row[0])
         report.images += 1
-        pair = _pair_from_row(row, resolver)
+        pair = _pair_from_row(row, resolver, store)
         if isinstance(pair, str):
             report.dropped[pair] += 1
         else:

@@ -1,1 +1,78 @@
-"""reward"""
+"""Rewards: image scorers (CLIP score, ImageReward, HPS v2; PickScore held out), the unified metric over
+them, the offline proxy reward of API calls, and the :class:`Reward` protocol the RRHF trainer calls.
+
+The scorers need torch and transformers and are imported on first use, so that importing the proxy
+reward (the one these machines can run) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import GeneratedImageReward, ImageLike, ImageScorer, Reward
+from .proxy import NAME as PROXY_NAME
+from .proxy import ProxyReward
+from .unified import (
+    HELD_OUT_SCORERS,
+    UNIFIED_SCORERS,
+    UNIFIED_VERSION,
+    ReferenceStats,
+    ScorerStats,
+    UnifiedMetric,
+    compute_reference_stats,
+    unified_score,
+)
+
+__all__ = [
+    "HELD_OUT_SCORERS",
+    "PROXY_NAME",
+    "UNIFIED_SCORERS",
+    "UNIFIED_VERSION",
+    "CLIPScorer",
+    "GeneratedImageReward",
+    "HPSv2Scorer",
+    "ImageLike",
+    "ImageRewardScorer",
+    "ImageScorer",
+    "PickScoreScorer",
+    "ProxyReward",
+    "ReferenceStats",
+    "Reward",
+    "ScorerStats",
+    "UnifiedMetric",
+    "compute_reference_stats",
+    "load_scorer",
+    "unified_score",
+]
+
+_LAZY = {
+    "CLIPScorer": "clip",
+    "PickScoreScorer": "clip",
+    "HPSv2Scorer": "hps",
+    "ImageRewardScorer": "imagereward",
+}
+# scorer name -> class name, for load_scorer
+_SCORERS = {
+    "clip": "CLIPScorer",
+    "hpsv2": "HPSv2Scorer",
+    "imagereward": "ImageRewardScorer",
+    "pickscore": "PickScoreScorer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_scorer(name: str, source: str | None = None, **options: Any) -> ImageScorer:
+    """The scorer ``name`` (clip, imagereward, hpsv2, pickscore) from a local path or hub name ``source``
+    (each scorer's published weights when None); ``options`` go to its ``from_pretrained``."""
+    from ..errors import UserInputError
+
+    if name not in _SCORERS:
+        raise UserInputError(f"unknown scorer {name!r}; choose one of: {', '.join(_SCORERS)}")
+    cls = __getattr__(_SCORERS[name])
+    return cls.from_pretrained(source, **options) if source is not None else cls.from_pretrained(**options)

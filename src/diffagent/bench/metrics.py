@@ -3,6 +3,7 @@
 Per answer: ``model@1`` / ``model@5`` (the true checkpoint's model id is first / among the first five of
 the answer and its alternatives, counted once per model id), ``base@1`` (same base-model family, or the
 same string where no family is known), ``hallucination`` (see :mod:`diffagent.catalog.validate`),
+``invalid`` (any reason of ``validate_call``: hallucinations and plain errors such as a size off the grid),
 ``sampler`` (exact after name normalisation), ``steps`` (within 25% of the truth), ``cfg`` (within 1.5 of
 the truth) and ``params`` (all three). Latencies aggregate as p50 / p95 with linear interpolation between
 order statistics (numpy's default), so ten latencies 1..10 ms give p50 = 5.5 and p95 = 9.55.
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..catalog import Store, family, hallucination_reasons
-from ..schema import APICall, Answer, normalize_sampler
+from ..catalog import Store, check_call, family
+from ..schema import Answer, APICall, normalize_sampler
 
 __all__ = [
     "CFG_TOLERANCE",
@@ -48,6 +49,7 @@ class PairScore:
     model_at_5: bool
     base_at_1: bool
     hallucination: bool
+    invalid: bool
     sampler: bool
     steps: bool
     cfg: bool
@@ -92,11 +94,13 @@ def score_answer(store: Store, answer: Answer, truth: APICall, reward: float | N
     """All per-answer metrics of ``answer`` for a pair whose ground truth is ``truth``."""
     api = answer.api
     models = candidate_models(answer)
+    problems = check_call(store, api)
     return PairScore(
         model_at_1=models[0] == truth.checkpoint.model_id,
         model_at_5=truth.checkpoint.model_id in models[:5],
         base_at_1=base_match(api.checkpoint.base_model, truth.checkpoint.base_model),
-        hallucination=bool(hallucination_reasons(store, api)),
+        hallucination=any(p.hallucination for p in problems),
+        invalid=bool(problems),
         sampler=sampler_match(api.sampler, truth.sampler),
         steps=steps_match(api.steps, truth.steps),
         cfg=cfg_match(api.cfg_scale, truth.cfg_scale),
@@ -104,17 +108,29 @@ def score_answer(store: Store, answer: Answer, truth: APICall, reward: float | N
     )
 
 
+# metric name -> PairScore attribute, in the order tables show them
+_SHARES = {
+    "model@1": "model_at_1",
+    "model@5": "model_at_5",
+    "base@1": "base_at_1",
+    "hallucination": "hallucination",
+    "invalid": "invalid",
+    "sampler": "sampler",
+    "steps": "steps",
+    "cfg": "cfg",
+    "params": "params",
+}
+
+
 def mean_scores(scores: Sequence[PairScore]) -> dict[str, float | None]:
     """Shares of answers right per metric (``reward``: the mean), keyed by DESIGN.md's metric names.
 
     Empty input gives None for every metric, never a division by zero.
     """
-    names = {"model_at_1": "model@1", "model_at_5": "model@5", "base_at_1": "base@1"}
     out: dict[str, float | None] = {}
-    for key in ("model_at_1", "model_at_5", "base_at_1", "hallucination", "sampler", "steps", "cfg"):
-        values = [asdict(s)[key] for s in scores]
-        out[names.get(key, key)] = sum(values) / len(values) if values else None
-    out["params"] = sum(s.params for s in scores) / len(scores) if scores else None
+    for key, attribute in _SHARES.items():
+        values = [getattr(s, attribute) for s in scores]
+        out[key] = sum(values) / len(values) if values else None
     rewards = [s.reward for s in scores if s.reward is not None]
     out["reward"] = sum(rewards) / len(rewards) if rewards else None
     return out

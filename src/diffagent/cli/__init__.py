@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..errors import DiffAgentError
-from . import bench, catalog, train
+from . import bench, catalog, evaluate, select, train
 from ._common import fail
 
 app = typer.Typer(
@@ -16,6 +16,8 @@ app = typer.Typer(
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(bench.app, name="bench")
 app.add_typer(train.app, name="train")
+app.command("select")(select.select_command)
+app.command("eval")(evaluate.eval_command)
 
 
 def main() -> None:

@@ -1,0 +1,128 @@
+"""Benchmark agents on the DABench test split (all pairs and the novel subset) and write a markdown report.
+
+    python scripts/benchmark.py --out docs/benchmarks.md            # the four baselines (+ default)
+    python scripts/benchmark.py --agent tfidf --agent default --out /tmp/b.md
+
+Agents learn from the bench's train split only (as ``diffagent eval`` does). The report carries the exact
+command, the date, the machine (CPU model, cores, memory, load), the catalogue and bench it ran on, and the
+table of ``diffagent eval`` (see ``diffagent.bench.evaluate`` for every column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from diffagent._io import atomic_open
+from diffagent.agents import AGENT_NAMES, load_agent
+from diffagent.bench import ensure_bench, load_pairs
+from diffagent.bench.evaluate import evaluate, render_markdown, spread
+from diffagent.catalog import Store
+from diffagent.cli._common import progress_bar
+from diffagent.cli.evaluate import default_agents
+from diffagent.config import store_path
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 2**20:.0f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def machine() -> str:
+    """One line on the hardware and how busy it was, since latency and throughput depend on both."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (
+        f"{_cpu_model()}, {cores} cores available, {_memory_gib()} RAM, load average at start {load}; "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--agent", action="append", choices=AGENT_NAMES, help="repeatable (default: baselines)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="markdown file to write")
+    parser.add_argument("--limit", type=int, default=None, help="score at most N test pairs, spread evenly")
+    parser.add_argument("--latency-prompts", type=int, default=200, help="prompts timed one at a time")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+    started = dt.datetime.now(dt.UTC)
+    host = machine()
+
+    with Store(store_path()) as store:
+        if store.is_empty():
+            print("error: the catalogue is empty: run `diffagent catalog import PATH` first", file=sys.stderr)
+            return 2
+        with progress_bar("building DABench") as update:
+            folder = ensure_bench(store, progress=update)
+        train = load_pairs(folder / "train.jsonl")
+        test = spread(load_pairs(folder / "test.jsonl"), args.limit)
+        rows = []
+        for name in args.agent or default_agents():
+            began = time.perf_counter()
+            agent = load_agent(name, store, train)
+            built = time.perf_counter() - began
+            with progress_bar(f"evaluating {name}") as update:
+                row = evaluate(
+                    agent, test, store, name=name, latency_prompts=args.latency_prompts, progress=update
+                )
+            print(f"{name}: built in {built:.1f} s, evaluated in {time.perf_counter() - began - built:.1f} s",
+                  file=sys.stderr)  # fmt: skip
+            rows.append(row)
+        stats = store.stats()
+        revision = store.revision
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    report = [
+        "## DABench test split",
+        "",
+        f"- command: `{command}`",
+        f"- date: {started:%Y-%m-%d %H:%M} UTC",
+        f"- machine: {host}",
+        f"- catalogue: {stats['models']:,} models, {stats['versions']:,} versions, "
+        f"{stats['images']:,} images (store revision {revision})",
+        f"- bench: {manifest['pairs']['train']:,} train / {manifest['pairs']['val']:,} val / "
+        f"{manifest['pairs']['test']:,} test pairs, {manifest['novel']:,} of them novel; "
+        f"scored: {len(test):,} test pairs; agents learn from the train split only",
+        f"- latency: warm, one prompt at a time, on up to {args.latency_prompts} prompts (and as many "
+        "novel ones); prompts/s: `select_batch` over every scored prompt",
+        "",
+        render_markdown(rows).rstrip("\n"),
+        "",
+    ]
+    with atomic_open(args.out) as handle:
+        handle.write("\n".join(report))
+    if args.json_out is not None:
+        with atomic_open(args.json_out) as handle:
+            json.dump({"rows": rows}, handle, indent=1)
+    print("\n".join(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

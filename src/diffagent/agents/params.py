@@ -1,0 +1,267 @@
+"""Typical generation parameters of each checkpoint, learnt from the sample images that used it.
+
+A checkpoint's community images say how it is meant to be run (its sampler, step count, CFG, size, clip
+skip and negative prompt). :class:`ParamStats` reads them in one SQL pass and keeps, per field, the
+statistic of the most specific level that has data: the checkpoint version, then its model (other
+versions), then its base-model family, then the whole catalogue, then fixed defaults. Sizes never come
+from another family (the family's default size instead), and the sampler, steps and CFG of a few-step
+checkpoint (Turbo / LCM / Lightning) only from its own images or few-step defaults.
+
+Agents use it as the prior for the parameters of any checkpoint they choose; :func:`assemble_call` turns
+a catalogue version and such parameters into an APICall.
+
+An image counts for the checkpoint version its ``Model hash`` (AutoV2) names, or, with no hash, for the
+page it hangs on when that page is a checkpoint (the rule DABench uses for its ground truth). Pass
+``image_ids`` to learn only from some images (an agent under evaluation passes the source images of its
+training pairs, so that no test image leaks into its parameters).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import statistics
+from collections import Counter
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..catalog import Store, VersionRef, default_size, family, is_few_step
+from ..catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, SIZE_RANGE, STEPS_RANGE
+from ..schema import APICall, Checkpoint, LoRA, normalize_sampler
+
+__all__ = ["DEFAULTS", "FEW_STEP_DEFAULTS", "ParamStats", "assemble_call", "clamp", "valid_size"]
+
+DEFAULTS: dict[str, Any] = {
+    "sampler": "DPM++ 2M Karras",
+    "steps": 25,
+    "cfg_scale": 7.0,
+    "clip_skip": 1,
+    "negative_prompt": "",
+}
+FEW_STEP_DEFAULTS: dict[str, Any] = {"sampler": "Euler a", "steps": 6, "cfg_scale": 2.0}
+
+# Resolve each image to the checkpoint version it was generated with (see the module docstring).
+_SQL = """
+WITH resolved AS (
+    SELECT i.id AS image_id, i.sampler, i.steps, i.cfg_scale, i.gen_width, i.gen_height, i.clip_skip,
+           i.negative_prompt,
+           COALESCE(
+               (SELECT f.version_id FROM files f
+                JOIN versions fv ON fv.id = f.version_id JOIN models fm ON fm.id = fv.model_id
+                WHERE f.autov2 = i.model_hash AND fm.type = 'Checkpoint'
+                ORDER BY f.is_primary DESC, f.version_id LIMIT 1),
+               CASE WHEN i.model_hash IS NULL AND pm.type = 'Checkpoint' THEN i.version_id END
+           ) AS version_id
+    FROM images i JOIN models pm ON pm.id = i.model_id
+)
+SELECT r.*, v.model_id, v.base_model
+FROM resolved r JOIN versions v ON v.id = r.version_id
+ORDER BY r.image_id, r.version_id
+"""
+
+
+def clamp(value: float, bounds: tuple[float, float]) -> float:
+    """``value`` moved into the inclusive range ``bounds``."""
+    return min(max(value, bounds[0]), bounds[1])
+
+
+def valid_size(width: int | None, height: int | None) -> bool:
+    """Whether a generator accepts this size as is (both sides multiples of 8 within SIZE_RANGE)."""
+    lo, hi = SIZE_RANGE
+    return all(side is not None and lo <= side <= hi and side % 8 == 0 for side in (width, height))
+
+
+_sampler = functools.lru_cache(maxsize=1024)(normalize_sampler)
+
+
+@functools.lru_cache(maxsize=1024)
+def _family_key(base_model: str | None) -> str | None:
+    """Family of a base model, or the base model itself where no family is known (``Other``)."""
+    return family(base_model) or base_model
+
+
+def _observation(row: Any) -> tuple[Any, ...]:
+    """The normalised (sampler, steps, cfg, size, clip skip, negative prompt) of one image row."""
+    size = (row["gen_width"], row["gen_height"])
+    # AUTOMATIC1111 writes "Clip skip" only when it is not 1: an infotext without it means 1.
+    clip_skip = row["clip_skip"] if row["clip_skip"] is not None else (1 if row["steps"] else None)
+    return (
+        _sampler(row["sampler"]),
+        row["steps"],
+        row["cfg_scale"],
+        size if valid_size(*size) else None,
+        clip_skip,
+        row["negative_prompt"] or "",
+    )
+
+
+def _mode(values: list[Any]) -> Any:
+    """The most common value (the first seen among ties, so results are deterministic), or None."""
+    return Counter(values).most_common(1)[0][0] if values else None
+
+
+@dataclass
+class _Tally:
+    """Raw observations of one level (a version, a model, a family, the catalogue)."""
+
+    images: int = 0
+    samplers: list[str] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    cfgs: list[float] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    clip_skips: list[int] = field(default_factory=list)
+    negatives: list[str] = field(default_factory=list)
+
+    def add(self, observation: tuple[Any, ...]) -> None:
+        sampler, steps, cfg, size, clip_skip, negative = observation
+        self.images += 1
+        if sampler:
+            self.samplers.append(sampler)
+        if steps is not None:
+            self.steps.append(steps)
+        if cfg is not None:
+            self.cfgs.append(cfg)
+        if size is not None:
+            self.sizes.append(size)
+        if clip_skip is not None:
+            self.clip_skips.append(clip_skip)
+        self.negatives.append(negative)
+
+    def summary(self) -> dict[str, Any]:
+        """Per field the typical value, or None where this level saw no data for it."""
+        size = _mode(self.sizes)
+        clip_skip = _mode(self.clip_skips)
+        return {
+            "sampler": _mode(self.samplers),
+            "steps": int(clamp(round(statistics.median(self.steps)), STEPS_RANGE)) if self.steps else None,
+            "cfg_scale": float(clamp(statistics.median(self.cfgs), CFG_RANGE)) if self.cfgs else None,
+            "width": size[0] if size else None,
+            "height": size[1] if size else None,
+            "clip_skip": int(clamp(clip_skip, CLIP_SKIP_RANGE)) if clip_skip is not None else None,
+            "negative_prompt": _mode(self.negatives),
+        }
+
+
+class ParamStats:
+    """Typical parameters per checkpoint version, with fallbacks; built once, then answered from memory."""
+
+    _shared: ClassVar[dict[tuple[Any, ...], ParamStats]] = {}
+
+    def __init__(self, store: Store, image_ids: Collection[int] | None = None) -> None:
+        allowed = None if image_ids is None else set(image_ids)
+        tallies: dict[tuple[str, Any], _Tally] = {}
+        seen: set[int] = set()
+        for row in store.conn.execute(_SQL):
+            if (allowed is not None and row["image_id"] not in allowed) or row["image_id"] in seen:
+                continue  # an image shown on several pages counts once
+            seen.add(row["image_id"])
+            keys = [
+                ("version", row["version_id"]),
+                ("model", row["model_id"]),
+                ("family", _family_key(row["base_model"])),
+                ("global", None),
+            ]
+            observation = _observation(row)
+            for key in keys:
+                tally = tallies.get(key)
+                if tally is None:
+                    tally = tallies[key] = _Tally()
+                tally.add(observation)
+        self._support = {key: tally.images for key, tally in tallies.items()}
+        self._summaries = {key: tally.summary() for key, tally in tallies.items()}
+        self._names: dict[int, VersionRef | None] = {}
+        self._store = store
+
+    @classmethod
+    def shared(cls, store: Store, image_ids: Collection[int] | None = None) -> ParamStats:
+        """One instance per store content and image selection, so agents built side by side share it."""
+        key = (
+            id(store),
+            str(store.path),
+            store.revision,
+            None if image_ids is None else frozenset(image_ids),
+        )
+        if key not in cls._shared:
+            if len(cls._shared) >= 4:
+                cls._shared.pop(next(iter(cls._shared)))
+            cls._shared[key] = cls(store, image_ids)
+        return cls._shared[key]
+
+    def support(self, version_id: int) -> int:
+        """How many images the version's own statistics rest on."""
+        return self._support.get(("version", version_id), 0)
+
+    def _ref(self, version_id: int) -> VersionRef | None:
+        if version_id not in self._names:
+            self._names[version_id] = self._store.version(version_id)
+        return self._names[version_id]
+
+    def for_version(self, version_id: int, base_model: str | None = None) -> dict[str, Any]:
+        """Typical ``sampler, steps, cfg_scale, width, height, clip_skip, negative_prompt`` of a version.
+
+        ``base_model`` picks the family fallback when the catalogue does not know the version. The result
+        also carries ``support`` (images of the version itself) and ``source`` (the level of the steps).
+        """
+        ref = self._ref(version_id)
+        model_id = ref.model_id if ref else None
+        base = ref.base_model if ref and ref.base_model else base_model
+        fam = _family_key(base)
+        few_step = is_few_step(base, f"{ref.model_name} {ref.version_name or ''}" if ref else "")
+        own = [("version", version_id), ("model", model_id)]
+        shared = [*own, ("family", fam), ("global", None)]
+        width, height = default_size(base)
+        fallback = {**DEFAULTS, **(FEW_STEP_DEFAULTS if few_step else {}), "width": width, "height": height}
+        if few_step and "lcm" in f"{base} {ref.model_name if ref else ''}".lower():
+            fallback["sampler"] = "LCM"
+        out: dict[str, Any] = {}
+        source = "default"
+        for name in ("sampler", "steps", "cfg_scale", "width", "height", "clip_skip", "negative_prompt"):
+            if name in ("width", "height"):
+                levels = [*own, ("family", fam)]  # another family's sizes would be wrong
+            elif few_step and name in FEW_STEP_DEFAULTS:
+                levels = own  # ordinary checkpoints of the family run with many more steps
+            else:
+                levels = shared
+            for level in levels:
+                value = self._summaries.get(level, {}).get(name)
+                if value is not None:
+                    out[name] = value
+                    if name == "steps":
+                        source = level[0]
+                    break
+            else:
+                out[name] = fallback[name]
+        out["support"] = self.support(version_id)
+        out["source"] = source
+        return out
+
+
+def _with_trigger_words(prompt: str, words: Iterable[str]) -> str:
+    missing = [w for w in words if w and not re.search(re.escape(w), prompt, re.IGNORECASE)]
+    return ", ".join([prompt.strip(), *missing]) if missing else prompt.strip()
+
+
+def assemble_call(
+    ref: VersionRef, prompt: str, params: dict[str, Any], loras: Iterable[LoRA] = (), seed: int = -1
+) -> APICall:
+    """An executable call: the catalogue checkpoint ``ref``, ``params`` and LoRAs with trigger words added."""
+    loras = list(loras)
+    return APICall(
+        checkpoint=Checkpoint(
+            model_id=ref.model_id,
+            version_id=ref.version_id,
+            name=ref.model_name.strip(),
+            base_model=ref.base_model or "Other",
+        ),
+        loras=loras,
+        prompt=_with_trigger_words(prompt, [w for lora in loras for w in lora.trigger_words]),
+        negative_prompt=params["negative_prompt"],
+        sampler=params["sampler"],
+        steps=params["steps"],
+        cfg_scale=params["cfg_scale"],
+        width=params["width"],
+        height=params["height"],
+        clip_skip=params["clip_skip"],
+        seed=seed,
+    )

@@ -1,0 +1,195 @@
+"""Score any agent on any DABench-format pairs file: accuracy, hallucination, parameters, reward, speed.
+
+:func:`evaluate` returns one row per agent, a flat dict keyed by DESIGN.md's metric names:
+``agent``, ``n``, ``model@1``, ``model@5``, ``base@1``, ``hallucination``, ``invalid``, ``sampler``,
+``steps``, ``cfg``, ``params``, ``reward`` (with ``reward_name``; both left out where no reward model is
+installed), ``latency_ms_p50``, ``latency_ms_p95`` and ``prompts_per_s``. Where the pairs carry ``novel``
+flags (a DABench test split), every metric is repeated on the novel subset under the same name prefixed
+with ``novel/`` (``novel/n``, ``novel/model@1``, ... ``novel/prompts_per_s``), so that each agent stays one
+row of ``diffagent eval --json``.
+
+Timing: after ``warmup`` calls, ``latency_ms_*`` time ``agent.select`` one prompt at a time on up to
+``latency_prompts`` prompts spread evenly over the pairs (and as many over the novel subset), warm, in
+this process. ``prompts_per_s`` times ``agent.select_batch`` over every prompt, in chunks (novel and
+other prompts in separate chunks, so that the novel subset has its own throughput); the accuracy metrics
+are computed on those batch answers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from ..agents.base import Agent
+from ..catalog import Store
+from ..schema import Answer
+from .metrics import PairScore, mean_scores, percentile, score_answer
+from .pairs import Pair
+
+__all__ = ["evaluate", "render_markdown", "spread"]
+
+Progress = Callable[[int, int], None]
+T = TypeVar("T")
+
+_BATCH_CHUNK = 512
+_REWARD_MODULE = "diffagent.reward.proxy"
+
+
+def spread(items: Sequence[T], count: int | None) -> list[T]:
+    """Up to ``count`` of ``items``, evenly spaced, in order (files are often sorted by model or image)."""
+    if count is None or len(items) <= count:
+        return list(items)
+    step = len(items) / count
+    return [items[int(i * step)] for i in range(count)]
+
+
+_rewards: dict[tuple[int, int], tuple[str, Any]] = {}
+
+
+def _load_reward(store: Store) -> tuple[str, Any] | None:
+    """The offline proxy reward ``(name, scorer)``, or None where that module is not installed.
+
+    Built once per store content, so that evaluating several agents reads the catalogue once.
+    """
+    try:
+        module = importlib.import_module(_REWARD_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (_REWARD_MODULE, "diffagent.reward"):
+            raise
+        return None
+    key = (id(store), store.revision)
+    if key not in _rewards:
+        _rewards.clear()
+        _rewards[key] = (module.NAME, module.ProxyReward(store))
+    return _rewards[key]
+
+
+def _speed(seconds: float, count: int) -> float | None:
+    return count / seconds if seconds > 0 and count else None
+
+
+def evaluate(
+    agent: Agent,
+    pairs: Sequence[Pair],
+    store: Store,
+    *,
+    name: str | None = None,
+    k: int = 5,
+    latency_prompts: int = 200,
+    warmup: int = 3,
+    reward: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Every metric of ``agent`` on ``pairs`` and their novel subset, as one row (see the module doc)."""
+    n = len(pairs)
+    novel = [i for i, pair in enumerate(pairs) if pair.novel]
+    has_novel = any(pair.novel is not None for pair in pairs)
+    groups = [novel, [i for i, pair in enumerate(pairs) if not pair.novel]] if has_novel else [list(range(n))]
+    timed_all = spread(range(n), latency_prompts)
+    timed_novel = spread(novel, latency_prompts)
+    timed = sorted(set(timed_all) | set(timed_novel))
+    total, done = 2 * n + len(timed), 0
+
+    def tick(step: int) -> None:
+        nonlocal done
+        done += step
+        if progress is not None:
+            progress(done, total)
+
+    for pair in pairs[:warmup]:
+        agent.select(pair.instruction, k)
+
+    answers: list[Answer | None] = [None] * n
+    seconds = {"all": 0.0, "novel": 0.0}
+    for group_number, group in enumerate(groups):
+        for start in range(0, len(group), _BATCH_CHUNK):
+            chunk = group[start : start + _BATCH_CHUNK]
+            began = time.perf_counter()
+            batch = agent.select_batch([pairs[i].instruction for i in chunk], k)
+            elapsed = time.perf_counter() - began
+            seconds["all"] += elapsed
+            if has_novel and group_number == 0:
+                seconds["novel"] += elapsed
+            for i, answer in zip(chunk, batch, strict=True):
+                answers[i] = answer
+            tick(len(chunk))
+
+    latency: dict[int, float] = {}
+    for i in timed:
+        began = time.perf_counter()
+        agent.select(pairs[i].instruction, k)
+        latency[i] = (time.perf_counter() - began) * 1000
+        tick(1)
+
+    scorer = _load_reward(store) if reward else None
+    scores: list[PairScore] = []
+    for pair, answer in zip(pairs, answers, strict=True):
+        assert answer is not None
+        value = scorer[1].score(pair.instruction, answer.api, pair.api) if scorer else None
+        scores.append(score_answer(store, answer, pair.api, reward=value))
+        tick(1)
+
+    def block(indices: Sequence[int], timed_here: Sequence[int], secs: float) -> dict[str, Any]:
+        metrics = mean_scores([scores[i] for i in indices])
+        if scorer is None:
+            metrics.pop("reward")
+        return {
+            "n": len(indices),
+            **metrics,
+            "latency_ms_p50": percentile((latency[i] for i in timed_here), 50),
+            "latency_ms_p95": percentile((latency[i] for i in timed_here), 95),
+            "prompts_per_s": _speed(secs, len(indices)),
+        }
+
+    row: dict[str, Any] = {"agent": name or getattr(agent, "name", type(agent).__name__)}
+    row.update(block(range(n), timed_all, seconds["all"]))
+    if scorer is not None:
+        row["reward_name"] = scorer[0]
+    if has_novel:
+        row.update(
+            {f"novel/{key}": value for key, value in block(novel, timed_novel, seconds["novel"]).items()}
+        )
+    return row
+
+
+_COLUMNS = (
+    ("n", "n", "{:,}"),
+    ("model@1", "model@1", "{:.3f}"),
+    ("model@5", "model@5", "{:.3f}"),
+    ("base@1", "base@1", "{:.3f}"),
+    ("hallucination", "halluc.", "{:.3f}"),
+    ("invalid", "invalid", "{:.3f}"),
+    ("sampler", "sampler", "{:.3f}"),
+    ("steps", "steps", "{:.3f}"),
+    ("cfg", "cfg", "{:.3f}"),
+    ("params", "params", "{:.3f}"),
+    ("reward", "reward", "{:.3f}"),
+    ("latency_ms_p50", "p50 ms", "{:.1f}"),
+    ("latency_ms_p95", "p95 ms", "{:.1f}"),
+    ("prompts_per_s", "prompts/s", "{:,.0f}"),
+)
+
+
+def render_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """A markdown table, one line per agent and subset, with a note on the reward used."""
+    columns = [c for c in _COLUMNS if any(c[0] in row for row in rows)]
+    lines = [
+        "| agent | pairs | " + " | ".join(title for _, title, _ in columns) + " |",
+        "|---|---|" + "---:|" * len(columns),
+    ]
+    for row in rows:
+        subsets = [("all", "")] + ([("novel", "novel/")] if "novel/n" in row else [])
+        for subset, prefix in subsets:
+            cells = []
+            for key, _, fmt in columns:
+                value = row.get(prefix + key)
+                cells.append("–" if value is None else fmt.format(value))
+            lines.append(f"| {row['agent']} | {subset} | " + " | ".join(cells) + " |")
+    names = sorted({row["reward_name"] for row in rows if row.get("reward_name")})
+    if names:
+        note = f"reward: {', '.join(names)} (offline proxy; no image was generated or scored)"
+    else:
+        note = f"reward: not reported ({_REWARD_MODULE} is not installed)"
+    return "\n".join([*lines, "", note]) + "\n"

@@ -1,0 +1,85 @@
+"""``diffagent eval``: DABench metrics of one or more agents on a pairs file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import typer
+
+from ..agents import AGENT_NAMES
+from ..bench import ensure_bench, load_pairs
+from ..bench.evaluate import evaluate, render_markdown, spread
+from ._common import fail, open_store, progress_bar
+from .select import agent_options, build_agent
+
+__all__ = ["BASELINES", "default_agents", "eval_command"]
+
+BASELINES = ("random", "popular", "keyword", "tfidf")
+
+
+def default_agents() -> list[str]:
+    """The four baselines, and the default agent once its module is installed."""
+    has_default = importlib.util.find_spec("diffagent.agents.retrieval") is not None
+    return [*BASELINES, *(["default"] if has_default else [])]
+
+
+def eval_command(
+    pairs: Path = typer.Option(
+        None,
+        "--pairs",
+        help="DABench-format pairs file (default: the bench's test split)",
+        show_default=False,
+    ),
+    agent: list[str] = typer.Option(
+        [],
+        "--agent",
+        help=f"agent to score, repeatable (default: the baselines and 'default'); "
+        f"one of: {', '.join(AGENT_NAMES)}",
+        show_default=False,
+    ),
+    as_json: bool = typer.Option(False, "--json", help='print {"rows": [...]} instead of a markdown table'),
+    limit: int = typer.Option(None, "--limit", min=1, help="score at most N pairs, spread over the file"),
+    k: int = typer.Option(5, "--k", min=1, help="alternatives per answer (model@5 needs 5)"),
+    latency_prompts: int = typer.Option(200, min=1, help="prompts timed one at a time for p50/p95"),
+    model: str = typer.Option(None, "--model", help="trained model name or path (--agent llm)"),
+    unconstrained: bool = typer.Option(
+        False, "--unconstrained", help="let the LLM agent decode freely (--agent llm)"
+    ),
+) -> None:
+    """Score agents on DABench pairs: model@1/@5, base@1, hallucination, parameters, reward, speed."""
+    names = agent or default_agents()
+    for name in names:
+        if name not in AGENT_NAMES:
+            fail(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
+    with open_store() as store:
+        if store.is_empty():
+            fail("the catalogue is empty: run `diffagent catalog import PATH` first")
+        if pairs is None:
+            with progress_bar("building DABench") as update:
+                pairs = ensure_bench(store, progress=update) / "test.jsonl"
+        chosen = spread(load_pairs(pairs), limit)
+        if not chosen:
+            fail(f"{pairs}: no pairs")
+        rows = []
+        for name in names:
+            selector = build_agent(
+                store, name, splits=("train",), **agent_options(name, model, unconstrained)
+            )
+            with progress_bar(f"evaluating {name}") as update:
+                rows.append(
+                    evaluate(
+                        selector,
+                        chosen,
+                        store,
+                        name=name,
+                        k=k,
+                        latency_prompts=latency_prompts,
+                        progress=update,
+                    )
+                )
+    if as_json:
+        typer.echo(json.dumps({"rows": rows}))
+    else:
+        typer.echo(render_markdown(rows), nl=False)

@@ -1,0 +1,151 @@
+"""``diffagent select``: an API call for one prompt, or for every line of a JSONL file."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .._io import write_jsonl
+from ..agents import AGENT_NAMES, Agent, load_agent
+from ..bench import SPLITS, ensure_bench, load_pairs
+from ..catalog import Store
+from ..schema import Answer
+from ._common import console, fail, open_store, progress_bar
+
+__all__ = ["agent_options", "build_agent", "read_prompts", "select_command"]
+
+
+def agent_options(name: str, model: str | None, unconstrained: bool) -> dict[str, Any]:
+    """Command-line options for agent ``name``: only the LLM agent takes a trained model."""
+    if name != "llm":
+        return {}
+    options: dict[str, Any] = {"unconstrained": unconstrained}
+    if model is not None:
+        options["model"] = model
+    return options
+
+
+def build_agent(store: Store, name: str, *, splits: tuple[str, ...], **options: Any) -> Agent:
+    """Agent ``name`` learning from the given DABench ``splits`` (the bench is built first if missing)."""
+    if name not in AGENT_NAMES:
+        fail(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
+    if store.is_empty():
+        fail("the catalogue is empty: run `diffagent catalog import PATH` first")
+    with progress_bar("building DABench") as update:
+        folder = ensure_bench(store, progress=update)
+    examples = [pair for split in splits for pair in load_pairs(folder / f"{split}.jsonl")]
+    return load_agent(name, store, examples, **options)
+
+
+def read_prompts(path: Path) -> list[tuple[Any, str]]:
+    """``(id, prompt)`` of each line of a batch file; a bad line is a one-line error naming it."""
+    if not path.is_file():
+        fail(f"no such batch file: {path}")
+    items = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                fail(f"{path}:{number}: not JSON ({exc.msg})")
+            if not isinstance(item, dict):
+                fail(f"{path}:{number}: expected an object with 'id' and 'prompt'")
+            if "id" not in item or isinstance(item["id"], bool) or not isinstance(item["id"], str | int):
+                fail(f"{path}:{number}: 'id' must be a string or an integer")
+            prompt = item.get("prompt")
+            if not isinstance(prompt, str) or not prompt.strip():
+                fail(f"{path}:{number}: 'prompt' must be a non-empty string")
+            items.append((item["id"], prompt))
+    if not items:
+        fail(f"{path}: no prompts")
+    return items
+
+
+def _print_answer(answer: Answer) -> None:
+    api = answer.api
+    stdout = Console()
+    table = Table(show_header=False, box=None, padding=(0, 1))
+    table.add_column(style="bold")
+    table.add_column()
+    ckpt = api.checkpoint
+    table.add_row("checkpoint", f"{ckpt.name} [dim](model {ckpt.model_id}, version {ckpt.version_id})[/]")
+    table.add_row("base model", ckpt.base_model)
+    for lora in api.loras:
+        words = f", triggers: {', '.join(lora.trigger_words)}" if lora.trigger_words else ""
+        table.add_row("LoRA", f"{lora.name} x{lora.weight:g} [dim](version {lora.version_id}{words})[/]")
+    table.add_row(
+        "sampler", f"{api.sampler}, {api.steps} steps, CFG {api.cfg_scale:g}, clip skip {api.clip_skip}"
+    )
+    table.add_row("size", f"{api.width}x{api.height}, seed {api.seed}")
+    table.add_row("prompt", api.prompt)
+    table.add_row("negative", api.negative_prompt or "[dim](none)[/]")
+    if answer.low_confidence:
+        table.add_row("note", "[yellow]low confidence: nothing in the catalogue is close to this prompt[/]")
+    stdout.print(table)
+    if len(answer.alternatives) > 1:
+        alternatives = Table("#", "checkpoint", "base", "score", title="alternatives", title_justify="left")
+        for rank, alt in enumerate(answer.alternatives, 1):
+            alternatives.add_row(
+                str(rank), alt.checkpoint.name, alt.checkpoint.base_model, f"{alt.score:.3g}"
+            )
+        stdout.print(alternatives)
+
+
+def select_command(
+    prompt: str = typer.Argument(None, help="the text-to-image prompt", show_default=False),
+    batch: Path = typer.Option(None, "--batch", help="JSONL of {'id', 'prompt'} lines to answer"),
+    out: Path = typer.Option(
+        None, "--out", help="where --batch writes {'id','api','alternatives','latency_ms'}"
+    ),
+    agent: str = typer.Option("default", "--agent", help=f"one of: {', '.join(AGENT_NAMES)}"),
+    k: int = typer.Option(5, "--k", min=1, help="how many ranked alternatives"),
+    as_json: bool = typer.Option(False, "--json", help="print the answer as JSON"),
+    model: str = typer.Option(None, "--model", help="trained model name or path (--agent llm)"),
+    unconstrained: bool = typer.Option(
+        False, "--unconstrained", help="let the LLM agent decode freely (--agent llm)"
+    ),
+) -> None:
+    """One API call for PROMPT, or one per line of --batch IN.jsonl written to --out OUT.jsonl."""
+    if (prompt is None) == (batch is None):
+        fail("give either a PROMPT or --batch IN.jsonl")
+    if batch is not None and out is None:
+        fail("--batch needs --out OUT.jsonl")
+    if batch is None and out is not None:
+        fail("--out goes with --batch IN.jsonl")
+    if prompt is not None and not prompt.strip():
+        fail("the prompt is empty")
+    items = read_prompts(batch) if batch is not None else []
+    with open_store() as store:
+        selector = build_agent(store, agent, splits=SPLITS, **agent_options(agent, model, unconstrained))
+        if batch is None:
+            answer = selector.select(prompt, k)
+            if as_json:
+                typer.echo(answer.model_dump_json())
+            else:
+                _print_answer(answer)
+            return
+        rows = []
+        with progress_bar(f"answering with {agent}", total=len(items)) as update:
+            for done, (item_id, text) in enumerate(items, 1):
+                began = time.perf_counter()
+                answer = selector.select(text, k)
+                latency = (time.perf_counter() - began) * 1000
+                rows.append(
+                    {
+                        "id": item_id,
+                        "api": answer.api.model_dump(),
+                        "alternatives": [alt.model_dump() for alt in answer.alternatives],
+                        "latency_ms": round(latency, 3),
+                    }
+                )
+                update(done, len(items))
+    write_jsonl(out, rows)
+    console.print(f"{out}: {len(rows)} answers", highlight=False)

@@ -1,0 +1,143 @@
+"""Baseline agents and checkpoint parameter priors on a small real store (the dump's first 600 models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from diffagent.agents import load_agent
+from diffagent.agents.params import ParamStats
+from diffagent.bench import Pair, build_bench, load_pairs
+from diffagent.bench.evaluate import evaluate
+from diffagent.catalog import Store, validate_call
+from diffagent.errors import UserInputError
+
+BASELINES = ("random", "popular", "keyword", "tfidf")
+
+
+@pytest.fixture(scope="module")
+def small(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
+    store = Store()
+    with store.transaction():
+        for record in dump_records:
+            store.upsert_model(record)
+    folder = tmp_path_factory.mktemp("bench")
+    build_bench(store, folder)
+    return store, folder
+
+
+@pytest.fixture(scope="module")
+def train(small: tuple[Store, Path]) -> list[Pair]:
+    return load_pairs(small[1] / "train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def test_pairs(small: tuple[Store, Path]) -> list[Pair]:
+    return load_pairs(small[1] / "test.jsonl")
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_answers_are_valid_catalogue_checkpoints(name: str, small, train, test_pairs) -> None:
+    store = small[0]
+    agent = load_agent(name, store, train)
+    for answer in agent.select_batch([p.instruction for p in test_pairs[:15]], k=5):
+        assert len(answer.alternatives) == 5
+        assert answer.alternatives[0].model_dump(exclude={"score"}) == answer.api.model_dump()
+        model_ids = [alt.checkpoint.model_id for alt in answer.alternatives]
+        assert len(set(model_ids)) == 5
+        for call in answer.alternatives:
+            assert validate_call(store, call) == []
+            assert store.version(call.checkpoint.version_id).model_type == "Checkpoint"
+            if name != "tfidf":
+                assert call.loras == []
+
+
+def test_baselines_rank_as_expected_on_the_fixed_test_split(small, train, test_pairs) -> None:
+    rows = {
+        name: evaluate(
+            load_agent(name, small[0], train), test_pairs, small[0], latency_prompts=3, reward=False
+        )
+        for name in BASELINES
+    }
+    for row in rows.values():
+        assert row["hallucination"] == 0 and row["invalid"] == 0 and row["n"] == len(test_pairs)
+    assert rows["random"]["model@5"] < rows["popular"]["model@5"] < rows["tfidf"]["model@5"]
+    assert rows["keyword"]["model@1"] > rows["random"]["model@1"]
+    assert rows["tfidf"]["model@1"] >= 0.5 and rows["tfidf"]["params"] >= 0.3
+
+
+def test_random_is_seeded_per_prompt(small, train) -> None:
+    first = load_agent("random", small[0], train, seed=1)
+    again = load_agent("random", small[0], train, seed=1)
+    other = load_agent("random", small[0], train, seed=2)
+    prompts = [f"prompt {i}" for i in range(5)]
+    ids = [a.api.checkpoint.version_id for a in first.select_batch(prompts)]
+    assert ids == [a.api.checkpoint.version_id for a in again.select_batch(list(reversed(prompts)))][::-1]
+    assert ids != [a.api.checkpoint.version_id for a in other.select_batch(prompts)]
+
+
+def test_popular_answers_the_most_downloaded_checkpoint(small, train) -> None:
+    store = small[0]
+    answer = load_agent("popular", store, train).select("anything at all")
+    top = store.conn.execute(
+        "SELECT id FROM models WHERE type = 'Checkpoint' AND nsfw = 0 ORDER BY download_count DESC LIMIT 1"
+    ).fetchone()[0]
+    assert answer.api.checkpoint.model_id == top
+    assert [a.score for a in answer.alternatives] == sorted(
+        (a.score for a in answer.alternatives), reverse=True
+    )
+
+
+def test_tfidf_finds_training_prompts_and_copies_their_loras(small, train) -> None:
+    agent = load_agent("tfidf", small[0], train)
+    answers = agent.select_batch([p.instruction for p in train])
+    hits = sum(
+        a.api.checkpoint.model_id == p.api.checkpoint.model_id for a, p in zip(answers, train, strict=True)
+    )
+    assert hits / len(train) >= 0.9
+    with_loras = [
+        (a, p)
+        for a, p in zip(answers, train, strict=True)
+        if p.api.loras and a.api.checkpoint == p.api.checkpoint
+    ]
+    assert with_loras, "the fixed data has a training pair with a LoRA"
+    for answer, pair in with_loras:
+        assert [lora.version_id for lora in answer.api.loras] == [lora.version_id for lora in pair.api.loras]
+        assert all(word in answer.api.prompt for lora in answer.api.loras for word in lora.trigger_words)
+        assert answer.evidence[0].similarity == pytest.approx(1.0, abs=1e-3)
+
+
+def test_tfidf_needs_examples(small) -> None:
+    with pytest.raises(UserInputError, match="bench build"):
+        load_agent("tfidf", small[0], [])
+
+
+def test_param_stats_levels_and_image_selection(small, train) -> None:
+    store = small[0]
+    stats = ParamStats(store)
+    version_id, count = store.conn.execute(
+        "SELECT version_id, COUNT(*) FROM images i WHERE model_hash IS NULL AND steps IS NOT NULL"
+        " AND EXISTS (SELECT 1 FROM models m WHERE m.id = i.model_id AND m.type = 'Checkpoint')"
+        " GROUP BY version_id ORDER BY 2 DESC LIMIT 1"
+    ).fetchone()
+    typical = stats.for_version(version_id)
+    assert typical["source"] == "version" and stats.support(version_id) >= count
+    assert set(typical) >= {
+        "sampler",
+        "steps",
+        "cfg_scale",
+        "width",
+        "height",
+        "clip_skip",
+        "negative_prompt",
+    }
+    # Learning from no image at all leaves the family defaults: nothing leaks from unseen images.
+    blind = ParamStats(store, image_ids=set()).for_version(version_id)
+    assert blind["source"] == "default" and blind["support"] == 0
+    unknown = stats.for_version(10**9, "SDXL 1.0")
+    assert (unknown["width"], unknown["height"]) == (832, 1216)
+    turbo = stats.for_version(10**9, "SDXL Turbo")
+    assert turbo["steps"] <= 8 and turbo["cfg_scale"] <= 2.5
+    only_train = ParamStats.shared(store, {p.source.image_id for p in train})
+    assert only_train is ParamStats.shared(store, {p.source.image_id for p in train})

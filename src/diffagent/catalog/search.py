@@ -39,23 +39,22 @@ def search_cards(
     if expression is None:
         return []
     where, params = (flt or CatalogFilter()).versions_where()
+    # The filter is applied inside the ranked query, so a narrow filter still fills ``limit``.
     rows = store.conn.execute(
         f"""
-        WITH hits AS (
-            SELECT rowid AS model_id, -bm25(model_fts, 10.0, 4.0, 4.0, 1.0) AS score
-            FROM model_fts WHERE model_fts MATCH ? ORDER BY score DESC LIMIT ?
-        )
-        SELECT m.id, m.name, m.type, m.tags, m.download_count, hits.score,
-               (SELECT v.id FROM versions v WHERE v.model_id = m.id AND {where}
-                ORDER BY v.position LIMIT 1) AS version_id,
-               (SELECT v.base_model FROM versions v WHERE v.model_id = m.id AND {where}
-                ORDER BY v.position LIMIT 1) AS base_model
-        FROM hits JOIN models m ON m.id = hits.model_id
-        ORDER BY hits.score DESC
+        SELECT m.id, m.name, m.type, m.tags, m.download_count, hits.score, hits.version_id, v.base_model
+        FROM (
+            SELECT model_fts.rowid AS model_id, -bm25(model_fts, 10.0, 4.0, 4.0, 1.0) AS score,
+                   (SELECT v.id FROM versions v JOIN models m ON m.id = v.model_id
+                    WHERE v.model_id = model_fts.rowid AND {where} ORDER BY v.position LIMIT 1) AS version_id
+            FROM model_fts WHERE model_fts MATCH ?
+        ) AS hits
+        JOIN models m ON m.id = hits.model_id JOIN versions v ON v.id = hits.version_id
+        ORDER BY hits.score DESC LIMIT ?
         """,
-        [expression, limit * 5, *params, *params],
+        [*params, expression, limit],
     ).fetchall()
-    hits = [
+    return [
         CardHit(
             model_id=row["id"],
             version_id=row["version_id"],
@@ -67,6 +66,4 @@ def search_cards(
             score=row["score"],
         )
         for row in rows
-        if row["version_id"] is not None
     ]
-    return hits[:limit]

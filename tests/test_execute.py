@@ -42,12 +42,14 @@ def test_every_known_sampler_maps_to_each_generator(sampler: str) -> None:
     assert schedule in {"normal", "karras", "exponential", "sgm_uniform"}
 
 
-def test_a1111_payload_carries_loras_as_tags() -> None:
+def test_a1111_payload_carries_loras_as_tags_named_by_file() -> None:
+    body = to_a1111(_call(), {11: "style_a_v2.safetensors", 105674: "realisticVision_v30.safetensors"})
+    assert body["prompt"] == "sty, a castle <lora:style_a_v2:0.7> <lora:detailB:0.35>"
+    assert body["override_settings"]["sd_model_checkpoint"] == "realisticVision_v30.safetensors"
     body = to_a1111(_call())
-    assert body["prompt"] == "sty, a castle <lora:styleA:0.7> <lora:detailB:0.35>"
     assert body["sampler_name"] == "DPM++ 2M Karras"
     assert body["override_settings"] == {
-        "sd_model_checkpoint": "Realistic Vision",
+        "sd_model_checkpoint": "Realistic_Vision.safetensors",
         "CLIP_stop_at_last_layers": 2,
     }
 
@@ -76,3 +78,17 @@ def test_diffusers_arguments() -> None:
     assert [lora["weight"] for lora in spec["loras"]] == [0.7, 0.35]
     xl = to_diffusers(_call(checkpoint={"model_id": 1, "version_id": 2, "name": "x", "base_model": "Pony"}))
     assert xl["pipeline"] == "StableDiffusionXLPipeline" and xl["call"]["clip_skip"] == 1
+
+
+def test_primary_file_names_come_from_the_store() -> None:
+    from diffagent.catalog import Store
+
+    store = Store()
+    files = [
+        {"name": "extra.vae.pt", "primary": False, "hashes": {}},
+        {"name": "main.safetensors", "primary": True, "hashes": {}},
+    ]
+    store.upsert_model(
+        {"id": 1, "name": "m", "type": "Checkpoint", "modelVersions": [{"id": 5, "files": files}]}
+    )
+    assert store.primary_files([5, 6]) == {5: "main.safetensors"}

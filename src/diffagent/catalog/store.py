@@ -352,6 +352,16 @@ class Store:
             trained_words=tuple(json.loads(row["trained_words"])),
         )
 
+    def primary_files(self, version_ids: list[int]) -> dict[int, str]:
+        """Version id -> file name of its primary model file (generators load models by file name)."""
+        marks = ",".join("?" * len(version_ids))
+        rows = self.conn.execute(
+            f"SELECT version_id, name FROM files WHERE version_id IN ({marks}) AND name IS NOT NULL"
+            " ORDER BY is_primary",
+            version_ids,
+        )
+        return {version_id: name for version_id, name in rows}  # primary rows come last and win
+
     def stats(self) -> dict[str, Any]:
         """Counts in the shape of ``diffagent catalog stats --json`` (by_base_model counts versions)."""
 

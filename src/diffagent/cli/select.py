@@ -15,6 +15,7 @@ from .._io import write_jsonl
 from ..agents import AGENT_NAMES, Agent, load_agent
 from ..bench import SPLITS, ensure_bench, load_pairs
 from ..catalog import Store
+from ..execute import FORMATS, to_payload
 from ..schema import Answer
 from ._common import console, fail, open_store, progress_bar
 
@@ -112,6 +113,9 @@ def select_command(
     unconstrained: bool = typer.Option(
         False, "--unconstrained", help="let the LLM agent decode freely (--agent llm)"
     ),
+    payload: str = typer.Option(
+        None, "--format", help=f"print what a generator runs instead: {', '.join(FORMATS)}"
+    ),
 ) -> None:
     """One API call for PROMPT, or one per line of --batch IN.jsonl written to --out OUT.jsonl."""
     if (prompt is None) == (batch is None):
@@ -122,12 +126,18 @@ def select_command(
         fail("--out goes with --batch IN.jsonl")
     if prompt is not None and not prompt.strip():
         fail("the prompt is empty")
+    if payload is not None and (payload not in FORMATS or batch is not None):
+        fail(f"--format takes one of {', '.join(FORMATS)}, for a single PROMPT")
     items = read_prompts(batch) if batch is not None else []
     with open_store() as store:
         selector = build_agent(store, agent, splits=SPLITS, **agent_options(agent, model, unconstrained))
         if batch is None:
             answer = selector.select(prompt, k)
-            if as_json:
+            if payload is not None:
+                api = answer.api
+                files = store.primary_files([api.checkpoint.version_id, *(lo.version_id for lo in api.loras)])
+                typer.echo(json.dumps(to_payload(api, payload, files), indent=2, ensure_ascii=False))
+            elif as_json:
                 typer.echo(answer.model_dump_json())
             else:
                 _print_answer(answer)

@@ -7,11 +7,13 @@ each generator spells them differently, so the tables below are the one place th
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from ..schema import APICall, normalize_sampler
 
-__all__ = ["FORMATS", "download_url", "to_a1111", "to_comfyui", "to_diffusers"]
+__all__ = ["FORMATS", "download_url", "to_a1111", "to_comfyui", "to_diffusers", "to_payload"]
 
 FORMATS = ("a1111", "comfyui", "diffusers")
 
@@ -72,16 +74,32 @@ def _split_sampler(sampler: str) -> tuple[str, str]:
     return name, "normal"
 
 
-def _prompt_with_lora_tags(api: APICall) -> str:
-    tags = " ".join(f"<lora:{lora.name}:{lora.weight:g}>" for lora in api.loras)
+Files = Mapping[int, str]
+"""Version id -> file name of its primary file (``Store.primary_files``); generators load files by name."""
+
+
+def _file_name(version_id: int, name: str, files: Files | None) -> str:
+    """The catalogue's file name for a version, else one made from the model name."""
+    if files and version_id in files:
+        return files[version_id]
+    return re.sub(r"[^\w.-]+", "_", name).strip("_") + ".safetensors"
+
+
+def _stem(file_name: str) -> str:
+    return file_name.rsplit(".", 1)[0]
+
+
+def _prompt_with_lora_tags(api: APICall, files: Files | None) -> str:
+    tags = " ".join(
+        f"<lora:{_stem(_file_name(lora.version_id, lora.name, files))}:{lora.weight:g}>" for lora in api.loras
+    )
     return f"{api.prompt} {tags}".strip()
 
 
-def to_a1111(api: APICall) -> dict[str, Any]:
-    """Body of ``POST /sdapi/v1/txt2img``; LoRAs as ``<lora:NAME:W>`` tags, named by their catalogue names
-    (rename the downloaded files to match, or edit the tags to your file names)."""
+def to_a1111(api: APICall, files: Files | None = None) -> dict[str, Any]:
+    """Body of ``POST /sdapi/v1/txt2img``; LoRAs as ``<lora:FILE:W>`` tags, as AUTOMATIC1111 names them."""
     return {
-        "prompt": _prompt_with_lora_tags(api),
+        "prompt": _prompt_with_lora_tags(api, files),
         "negative_prompt": api.negative_prompt,
         "sampler_name": api.sampler,
         "steps": api.steps,
@@ -90,20 +108,20 @@ def to_a1111(api: APICall) -> dict[str, Any]:
         "height": api.height,
         "seed": api.seed,
         "override_settings": {
-            "sd_model_checkpoint": api.checkpoint.name,
+            "sd_model_checkpoint": _file_name(api.checkpoint.version_id, api.checkpoint.name, files),
             "CLIP_stop_at_last_layers": api.clip_skip,
         },
     }
 
 
-def to_comfyui(api: APICall) -> dict[str, Any]:
+def to_comfyui(api: APICall, files: Files | None = None) -> dict[str, Any]:
     """A ComfyUI workflow in API format (``POST /prompt`` as ``{"prompt": ...}``): checkpoint, LoRA chain,
-    clip skip, text encoders, empty latent, KSampler, decode, save. File names follow the catalogue names."""
+    clip skip, text encoders, empty latent, KSampler, decode, save."""
     sampler, scheduler = _split_sampler(api.sampler)
     graph: dict[str, Any] = {
         "1": {
             "class_type": "CheckpointLoaderSimple",
-            "inputs": {"ckpt_name": f"{api.checkpoint.name}.safetensors"},
+            "inputs": {"ckpt_name": _file_name(api.checkpoint.version_id, api.checkpoint.name, files)},
         }
     }
     model, clip = ["1", 0], ["1", 1]
@@ -111,7 +129,7 @@ def to_comfyui(api: APICall) -> dict[str, Any]:
         graph[str(number)] = {
             "class_type": "LoraLoader",
             "inputs": {
-                "lora_name": f"{lora.name}.safetensors",
+                "lora_name": _file_name(lora.version_id, lora.name, files),
                 "strength_model": lora.weight,
                 "strength_clip": lora.weight,
                 "model": model,
@@ -149,7 +167,7 @@ def to_comfyui(api: APICall) -> dict[str, Any]:
     return graph
 
 
-def to_diffusers(api: APICall) -> dict[str, Any]:
+def to_diffusers(api: APICall, files: Files | None = None) -> dict[str, Any]:
     """What a diffusers script needs: the pipeline class, single-file URLs, scheduler and call arguments.
 
     diffusers counts clip skip from 0 (A1111's 1 is diffusers' None, A1111's 2 is diffusers' 1).
@@ -175,6 +193,7 @@ def to_diffusers(api: APICall) -> dict[str, Any]:
     return {
         "pipeline": _DIFFUSERS_PIPELINES.get(family(api.checkpoint.base_model) or "SD1", "DiffusionPipeline"),
         "checkpoint_url": download_url(api.checkpoint.version_id),
+        "checkpoint_file": _file_name(api.checkpoint.version_id, api.checkpoint.name, files),
         "scheduler": {"class": scheduler, "options": options},
         "loras": [
             {
@@ -187,3 +206,11 @@ def to_diffusers(api: APICall) -> dict[str, Any]:
         "seed": api.seed if api.seed >= 0 else None,
         "call": call,
     }
+
+
+def to_payload(api: APICall, fmt: str, files: Files | None = None) -> dict[str, Any]:
+    """The payload for generator ``fmt`` (one of :data:`FORMATS`)."""
+    builders = {"a1111": to_a1111, "comfyui": to_comfyui, "diffusers": to_diffusers}
+    if fmt not in builders:
+        raise ValueError(f"unknown payload format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    return builders[fmt](api, files)

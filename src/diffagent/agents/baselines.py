@@ -9,7 +9,6 @@ adds LoRAs: those of a near-duplicate training prompt, when they suit the chosen
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from collections.abc import Collection, Sequence
@@ -20,7 +19,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from ..bench.pairs import Pair
-from ..catalog import CatalogFilter, Store, VersionRef, compatible, search_cards
+from ..catalog import CatalogFilter, Store, VersionRef, compatible, latest_versions, search_cards
 from ..catalog.validate import CFG_RANGE, STEPS_RANGE
 from ..errors import UserInputError
 from ..schema import Alternative, Answer, APICall, Evidence, LoRA
@@ -39,23 +38,18 @@ class _CatalogAgent(Agent):
     def __init__(self, store: Store, examples: Sequence[Pair]) -> None:
         self.store = store
         self.params = ParamStats.shared(store, {p.source.image_id for p in examples} if examples else None)
-        where, args = CHECKPOINTS.versions_where()
-        inner, inner_args = CHECKPOINTS.versions_where("v2", "m2")
-        rows = store.conn.execute(
-            f"""SELECT m.id, m.name, m.type, m.download_count, v.id, v.name, v.base_model, v.trained_words
-                FROM models m JOIN versions v ON v.model_id = m.id
-                WHERE {where} AND v.position = (
-                    SELECT MIN(v2.position) FROM versions v2 JOIN models m2 ON m2.id = v2.model_id
-                    WHERE v2.model_id = m.id AND {inner})
-                ORDER BY m.download_count DESC, m.id""",
-            [*args, *inner_args],
-        ).fetchall()
-        if not rows:
+        entries = latest_versions(store, CHECKPOINTS)
+        if not entries:
             raise UserInputError(
                 "the catalogue has no usable checkpoint: run `diffagent catalog import PATH`"
             )
-        self.pool = [VersionRef(r[0], r[4], r[1], r[5], r[2], r[6], tuple(json.loads(r[7]))) for r in rows]
-        self.downloads = [r[3] for r in rows]
+        self.pool = [
+            VersionRef(
+                e.model_id, e.version_id, e.name, e.version_name, e.type, e.base_model, e.trained_words
+            )
+            for e in entries
+        ]
+        self.downloads = [e.downloads for e in entries]
         self._refs: dict[int, VersionRef | None] = {ref.version_id: ref for ref in self.pool}
 
     def ref(self, version_id: int) -> VersionRef | None:

@@ -2,7 +2,7 @@
 
 from .basemodels import compatible, default_size, family, is_few_step
 from .crawler import CrawlError, CrawlQuery, CrawlReport, RetryPolicy, crawl
-from .filters import CatalogFilter
+from .filters import CatalogFilter, ModelEntry, latest_versions
 from .importer import ImportReport, import_dump
 from .meta import GenParams, Resource, normalize_hash, parse_meta
 from .search import CardHit, search_cards
@@ -18,6 +18,7 @@ __all__ = [
     "GenParams",
     "ImportReport",
     "MalformedRecord",
+    "ModelEntry",
     "Problem",
     "Resource",
     "RetryPolicy",
@@ -32,6 +33,7 @@ __all__ = [
     "import_dump",
     "is_few_step",
     "is_hallucination",
+    "latest_versions",
     "normalize_hash",
     "parse_meta",
     "search_cards",

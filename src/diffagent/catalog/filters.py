@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
-__all__ = ["CatalogFilter"]
+from .store import Store
+
+__all__ = ["CatalogFilter", "ModelEntry", "latest_versions"]
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,38 @@ class CatalogFilter:
     def images_where(self, i: str = "i") -> tuple[str, list[object]]:
         """SQL condition on an ``images`` alias ``i`` (image-level nsfw only; join versions for the rest)."""
         return f"{i}.nsfw IN ({','.join('?' * len(self.image_nsfw))})", list(self.image_nsfw)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model as agents offer it: its newest version that passes a filter, with what ranks it."""
+
+    model_id: int
+    version_id: int
+    name: str
+    version_name: str | None
+    type: str | None
+    base_model: str | None
+    trained_words: tuple[str, ...]
+    tags: tuple[str, ...]
+    downloads: int
+
+
+def latest_versions(store: Store, flt: CatalogFilter | None = None) -> list[ModelEntry]:
+    """One entry per model, its first-listed (newest) version that passes ``flt``; most downloaded first."""
+    flt = flt or CatalogFilter()
+    where, args = flt.versions_where()
+    inner, inner_args = flt.versions_where("v2", "m2")
+    rows = store.conn.execute(
+        f"""SELECT m.id, v.id, m.name, v.name, m.type, v.base_model, v.trained_words, m.tags, m.download_count
+            FROM models m JOIN versions v ON v.model_id = m.id
+            WHERE {where} AND v.position = (
+                SELECT MIN(v2.position) FROM versions v2 JOIN models m2 ON m2.id = v2.model_id
+                WHERE v2.model_id = m.id AND {inner})
+            ORDER BY m.download_count DESC, m.id""",
+        [*args, *inner_args],
+    )
+    return [
+        ModelEntry(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), tuple(json.loads(r[7])), r[8])
+        for r in rows
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..errors import DiffAgentError
-from . import bench, catalog, evaluate, select, train
+from . import bench, catalog, evaluate, select, serve, train
 from ._common import fail
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(train.app, name="train")
 app.command("select")(select.select_command)
 app.command("eval")(evaluate.eval_command)
+app.command("serve")(serve.serve_command)
 
 
 def main() -> None:

@@ -2,6 +2,201 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
 
+from ..catalog import Store
+from ..train.config import DEFAULT_BASE_MODEL, PromptConfig, RRHFConfig, SFTConfig, help_of
+from ._common import console, fail, open_store, progress_bar
+
+if TYPE_CHECKING:
+    from ..bench.pairs import Pair
+    from ..schema import APICall
+    from ..train.loop import TrainResult
+
 app = typer.Typer(help="Train the default agent's ranker, and the LLM agent by SFT then RRHF.")
+
+
+# -- the default agent: index and ranker ---------------------------------------------------------------
+
+
+@app.command("ranker")
+def ranker_command(
+    split: list[str] = typer.Option(
+        ["train", "val", "test"],
+        "--split",
+        help="DABench splits to learn from, repeatable (select uses all three, eval uses train)",
+    ),
+) -> None:
+    """(Re)build the default agent's index and train its ranker; select and eval also do it on first use."""
+    from ..agents.retrieval import train_default
+    from ..bench import SPLITS, ensure_bench, load_pairs
+
+    for name in split:
+        if name not in SPLITS:
+            fail(f"unknown split {name!r}; choose from: {', '.join(SPLITS)}")
+    with open_store() as store:
+        if store.is_empty():
+            fail("the catalogue is empty: run `diffagent catalog import PATH` first")
+        with progress_bar("building DABench") as update:
+            folder = ensure_bench(store, progress=update)
+        examples = [pair for name in dict.fromkeys(split) for pair in load_pairs(folder / f"{name}.jsonl")]
+        with progress_bar("index and ranker") as update:
+            path, report = train_default(store, examples, progress=update)
+    console.print(
+        f"saved {path}: {report['examples']:.0f} examples, ranker on {report['train_queries']:.0f} of them, "
+        f"held-out model@1 {report.get('held_model@1', float('nan')):.3f} "
+        f"model@5 {report.get('held_model@5', float('nan')):.3f}, built in {report['build_s']:.0f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+# -- the LLM agent: SFT then RRHF ----------------------------------------------------------------------
+
+_PAIRS_HELP = "train on this pairs file instead of DABench's train split (built first if missing)"
+_RESUME_HELP = "continue from DIFFAGENT_HOME/models/OUT/last-checkpoint (also towards a larger --max-steps)"
+
+
+def _train_pairs(store: Store, pairs: Path | None) -> tuple[list[Pair], str]:
+    from ..bench import ensure_bench, load_pairs
+
+    if store.is_empty():
+        fail("the catalogue is empty: run `diffagent catalog import PATH` first")
+    if pairs is None:
+        with progress_bar("building DABench") as update:
+            pairs = ensure_bench(store, progress=update) / "train.jsonl"
+    return load_pairs(pairs), str(pairs)
+
+
+def _candidates(
+    store: Store, pool: list[Pair], chosen: list[Pair], prompt: PromptConfig
+) -> list[list[APICall]]:
+    from ..agents import load_agent
+    from ..train.data import fold_candidates
+
+    with progress_bar(f"candidates from the {prompt.retriever} retriever") as update:
+        return fold_candidates(
+            pool, chosen, lambda examples: load_agent(prompt.retriever, store, examples),
+            prompt.n_candidates, prompt.folds, update,
+        )  # fmt: skip
+
+
+def _report(out_dir: Path, result: TrainResult, pairs: int) -> None:
+    summary = result.summary()
+    console.print(
+        f"saved {out_dir}: {summary['steps']} steps on {pairs} instructions in {summary['wall_s']:.0f} s, "
+        f"loss {summary['loss_first5']} -> {summary['loss_last5']} (mean of first / last 5 steps)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("sft")
+def sft_command(
+    base_model: str = typer.Option(DEFAULT_BASE_MODEL, "--base-model", help=help_of(SFTConfig, "base_model")),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help=help_of(SFTConfig, "max_steps")),
+    limit: int | None = typer.Option(None, min=1, help=help_of(SFTConfig, "limit")),
+    out: str = typer.Option("sft", help=help_of(SFTConfig, "out")),
+    method: str = typer.Option("lora", help=help_of(SFTConfig, "method")),
+    epochs: int = typer.Option(1, min=1, help=help_of(SFTConfig, "epochs")),
+    batch_size: int = typer.Option(8, min=1, help=help_of(SFTConfig, "batch_size")),
+    learning_rate: float | None = typer.Option(None, min=0.0, help=help_of(SFTConfig, "learning_rate")),
+    seed: int = typer.Option(0, help=help_of(SFTConfig, "seed")),
+    retriever: str = typer.Option("default", help=help_of(PromptConfig, "retriever")),
+    pairs: Path | None = typer.Option(None, help=_PAIRS_HELP),
+    resume: bool = typer.Option(False, help=_RESUME_HELP),
+) -> None:
+    """Stage 1: fine-tune the LLM agent on DABench's train split (PEFT LoRA by default)."""
+    from ..train.models import model_dir, resolve_base_model
+    from ..train.sft import train_sft
+
+    if method not in ("lora", "full"):
+        fail(f"unknown --method {method!r}: use lora or full")
+    model_dir(out)  # a bad name fails before any work
+    config = SFTConfig(
+        out=out, base_model=base_model, method=method, max_steps=max_steps, epochs=epochs, limit=limit,
+        batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+    )  # fmt: skip
+    prompt = PromptConfig(retriever=retriever)
+    with console.status(f"preparing {base_model} (a GGUF is converted once)"):
+        resolve_base_model(base_model)
+    with open_store() as store:
+        pool, source = _train_pairs(store, pairs)
+        from ..train.data import sample_pairs
+
+        chosen = sample_pairs(pool, limit, seed)
+        candidates = _candidates(store, pool, chosen, prompt)
+        with progress_bar("SFT steps") as update:
+            out_dir, result = train_sft(
+                config, prompt, store, chosen, candidates, data_source=source, resume=resume, progress=update
+            )
+    _report(out_dir, result, len(chosen))
+
+
+@app.command("rrhf")
+def rrhf_command(
+    source: str = typer.Option("sft", "--from", help=help_of(RRHFConfig, "source")),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help=help_of(RRHFConfig, "max_steps")),
+    limit: int | None = typer.Option(None, min=1, help=help_of(RRHFConfig, "limit")),
+    out: str = typer.Option("rrhf", help=help_of(RRHFConfig, "out")),
+    samples: int = typer.Option(2, min=0, help=help_of(RRHFConfig, "samples")),
+    alternatives: int = typer.Option(3, min=0, help=help_of(RRHFConfig, "alternatives")),
+    temperature: float = typer.Option(1.0, min=0.01, help=help_of(RRHFConfig, "temperature")),
+    epochs: int = typer.Option(1, min=1, help=help_of(RRHFConfig, "epochs")),
+    batch_size: int = typer.Option(8, min=1, help=help_of(RRHFConfig, "batch_size")),
+    learning_rate: float | None = typer.Option(None, min=0.0, help=help_of(RRHFConfig, "learning_rate")),
+    seed: int = typer.Option(0, help=help_of(RRHFConfig, "seed")),
+    candidates: Path | None = typer.Option(
+        None, help="train on this {query, responses, scores} JSONL instead of building one"
+    ),
+    score_only: bool = typer.Option(False, help="write OUT/rrhf-candidates.jsonl, then stop before training"),
+    pairs: Path | None = typer.Option(None, help=_PAIRS_HELP),
+    resume: bool = typer.Option(False, help=_RESUME_HELP + "; reuses the candidates file"),
+) -> None:
+    """Stage 2: score candidate calls with the reward into a file, then train by RRHF on it."""
+    import torch
+
+    from .._io import write_jsonl
+    from ..reward import ProxyReward
+    from ..train.codec import CatalogNames, LLMCodec
+    from ..train.data import sample_pairs
+    from ..train.models import load_model, model_dir, read_metadata, resolve_base_model
+    from ..train.rrhf import read_rrhf_rows, rrhf_rows, train_rrhf
+
+    model_dir(out)  # a bad name fails before any work
+    config = RRHFConfig(
+        out=out, source=source, max_steps=max_steps, epochs=epochs, limit=limit, batch_size=batch_size,
+        learning_rate=learning_rate, seed=seed, samples=samples, alternatives=alternatives,
+        temperature=temperature,
+    )  # fmt: skip
+    if not read_metadata(resolve_base_model(source)).get("stage"):
+        fail(f"{source!r} is not a model trained by `diffagent train sft`: train one first")
+    with console.status(f"loading {source}"):
+        model, tokenizer, meta = load_model(source, trainable=True)
+    prompt = PromptConfig.from_dict(meta.get("prompt"))
+    with open_store() as store:
+        codec = LLMCodec(tokenizer, CatalogNames.from_store(store), prompt)
+        path = candidates or model_dir(out) / "rrhf-candidates.jsonl"
+        if candidates is None and not (resume and path.is_file()):
+            pool, _ = _train_pairs(store, pairs)
+            chosen = sample_pairs(pool, limit, seed)
+            cands = _candidates(store, pool, chosen, prompt)
+            reward = ProxyReward(store)
+            torch.manual_seed(seed)
+            with progress_bar(f"sampling, scoring with {reward.name}") as update:
+                rows = write_jsonl(path, rrhf_rows(model, codec, chosen, cands, reward, config, update))
+            console.print(f"wrote {rows} rows to {path}", highlight=False, soft_wrap=True)
+        if score_only:
+            return
+        rows_read = read_rrhf_rows(path)
+        if candidates is not None and limit is not None:
+            rows_read = rows_read[:limit]
+        with progress_bar("RRHF steps") as update:
+            out_dir, result = train_rrhf(
+                config, model, tokenizer, meta, codec, rows_read, data_source=str(path), resume=resume,
+                progress=update,
+            )  # fmt: skip
+    _report(out_dir, result, len(rows_read))

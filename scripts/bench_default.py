@@ -1,0 +1,98 @@
+"""Measure the default agent against the baselines: accuracy, parameters, hallucination, speed, build, memory.
+
+    .venv/bin/python scripts/bench_default.py [--store PATH] [--bench DIR] [--agents default tfidf ...]
+
+Steps, in one process: (1) build the default agent's index and train its ranker from scratch on the
+bench's train split (timed: the "build + train" target); (2) score it and each other agent on the test
+split with the same harness as ``diffagent eval`` (model@1/@5, params, hallucination, p50/p95 latency,
+prompts/s; everything also on the novel subset); (3) answer the 10,000 DiffusionDB prompts in batch with
+the default agent (hallucination on out-of-catalogue prompts, throughput); (4) report the peak resident
+memory after the default agent's work, before other agents load. Prints a markdown table; ``--json``
+writes every number to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from diffagent.agents import load_agent
+from diffagent.agents.retrieval import build_default_agent
+from diffagent.bench import ensure_bench, load_pairs
+from diffagent.bench.evaluate import evaluate, render_markdown, spread
+from diffagent.catalog import Store, is_hallucination
+from diffagent.config import store_path
+
+DIFFUSIONDB = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "diffusiondb-prompts" / "prompts-10k.json"
+)
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--store", type=Path, default=None, help="catalogue (default: DIFFAGENT_HOME's)")
+    parser.add_argument(
+        "--bench", type=Path, default=None, help="DABench folder (default: built in the home)"
+    )
+    parser.add_argument("--split", default="test", help="pairs to score on (test, val)")
+    parser.add_argument("--agents", nargs="+", default=["default", "tfidf", "keyword", "popular", "random"])
+    parser.add_argument("--limit", type=int, default=None, help="score at most N pairs, spread over the file")
+    parser.add_argument("--latency-prompts", type=int, default=200)
+    parser.add_argument("--diffusiondb", type=Path, default=DIFFUSIONDB)
+    parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
+    args = parser.parse_args()
+
+    store = Store(args.store or store_path())
+    if store.is_empty():
+        sys.exit("the catalogue is empty: run `diffagent catalog import PATH` first")
+    bench = args.bench or ensure_bench(store)
+    train = load_pairs(bench / "train.jsonl")
+    pairs = spread(load_pairs(bench / f"{args.split}.jsonl"), args.limit)
+    out: dict = {"store": str(store.path), "bench": str(bench), "split": args.split, "pairs": len(pairs)}
+    rows = []
+    for name in args.agents:
+        began = time.perf_counter()
+        if name == "default":
+            agent = build_default_agent(store, train, rebuild=True)
+            out["default_build_s"] = round(time.perf_counter() - began, 1)
+            out["default_report"] = agent.index.report
+        else:
+            agent = load_agent(name, store, train)
+        print(f"{name}: ready in {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
+        rows.append(evaluate(agent, pairs, store, name=name, latency_prompts=args.latency_prompts))
+        if name == "default" and args.diffusiondb.is_file():
+            prompts = [item["text"] for item in json.loads(args.diffusiondb.read_text())]
+            prompts = [p for p in prompts if p.strip()]
+            began = time.perf_counter()
+            answers = agent.select_batch(prompts)
+            seconds = time.perf_counter() - began
+            out["diffusiondb"] = {
+                "prompts": len(prompts),
+                "prompts_per_s": round(len(prompts) / seconds, 1),
+                "hallucination": sum(is_hallucination(store, a.api) for a in answers) / len(answers),
+                "low_confidence": sum(a.low_confidence for a in answers) / len(answers),
+            }
+        if name == "default":
+            out["default_peak_rss_mb"] = round(_peak_mb())
+        print(f"{name}: scored", file=sys.stderr, flush=True)
+    out["rows"] = rows
+    out["cpu"] = f"{os.cpu_count()} cores"
+    print(render_markdown(rows))
+    for key in ("default_build_s", "default_peak_rss_mb", "default_report", "diffusiondb"):
+        if key in out:
+            print(f"{key}: {json.dumps(out[key])}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

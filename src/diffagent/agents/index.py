@@ -1,0 +1,296 @@
+"""What the default agent knows: the checkpoints it may name and the example prompts it learns from.
+
+Two halves, both built from the store in seconds and kept together in one cache file:
+
+- :class:`Checkpoints`, every catalogue checkpoint with a usable file (NSFW ones flagged, so that the user's
+  filter is a mask at query time, not a rebuild), its versions, popularity, recency and a searchable card
+  (name, tags, trigger words, description).
+- :class:`Examples`, one entry per image of the DABench pairs the agent is given (never any other image, so
+  that evaluation on test never sees a test prompt): the cleaned prompt, the checkpoint it was made with,
+  the page it hangs on, its parameters and LoRAs, and a fold number (a hash of the normalised prompt, as
+  DABench splits) that lets the ranker learn from features computed without the prompt's own fold.
+
+Prompts are matched by TF-IDF over words and word bigrams. Measured on DABench (see
+``scripts/bench_default.py``), this beat BM25-style weighting and sentence embeddings for neighbour votes
+on these tag-list prompts, and it answers in well under a millisecond per prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+from ..bench.pairs import Pair
+from ..bench.text import group_key
+from ..catalog import CatalogFilter, Store, VersionRef, family
+from ..schema import KNOWN_SAMPLERS
+from .params import valid_size
+
+__all__ = ["FOLDS", "Checkpoints", "Examples", "PromptIndex", "fold_of"]
+
+FOLDS = 5
+"""The ranker learns on each fold with neighbours and centroids taken from the other folds only."""
+
+_UNIVERSE = CatalogFilter(types=("Checkpoint",), allow_nsfw_models=True)
+_DESCRIPTION_CHARS = 3000  # long descriptions are mostly changelogs and licences
+
+
+def fold_of(instruction: str) -> int:
+    """The fold of a prompt: equal normalised prompts share a fold, like DABench's split."""
+    digest = hashlib.blake2b(group_key(instruction).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % FOLDS
+
+
+def _months(created_at: str | None) -> float:
+    """Months since 2000 of an ISO date, 0 when unknown: recency as one number."""
+    if not created_at or not re.match(r"^\d{4}-\d{2}", created_at):
+        return 0.0
+    return (int(created_at[:4]) - 2000) * 12 + int(created_at[5:7]) - 1.0
+
+
+def _strip_html(text: str | None) -> str:
+    return re.sub(r"<[^>]+>", " ", text or "")
+
+
+@dataclass
+class Checkpoints:
+    """Every nameable checkpoint model; arrays are indexed by the model's position in ``model_ids``."""
+
+    model_ids: np.ndarray
+    versions: list[list[VersionRef]]
+    """Usable versions of each model, newest first (Civitai's order)."""
+    nsfw: np.ndarray
+    log_downloads: np.ndarray
+    rating: np.ndarray
+    recency: np.ndarray
+    family_code: np.ndarray
+    few_step: np.ndarray
+    card_vectorizer: TfidfVectorizer
+    cards: sparse.csr_matrix
+    """Terms x models: word TF-IDF of name, tags, trigger words and description (unit columns),
+    stored term-major so that ``query @ cards`` needs no conversion per call."""
+    name_vectorizer: TfidfVectorizer
+    names: sparse.csr_matrix
+    """Terms x models: character n-grams of name and trigger words (``DarahanEyes`` ~ ``darahan eyes``)."""
+    position: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.position = {int(m): i for i, m in enumerate(self.model_ids)}
+
+    def __len__(self) -> int:
+        return len(self.model_ids)
+
+    @classmethod
+    def build(cls, store: Store) -> Checkpoints:
+        where, params = _UNIVERSE.versions_where()
+        rows = store.conn.execute(
+            f"""SELECT m.id, m.name, m.nsfw, m.tags, m.description, m.download_count, m.rating,
+                       v.id, v.name, v.base_model, v.created_at, v.trained_words
+                FROM versions v JOIN models m ON m.id = v.model_id
+                WHERE {where} ORDER BY m.id, v.position""",
+            params,
+        ).fetchall()
+        by_model: dict[int, list] = {}
+        for row in rows:
+            by_model.setdefault(row[0], []).append(row)
+        model_ids, versions, nsfw, downloads, rating, recency, fam, few, cards, names = (
+            [] for _ in range(10)
+        )
+        from ..catalog import is_few_step
+
+        families = {"SD1": 0, "SD2": 1, "SDXL": 2, "SD3": 3, "FLUX": 4}
+        for model_id, group in by_model.items():
+            head = group[0]
+            refs = [
+                VersionRef(model_id, r[7], r[1], r[8], "Checkpoint", r[9], tuple(json.loads(r[11])))
+                for r in group
+            ]
+            words = sorted({w for ref in refs for w in ref.trained_words})
+            tags = json.loads(head[3])
+            model_ids.append(model_id)
+            versions.append(refs)
+            nsfw.append(bool(head[2]))
+            downloads.append(math.log1p(head[5] or 0))
+            rating.append(head[6] or 0.0)
+            recency.append(max(_months(r[10]) for r in group))
+            fam.append(families.get(family(refs[0].base_model) or "", 5))
+            few.append(
+                any(is_few_step(ref.base_model, f"{ref.model_name} {ref.version_name or ''}") for ref in refs)
+            )
+            label = " ".join([head[1], *words])
+            # name and trigger words twice: they say more about the model than its description does
+            cards.append(" ".join([label, label, " ".join(tags), _strip_html(head[4])[:_DESCRIPTION_CHARS]]))
+            names.append(label)
+        card_vectorizer = TfidfVectorizer(
+            sublinear_tf=True, min_df=2, max_df=0.3, stop_words="english", dtype=np.float32
+        )
+        name_vectorizer = TfidfVectorizer(
+            sublinear_tf=True, analyzer="char_wb", ngram_range=(4, 5), dtype=np.float32
+        )
+        return cls(
+            model_ids=np.array(model_ids, dtype=np.int64),
+            versions=versions,
+            nsfw=np.array(nsfw, dtype=bool),
+            log_downloads=np.array(downloads, dtype=np.float32),
+            rating=np.array(rating, dtype=np.float32),
+            recency=np.array(recency, dtype=np.float32),
+            family_code=np.array(fam, dtype=np.float32),
+            few_step=np.array(few, dtype=bool),
+            card_vectorizer=card_vectorizer,
+            cards=_fit(card_vectorizer, cards).T.tocsr(),
+            name_vectorizer=name_vectorizer,
+            names=_fit(name_vectorizer, names).T.tocsr(),
+        )
+
+    def allowed(self, flt: CatalogFilter) -> np.ndarray:
+        """Boolean mask of the models with a version that passes ``flt`` (base models, NSFW)."""
+        mask = np.ones(len(self), dtype=bool) if flt.allow_nsfw_models else ~self.nsfw
+        if flt.base_models is not None:
+            wanted = set(flt.base_models)
+            mask &= np.array([any(v.base_model in wanted for v in refs) for refs in self.versions])
+        return mask
+
+    def version(self, model: int, flt: CatalogFilter, preferred: Sequence[int] = ()) -> VersionRef:
+        """The version to name for model index ``model``: the first of ``preferred`` that passes the
+        filter, else the newest that does (the caller masked out models with none)."""
+        refs = [
+            ref
+            for ref in self.versions[model]
+            if flt.base_models is None or ref.base_model in flt.base_models
+        ] or self.versions[model]
+        for version_id in preferred:
+            for ref in refs:
+                if ref.version_id == version_id:
+                    return ref
+        return refs[0]
+
+
+def _fit(vectorizer: TfidfVectorizer, texts: list[str]) -> sparse.csr_matrix:
+    """Fit on ``texts``; a corpus too small or too uniform for the document-frequency cuts is fitted
+    without them rather than failing (a tiny test catalogue)."""
+    try:
+        return vectorizer.fit_transform(texts).tocsr()
+    except ValueError:
+        vectorizer.set_params(min_df=1, max_df=1.0, stop_words=None)
+        return vectorizer.fit_transform(texts).tocsr()
+
+
+SAMPLERS: tuple[str, ...] = KNOWN_SAMPLERS
+
+
+@dataclass
+class Examples:
+    """The DABench pairs the agent learns from, as arrays in pair order."""
+
+    texts: list[str]
+    model: np.ndarray
+    """Position of the pair's checkpoint model in :class:`Checkpoints`."""
+    version_id: np.ndarray
+    page: np.ndarray
+    """Model id of the catalogue page the image hangs on (a checkpoint's own page or a LoRA's)."""
+    image_id: np.ndarray
+    fold: np.ndarray
+    sampler: np.ndarray
+    """Index into ``SAMPLERS``."""
+    steps: np.ndarray
+    cfg: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    clip_skip: np.ndarray
+    size_ok: np.ndarray
+    """Whether a generator takes the example's size as is (multiples of 8 within range)."""
+    negative: list[str]
+    loras: list[tuple[tuple[int, float], ...]]
+    """(LoRA version id, weight) of each pair."""
+    url: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @classmethod
+    def build(cls, store: Store, pairs: Sequence[Pair], checkpoints: Checkpoints) -> Examples:
+        """One entry per image; pairs whose checkpoint is not nameable are left out."""
+        sampler_code = {name: i for i, name in enumerate(SAMPLERS)}
+        seen: set[int] = set()
+        kept: list[Pair] = []
+        for pair in pairs:
+            image = pair.source.image_id
+            if image in seen or pair.api.checkpoint.model_id not in checkpoints.position:
+                continue
+            if pair.api.sampler not in sampler_code:
+                continue
+            seen.add(image)
+            kept.append(pair)
+        urls: dict[int, str | None] = {}
+        ids = [p.source.image_id for p in kept]
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            query = f"SELECT id, url FROM images WHERE id IN ({','.join('?' * len(chunk))})"
+            urls.update(store.conn.execute(query, chunk).fetchall())
+        return cls(
+            texts=[p.instruction for p in kept],
+            model=np.array([checkpoints.position[p.api.checkpoint.model_id] for p in kept], dtype=np.int32),
+            version_id=np.array([p.api.checkpoint.version_id for p in kept], dtype=np.int64),
+            page=np.array([p.source.model_id for p in kept], dtype=np.int64),
+            image_id=np.array(ids, dtype=np.int64),
+            fold=np.array([fold_of(p.instruction) for p in kept], dtype=np.int8),
+            sampler=np.array([sampler_code[p.api.sampler] for p in kept], dtype=np.int16),
+            steps=np.array([p.api.steps for p in kept], dtype=np.float32),
+            cfg=np.array([p.api.cfg_scale for p in kept], dtype=np.float32),
+            width=np.array([p.api.width for p in kept], dtype=np.int32),
+            height=np.array([p.api.height for p in kept], dtype=np.int32),
+            clip_skip=np.array([p.api.clip_skip for p in kept], dtype=np.int16),
+            size_ok=np.array([valid_size(p.api.width, p.api.height) for p in kept], dtype=bool),
+            negative=[p.api.negative_prompt for p in kept],
+            loras=[tuple((lora.version_id, lora.weight) for lora in p.api.loras) for p in kept],
+            url=[urls.get(i) for i in ids],
+        )
+
+
+@dataclass
+class PromptIndex:
+    """TF-IDF of the example prompts, with per-model centroids (also without each fold)."""
+
+    vectorizer: TfidfVectorizer
+    by_term: sparse.csr_matrix
+    """Transposed document matrix (terms x examples): one sparse product gives every similarity."""
+    centroids: sparse.csr_matrix
+    """Terms x models: the L2-normalised sum of each model's example vectors."""
+    fold_centroids: list[sparse.csr_matrix]
+    """The same without the examples of fold f, for training features."""
+
+    @classmethod
+    def build(cls, examples: Examples, n_models: int) -> PromptIndex:
+        vectorizer = TfidfVectorizer(
+            sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_df=0.5, dtype=np.float32
+        )
+        docs = _fit(vectorizer, examples.texts)
+        rows = np.arange(len(examples))
+        owner = sparse.csr_matrix(
+            (np.ones(len(examples), dtype=np.float32), (rows, examples.model)),
+            shape=(len(examples), n_models),
+        )
+        sums = (owner.T @ docs).tocsr()
+        fold_centroids = []
+        for f in range(FOLDS):
+            inside = examples.fold == f
+            without = normalize(sums - owner[inside].T @ docs[inside]).astype(np.float32)
+            fold_centroids.append(without.T.tocsr())
+        return cls(
+            vectorizer=vectorizer,
+            by_term=docs.T.tocsr(),
+            centroids=normalize(sums).astype(np.float32).T.tocsr(),
+            fold_centroids=fold_centroids,
+        )
+
+    def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        return self.vectorizer.transform(texts)

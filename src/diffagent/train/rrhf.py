@@ -1,0 +1,165 @@
+"""Stage 2 of SFTA: RRHF (Rank Responses to align Human Feedback) on reward-scored candidate calls.
+
+Two separate steps, joined by a file. :func:`rrhf_rows` gathers k responses per instruction (the ground
+truth, constrained samples of the stage-1 model, the retriever's alternatives), has the reward score them
+against the ground truth, and yields ``{"id", "query", "responses", "scores", "reward"}`` rows for a JSONL
+file. :func:`train_rrhf` reads such rows and trains with :func:`.losses.rrhf_loss`, so any reward (the
+offline proxy here, image scorers elsewhere) plugs in without touching the trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..bench.pairs import Pair
+from ..errors import UserInputError
+from ..schema import APICall
+from .codec import LLMCodec
+from .config import RRHFConfig
+from .generate import generate_answers
+from .grammar import CallGrammar
+from .loop import Progress, TrainResult, train_loop
+from .losses import response_logprobs, rrhf_loss
+from .models import model_dir, save_model
+
+__all__ = ["RRHFExample", "Reward", "read_rrhf_rows", "rrhf_rows", "train_rrhf"]
+
+RRHFExample = tuple[list[int], list[list[int]], list[float]]
+"""(prompt tokens, response tokens each ending with end-of-sequence, reward of each response)."""
+
+
+class Reward(Protocol):
+    """What RRHF needs of a reward (``diffagent.reward.Reward``): scores of calls for one instruction."""
+
+    name: str
+
+    def score_calls(
+        self, instruction: str, calls: Sequence[APICall], reference: APICall | None = None
+    ) -> list[float]: ...
+
+
+def rrhf_rows(
+    model: Any,
+    codec: LLMCodec,
+    pairs: Sequence[Pair],
+    candidates: Sequence[Sequence[APICall]],
+    reward: Reward,
+    config: RRHFConfig,
+    progress: Progress | None = None,
+) -> Iterator[dict[str, Any]]:
+    """One row per pair: the prompt, distinct response texts (ground truth first) and their rewards."""
+    grammar = CallGrammar(codec) if config.samples else None
+    for done, (pair, cands) in enumerate(zip(pairs, candidates, strict=True), 1):
+        query = codec.prompt_text(pair.instruction, cands)
+        calls = [pair.api]
+        if grammar is not None:
+            texts = generate_answers(
+                model, codec, codec.prompt_ids(query), grammar=grammar, num=config.samples,
+                temperature=config.temperature,
+            )  # fmt: skip
+            fallback = cands[0] if cands else None
+            calls += [codec.to_api(codec.parse(text), pair.instruction, fallback) for text in texts]
+        calls += list(cands[: config.alternatives])
+        responses: dict[str, APICall] = {}
+        for call in calls:  # canonical texts; the first call of each text stays
+            responses.setdefault(codec.render(codec.spec_from_api(call)), call)
+        scores = reward.score_calls(pair.instruction, list(responses.values()), reference=pair.api)
+        yield {
+            "id": pair.id,
+            "query": query,
+            "responses": list(responses),
+            "scores": [round(float(s), 6) for s in scores],
+            "reward": reward.name,
+        }
+        if progress is not None:
+            progress(done, len(pairs))
+
+
+def read_rrhf_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of an RRHF file; a malformed line is a one-line error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"no such RRHF file: {path}")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                ok = (
+                    isinstance(row.get("query"), str)
+                    and isinstance(row.get("responses"), list)
+                    and isinstance(row.get("scores"), list)
+                    and len(row["responses"]) == len(row["scores"]) > 0
+                    and all(isinstance(r, str) and r for r in row["responses"])
+                    and all(isinstance(s, int | float) for s in row["scores"])
+                )
+            except (json.JSONDecodeError, AttributeError):
+                ok = False
+            if not ok:
+                raise UserInputError(f"{path}:{number}: not an RRHF row {{query, responses, scores}}")
+            rows.append(row)
+    if not rows:
+        raise UserInputError(f"{path} holds no RRHF rows")
+    return rows
+
+
+def _example_loss(ft_weight: float) -> Callable[[Any, RRHFExample], Any]:
+    def loss(model: Any, example: RRHFExample) -> Any:
+        prompt, responses, scores = example
+        return rrhf_loss(response_logprobs(model, prompt, responses), scores, ft_weight)
+
+    return loss
+
+
+def train_rrhf(
+    config: RRHFConfig,
+    model: Any,
+    tokenizer: Any,
+    source_meta: dict[str, Any],
+    codec: LLMCodec,
+    rows: Sequence[dict[str, Any]],
+    *,
+    data_source: str = "",
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> tuple[Path, TrainResult]:
+    """Train the stage-1 ``model`` (loaded trainable) on RRHF ``rows``; save it as ``config.out``.
+
+    The method follows the source: its LoRA adapters keep training, or all its weights do.
+    """
+    config = dataclasses.replace(config, method=source_meta.get("method", "full"))
+    out = model_dir(config.out)
+    examples: list[RRHFExample] = [
+        (codec.prompt_ids(row["query"]), [codec.encode_text(r) for r in row["responses"]], row["scores"])
+        for row in rows
+    ]
+    if config.method == "full":
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+    result = train_loop(
+        model, examples, _example_loss(config.ft_weight), config, out, resume=resume, progress=progress
+    )
+    rewards = sorted({row.get("reward", "unknown") for row in rows})
+    metadata = {
+        "stage": "rrhf",
+        "method": config.method,
+        "base_model": source_meta.get("base_model"),
+        "source": config.source,
+        "prompt": source_meta.get("prompt"),
+        "config": config.to_dict(),
+        "data": {
+            "source": data_source,
+            "rows": len(rows),
+            "responses_mean": round(sum(len(r["responses"]) for r in rows) / len(rows), 2),
+            "reward": ", ".join(rewards),
+        },
+        "result": result.summary(),
+    }
+    save_model(model, tokenizer, out, metadata)
+    return out, result

@@ -1,0 +1,238 @@
+"""The default agent on a small real catalogue (the first 600 models of the shared dump) built in the test."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from diffagent.agents import Agent, load_agent
+from diffagent.agents.retrieval import RetrievalAgent, build_default_agent, cache_dir, examples_key
+from diffagent.bench import Pair, load_pairs
+from diffagent.bench.build import build_bench
+from diffagent.bench.metrics import mean_scores, score_answer
+from diffagent.catalog import Store, compatible, family
+from diffagent.catalog.validate import validate_call
+from diffagent.errors import UserInputError
+from diffagent.schema import Answer
+
+
+def _first_checkpoint_with_images(records: list[dict]) -> int:
+    for record in records:
+        if record.get("type") == "Checkpoint" and any(
+            image.get("meta") for v in record["modelVersions"] for image in v.get("images") or []
+        ):
+            return record["id"]
+    raise AssertionError("no checkpoint with sample images")
+
+
+@pytest.fixture(scope="module")
+def small(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A store of 600 real models, one of them flagged NSFW, with its DABench pairs and a trained agent."""
+    records = copy.deepcopy(dump_records)
+    hidden = _first_checkpoint_with_images(records)
+    for record in records:
+        if record["id"] == hidden:
+            record["nsfw"] = True
+    root = tmp_path_factory.mktemp("small")
+    store = Store(root / "catalog.sqlite")
+    with store.transaction():
+        for record in records:
+            store.upsert_model(record)
+    build_bench(store, root / "bench")
+    pairs = {split: load_pairs(root / "bench" / f"{split}.jsonl") for split in ("train", "val", "test")}
+    with pytest.MonkeyPatch.context() as patch:
+        home = root / "home"
+        patch.setenv("DIFFAGENT_HOME", str(home))
+        ticks: list[tuple[int, int]] = []
+        agent = build_default_agent(store, pairs["train"], progress=lambda *step: ticks.append(step))
+    return {"store": store, "pairs": pairs, "agent": agent, "ticks": ticks, "home": home, "hidden": hidden}
+
+
+def _metrics(agent: Agent, store: Store, pairs: list[Pair]) -> dict:
+    answers = agent.select_batch([p.instruction for p in pairs])
+    return mean_scores([score_answer(store, a, p.api) for a, p in zip(answers, pairs, strict=True)])
+
+
+def test_ranker_trains_on_a_small_catalogue_and_beats_tfidf(small: dict) -> None:
+    agent: RetrievalAgent = small["agent"]
+    report = agent.index.report
+    assert report["train_queries"] > 100
+    assert report["candidate_recall"] > 0.8
+    assert small["ticks"] and small["ticks"][-1][0] == small["ticks"][-1][1]  # progress reached the end
+    assert len(list((small["home"] / "default-agent").glob("*.pkl"))) == 1
+
+    store, held = small["store"], small["pairs"]["val"] + small["pairs"]["test"]
+    ours = _metrics(agent, store, held)
+    theirs = _metrics(load_agent("tfidf", store, small["pairs"]["train"]), store, held)
+    assert ours["model@1"] >= theirs["model@1"]
+    assert ours["model@5"] >= 0.75
+    assert ours["hallucination"] == 0.0
+
+
+def test_answers_are_executable_catalogue_calls(small: dict) -> None:
+    agent, store = small["agent"], small["store"]
+    held = small["pairs"]["test"]
+    for answer in agent.select_batch([p.instruction for p in held], k=5):
+        assert 1 <= len(answer.alternatives) <= 5
+        assert answer.alternatives[0].model_dump(exclude={"score"}) == answer.api.model_dump()
+        assert len({alt.checkpoint.model_id for alt in answer.alternatives}) == len(answer.alternatives)
+        scores = [alt.score for alt in answer.alternatives]
+        assert scores == sorted(scores, reverse=True)
+        for call in answer.alternatives:
+            assert validate_call(store, call) == []
+        for item in answer.evidence:
+            assert item.url and item.url.startswith("https://")
+
+
+def test_single_and_batch_answers_agree(small: dict) -> None:
+    agent = small["agent"]
+    prompts = [p.instruction for p in small["pairs"]["val"][:8]]
+    batch = agent.select_batch(prompts, k=3)
+    for prompt, answer in zip(prompts, batch, strict=True):
+        assert agent.select(prompt, k=3) == answer
+
+
+def test_parameters_follow_the_chosen_checkpoints_examples(small: dict) -> None:
+    """A training prompt asked again gets its own checkpoint and settings back."""
+    agent = small["agent"]
+    for pair in small["pairs"]["train"][:20]:
+        api = agent.select(pair.instruction, k=1).api
+        if api.checkpoint.model_id != pair.api.checkpoint.model_id:
+            continue
+        assert api.sampler == pair.api.sampler or api.steps > 0  # a near tie may pick a sibling setting
+        assert abs(api.steps - pair.api.steps) <= 0.25 * pair.api.steps
+        assert abs(api.cfg_scale - pair.api.cfg_scale) <= 1.5
+
+
+def test_nsfw_models_only_when_allowed(small: dict) -> None:
+    store, hidden = small["store"], small["hidden"]
+    name = store.conn.execute("SELECT name FROM models WHERE id = ?", (hidden,)).fetchone()[0]
+    safe = small["agent"]
+    answer = safe.select(name, k=5)
+    assert hidden not in {alt.checkpoint.model_id for alt in answer.alternatives}
+    position = safe.index.checkpoints.position[hidden]
+    assert not safe.allowed[position]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIFFAGENT_HOME", str(small["home"]))
+        daring = build_default_agent(store, small["pairs"]["train"], allow_nsfw=True)
+    assert daring.allowed[position]
+
+
+def test_base_model_filter(small: dict) -> None:
+    store, pairs = small["store"], small["pairs"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIFFAGENT_HOME", str(small["home"]))
+        sd2 = build_default_agent(store, pairs["train"], base_models=["SD 2.1 768", "SD 2.1"])
+        with pytest.raises(UserInputError, match="filter"):
+            build_default_agent(store, pairs["train"], base_models=["Flux.1 D"])
+    for answer in sd2.select_batch([p.instruction for p in pairs["val"]], k=5):
+        assert {alt.checkpoint.base_model for alt in answer.alternatives} <= {"SD 2.1 768", "SD 2.1"}
+
+
+def _a_lora(store: Store) -> tuple[str, int, str, list[str]]:
+    """File stem, model id, base model and trigger words of an SD 1.x LoRA of the store."""
+    row = store.conn.execute(
+        """SELECT f.name, m.id, v.base_model, v.trained_words FROM files f
+           JOIN versions v ON v.id = f.version_id JOIN models m ON m.id = v.model_id
+           WHERE m.type = 'LORA' AND v.base_model = 'SD 1.5' AND f.is_primary = 1 AND v.position = 0
+           ORDER BY m.id LIMIT 1"""
+    ).fetchone()
+    return re.sub(r"\.[^.]+$", "", row[0]), row[1], row[2], json.loads(row[3])
+
+
+def test_loras_named_in_the_prompt_are_used_only_where_compatible(small: dict) -> None:
+    store, pairs = small["store"], small["pairs"]
+    stem, lora_id, lora_base, words = _a_lora(store)
+    prompt = f"a castle on a hill at sunset, detailed <lora:{stem}:0.65>"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIFFAGENT_HOME", str(small["home"]))
+        sd1 = build_default_agent(store, pairs["train"], base_models=["SD 1.5"])
+        sd2 = build_default_agent(store, pairs["train"], base_models=["SD 2.1 768"])
+    api = sd1.select(prompt).api
+    (lora,) = [lo for lo in api.loras if lo.model_id == lora_id]
+    assert lora.weight == pytest.approx(0.65)
+    assert "<lora:" not in api.prompt
+    for word in words:
+        assert word.lower() in api.prompt.lower()
+    assert family(lora_base) != family("SD 2.1 768")
+    assert all(lo.model_id != lora_id for lo in sd2.select(prompt).api.loras)
+    # every LoRA the agent picks by itself suits its checkpoint
+    for answer in sd1.select_batch([p.instruction for p in pairs["val"] + pairs["test"]]):
+        for call in answer.alternatives:
+            for lo in call.loras:
+                ref = store.version(lo.version_id)
+                assert ref is not None and compatible(ref.base_model, call.checkpoint.base_model)
+
+
+def test_low_confidence_when_nothing_matches(small: dict) -> None:
+    agent, store = small["agent"], small["store"]
+    odd = agent.select("qzxv wplk grmbl")
+    assert odd.low_confidence
+    assert validate_call(store, odd.api) == []
+    known = agent.select(small["pairs"]["train"][0].instruction)
+    assert not known.low_confidence
+    assert known.evidence[0].similarity > 0.9
+    with pytest.raises(UserInputError):
+        agent.select("   ")
+
+
+def test_index_is_cached_and_rebuilt_when_the_catalogue_or_examples_change(small: dict, dump_records) -> None:
+    store, pairs = small["store"], small["pairs"]
+    key = examples_key(store, pairs["train"])
+    assert key != examples_key(store, pairs["train"][:-1])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIFFAGENT_HOME", str(small["home"]))
+        assert (cache_dir() / f"{key}.pkl").is_file()
+        again = build_default_agent(store, pairs["train"])  # loaded, not rebuilt
+        assert again.index.key == key and again.index.report == small["agent"].index.report
+    other = Store(":memory:")
+    with other.transaction():
+        for record in dump_records[:200]:
+            other.upsert_model(record)
+    before = other.revision
+    changed = copy.deepcopy(dump_records[0])
+    changed["name"] += " (renamed)"
+    other.upsert_model(changed)
+    assert other.revision != before
+    some = pairs["train"][:5]
+    assert examples_key(other, some) != examples_key(Store(":memory:"), some)
+
+
+def test_empty_examples_are_refused(small: dict) -> None:
+    with pytest.raises(UserInputError, match="DABench"):
+        build_default_agent(small["store"], [])
+
+
+def test_python_api_and_train_command(dump_records: list[dict], tmp_path: Path, monkeypatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("DIFFAGENT_HOME", str(home))
+    from diffagent import DiffAgent
+    from diffagent.cli import app
+    from diffagent.config import store_path
+
+    with pytest.raises(UserInputError, match="empty"):
+        DiffAgent()
+    with Store(store_path()) as store, store.transaction():
+        for record in dump_records[:300]:
+            store.upsert_model(record)
+    result = CliRunner().invoke(app, ["train", "ranker"])
+    assert result.exit_code == 0, result.output
+    assert "held-out model@1" in result.output
+    with DiffAgent() as agent:
+        answer = agent.select("portrait of a woman, photorealistic, detailed skin", k=3)
+        assert isinstance(answer, Answer)
+        assert len(answer.alternatives) == 3
+        assert len(agent.select_batch(["a red car", "a dragon"])) == 2
+    assert len(list((home / "default-agent").glob("*.pkl"))) == 1  # the command's index was reused
+
+
+def test_import_diffagent_stays_cheap() -> None:
+    code = "import sys, diffagent; assert 'sklearn' not in sys.modules and 'lightgbm' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

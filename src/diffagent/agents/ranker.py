@@ -105,8 +105,7 @@ def signals(
     sims = (query @ prompts.by_term).toarray()
     if folds is not None:
         sims[examples.fold[None, :] == folds[:, None]] = 0.0
-    depth = max(DEPTHS)
-    neighbours, near = _top(sims, depth)
+    neighbours, near = _top(sims, max(DEPTHS))
     depth = neighbours.shape[1]
     owner = examples.model[neighbours]
     rows = np.repeat(np.arange(batch), depth).reshape(batch, depth)

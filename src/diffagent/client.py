@@ -16,7 +16,34 @@ from .config import store_path
 from .errors import UserInputError
 from .schema import Answer
 
-__all__ = ["DiffAgent"]
+__all__ = ["DiffAgent", "open_agent"]
+
+
+def open_agent(
+    store: Store,
+    name: str = "default",
+    *,
+    splits: Sequence[str] = SPLITS,
+    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> Agent:
+    """Agent ``name`` over ``store``, learning from the DABench ``splits`` (built first if missing).
+
+    The one place that wires catalogue, bench and agent together: the CLI, the service and
+    :class:`DiffAgent` all come through here.
+    """
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise UserInputError(f"splits must be some of {', '.join(SPLITS)}, not {list(splits)}")
+    if store.is_empty():
+        raise UserInputError(
+            "the catalogue is empty: run `diffagent catalog import PATH` (or `make run`) first"
+        )
+    folder = ensure_bench(store, progress=progress)
+    examples = [pair for split in dict.fromkeys(splits) for pair in load_pairs(folder / f"{split}.jsonl")]
+    if name == "default" and progress is not None:
+        options = {"progress": progress, **options}
+    return load_agent(name, store, examples, **options)
 
 
 class DiffAgent:
@@ -36,22 +63,9 @@ class DiffAgent:
         progress: Callable[[int, int], None] | None = None,
         **options: Any,
     ) -> None:
-        unknown = [s for s in splits if s not in SPLITS]
-        if unknown or not splits:
-            raise UserInputError(f"splits must be some of {', '.join(SPLITS)}, not {list(splits)}")
         self.store = Store(store_path())
         try:
-            if self.store.is_empty():
-                raise UserInputError(
-                    "the catalogue is empty: run `diffagent catalog import PATH` (or `make run`) first"
-                )
-            folder = ensure_bench(self.store, progress=progress)
-            examples = [
-                pair for split in dict.fromkeys(splits) for pair in load_pairs(folder / f"{split}.jsonl")
-            ]
-            if agent == "default" and progress is not None:
-                options = {"progress": progress, **options}
-            self.agent: Agent = load_agent(agent, self.store, examples, **options)
+            self.agent: Agent = open_agent(self.store, agent, splits=splits, progress=progress, **options)
         except BaseException:
             self.store.close()
             raise

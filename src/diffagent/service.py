@@ -17,9 +17,9 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
-from .agents import AGENT_NAMES, Agent, load_agent
-from .bench import SPLITS, ensure_bench, load_pairs
+from .agents import AGENT_NAMES, Agent
 from .catalog import Store
+from .client import open_agent
 from .config import store_path
 from .errors import UserInputError
 from .execute import FORMATS, to_payload
@@ -59,9 +59,7 @@ class _Agents:
             raise HTTPException(422, f"unknown agent {name!r}; choose one of the retrieval agents")
         with self.lock:
             if name not in self.loaded:
-                folder = ensure_bench(self.store)
-                examples = [p for split in SPLITS for p in load_pairs(folder / f"{split}.jsonl")]
-                self.loaded[name] = load_agent(name, self.store, examples)
+                self.loaded[name] = open_agent(self.store, name)
             return self.loaded[name]
 
 

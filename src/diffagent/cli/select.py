@@ -12,14 +12,19 @@ from rich.console import Console
 from rich.table import Table
 
 from .._io import write_jsonl
-from ..agents import AGENT_NAMES, Agent, load_agent
-from ..bench import SPLITS, ensure_bench, load_pairs
+from ..agents import AGENT_NAMES, Agent
+from ..bench import SPLITS
 from ..catalog import Store
+from ..client import open_agent
+from ..errors import UserInputError
 from ..execute import FORMATS, to_payload
 from ..schema import Answer
 from ._common import console, fail, open_store, progress_bar
 
 __all__ = ["agent_options", "build_agent", "read_prompts", "select_command"]
+
+BATCH_CHUNK = 256
+"""Prompts answered together by --batch: fast, and the progress bar still moves."""
 
 
 def agent_options(name: str, model: str | None, unconstrained: bool) -> dict[str, Any]:
@@ -33,15 +38,14 @@ def agent_options(name: str, model: str | None, unconstrained: bool) -> dict[str
 
 
 def build_agent(store: Store, name: str, *, splits: tuple[str, ...], **options: Any) -> Agent:
-    """Agent ``name`` learning from the given DABench ``splits`` (the bench is built first if missing)."""
+    """Agent ``name`` learning from DABench ``splits``, with a progress bar over first-use builds."""
     if name not in AGENT_NAMES:
         fail(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
-    if store.is_empty():
-        fail("the catalogue is empty: run `diffagent catalog import PATH` first")
-    with progress_bar("building DABench") as update:
-        folder = ensure_bench(store, progress=update)
-    examples = [pair for split in splits for pair in load_pairs(folder / f"{split}.jsonl")]
-    return load_agent(name, store, examples, **options)
+    try:
+        with progress_bar(f"preparing the {name} agent (first use builds it)") as update:
+            return open_agent(store, name, splits=splits, progress=update, **options)
+    except UserInputError as exc:
+        fail(str(exc))
 
 
 def read_prompts(path: Path) -> list[tuple[Any, str]]:
@@ -144,18 +148,20 @@ def select_command(
             return
         rows = []
         with progress_bar(f"answering with {agent}", total=len(items)) as update:
-            for done, (item_id, text) in enumerate(items, 1):
+            for start in range(0, len(items), BATCH_CHUNK):
+                chunk = items[start : start + BATCH_CHUNK]
                 began = time.perf_counter()
-                answer = selector.select(text, k)
-                latency = (time.perf_counter() - began) * 1000
-                rows.append(
+                answers = selector.select_batch([text for _, text in chunk], k)
+                latency = (time.perf_counter() - began) * 1000 / len(chunk)  # amortised over the chunk
+                rows += [
                     {
                         "id": item_id,
                         "api": answer.api.model_dump(),
                         "alternatives": [alt.model_dump() for alt in answer.alternatives],
                         "latency_ms": round(latency, 3),
                     }
-                )
-                update(done, len(items))
+                    for (item_id, _), answer in zip(chunk, answers, strict=True)
+                ]
+                update(start + len(chunk), len(items))
     write_jsonl(out, rows)
     console.print(f"{out}: {len(rows)} answers", highlight=False)

@@ -102,6 +102,12 @@ def _print_answer(answer: Answer) -> None:
                 str(rank), alt.checkpoint.name, alt.checkpoint.base_model, f"{alt.score:.3g}"
             )
         stdout.print(alternatives)
+    if answer.evidence:
+        evidence = Table("similarity", "example prompt", "image", title="evidence", title_justify="left")
+        for item in answer.evidence:
+            text = item.prompt if len(item.prompt) <= 90 else item.prompt[:87] + "..."
+            evidence.add_row(f"{item.similarity:.2f}", text, item.url or "")
+        stdout.print(evidence)
 
 
 def select_command(

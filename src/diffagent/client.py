@@ -35,10 +35,7 @@ def open_agent(
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise UserInputError(f"splits must be some of {', '.join(SPLITS)}, not {list(splits)}")
-    if store.is_empty():
-        raise UserInputError(
-            "the catalogue is empty: run `diffagent catalog import PATH` (or `make run`) first"
-        )
+    store.require_models()
     folder = ensure_bench(store, progress=progress)
     examples = [pair for split in dict.fromkeys(splits) for pair in load_pairs(folder / f"{split}.jsonl")]
     if name == "default" and progress is not None:

@@ -21,7 +21,6 @@ from .agents import AGENT_NAMES, Agent
 from .catalog import Store
 from .client import open_agent
 from .config import store_path
-from .errors import UserInputError
 from .execute import FORMATS, to_payload
 from .schema import Answer, api_json_schema
 
@@ -66,8 +65,7 @@ class _Agents:
 def create_app(store: Store | None = None) -> FastAPI:
     """The FastAPI application over ``store`` (default: the catalogue under ``DIFFAGENT_HOME``)."""
     store = store or Store(store_path())
-    if store.is_empty():
-        raise UserInputError("the catalogue is empty: run `diffagent catalog import PATH` first")
+    store.require_models()
     agents = _Agents(store)
     app = FastAPI(title="diffagent", summary="prompt in, executable text-to-image API call out")
     app.state.store = store

@@ -433,8 +433,7 @@ def build_default_agent(
     ``base_models`` and ``allow_nsfw`` restrict the checkpoints it may name (NSFW models are out by default).
     """
     pairs = _examples(examples)
-    if store.is_empty():
-        raise UserInputError("the catalogue is empty: run `diffagent catalog import PATH` first")
+    store.require_models()
     index = _load_or_build(store, pairs, rebuild, progress)
     flt = CatalogFilter(
         types=("Checkpoint",),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserInputError
 from .meta import normalize_hash, parse_meta
 
 __all__ = ["MalformedRecord", "Store", "VersionRef"]
@@ -319,6 +320,13 @@ class Store:
 
     def is_empty(self) -> bool:
         return self.conn.execute("SELECT 1 FROM models LIMIT 1").fetchone() is None
+
+    def require_models(self) -> None:
+        """Raise :class:`UserInputError` saying how to fill the catalogue when it is empty."""
+        if self.is_empty():
+            raise UserInputError(
+                "the catalogue is empty: run `diffagent catalog import PATH` or `make run` first"
+            )
 
     def version_by_hash(self, digest: str) -> VersionRef | None:
         """The version owning a file with this AutoV2 (10 hex digits) or SHA256 (64) hash, any case.

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..catalog import Store
 from ..config import store_path
+from ..errors import UserInputError
 
 console = Console(stderr=True)
 
@@ -25,6 +26,17 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def open_store() -> Store:
     return Store(store_path())
+
+
+def open_filled_store() -> Store:
+    """The store, or a one-line error saying how to fill it when it is empty."""
+    store = open_store()
+    try:
+        store.require_models()
+    except UserInputError as exc:
+        store.close()
+        fail(str(exc))
+    return store
 
 
 @contextmanager

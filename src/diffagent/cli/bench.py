@@ -9,7 +9,7 @@ import typer
 from ..bench.build import build_bench
 from ..catalog import CatalogFilter
 from ..config import home
-from ._common import console, fail, open_store, progress_bar
+from ._common import console, open_filled_store, progress_bar
 
 app = typer.Typer(help="Build DABench (instruction -> API call pairs) from the catalogue.")
 
@@ -26,11 +26,8 @@ def build(
         image_nsfw=("None", "Soft") if include_soft else ("None",),
     )
     out = out or home() / "bench"
-    with open_store() as store:
-        if store.is_empty():
-            fail("the catalogue is empty: run `diffagent catalog import PATH` first")
-        with progress_bar("building DABench") as update:
-            report = build_bench(store, out, flt=flt, progress=update)
+    with open_filled_store() as store, progress_bar("building DABench") as update:
+        report = build_bench(store, out, flt=flt, progress=update)
     dropped = sum(report.dropped.values())
     console.print(
         f"{out}: {report.pairs['train']} train, {report.pairs['val']} val, {report.pairs['test']} test pairs"

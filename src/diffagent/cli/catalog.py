@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..catalog import CatalogFilter, import_dump, search_cards
-from ._common import console, fail, open_store, progress_bar
+from ._common import console, fail, open_filled_store, open_store, progress_bar
 
 app = typer.Typer(help="Fill, inspect and search the model catalogue (SQLite under DIFFAGENT_HOME).")
 
@@ -100,9 +100,7 @@ def search(
     if not query.strip():
         fail("the query is empty")
     flt = CatalogFilter(types=tuple(type_), base_models=tuple(base_model) or None)
-    with open_store() as store:
-        if store.is_empty():
-            fail("the catalogue is empty: run `diffagent catalog import PATH` first")
+    with open_filled_store() as store:
         hits = search_cards(store, query, limit=limit, flt=flt)
     table = Table("model", "version", "name", "type", "base", "downloads", "score", "tags")
     for hit in hits:

@@ -11,7 +11,7 @@ import typer
 from ..agents import AGENT_NAMES
 from ..bench import ensure_bench, load_pairs
 from ..bench.evaluate import evaluate, render_markdown, spread
-from ._common import fail, open_store, progress_bar
+from ._common import fail, open_filled_store, progress_bar
 from .select import agent_options, build_agent
 
 __all__ = ["BASELINES", "default_agents", "eval_command"]
@@ -53,9 +53,7 @@ def eval_command(
     for name in names:
         if name not in AGENT_NAMES:
             fail(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
-    with open_store() as store:
-        if store.is_empty():
-            fail("the catalogue is empty: run `diffagent catalog import PATH` first")
+    with open_filled_store() as store:
         if pairs is None:
             with progress_bar("building DABench") as update:
                 pairs = ensure_bench(store, progress=update) / "test.jsonl"

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..catalog import Store
+from ..errors import UserInputError
 from ..train.config import DEFAULT_BASE_MODEL, PromptConfig, RRHFConfig, SFTConfig, help_of
-from ._common import console, fail, open_store, progress_bar
+from ._common import console, fail, open_filled_store, open_store, progress_bar
 
 if TYPE_CHECKING:
     from ..bench.pairs import Pair
@@ -37,9 +38,7 @@ def ranker_command(
     for name in split:
         if name not in SPLITS:
             fail(f"unknown split {name!r}; choose from: {', '.join(SPLITS)}")
-    with open_store() as store:
-        if store.is_empty():
-            fail("the catalogue is empty: run `diffagent catalog import PATH` first")
+    with open_filled_store() as store:
         with progress_bar("building DABench") as update:
             folder = ensure_bench(store, progress=update)
         examples = [pair for name in dict.fromkeys(split) for pair in load_pairs(folder / f"{name}.jsonl")]
@@ -63,8 +62,10 @@ _RESUME_HELP = "continue from DIFFAGENT_HOME/models/OUT/last-checkpoint (also to
 def _train_pairs(store: Store, pairs: Path | None) -> tuple[list[Pair], str]:
     from ..bench import ensure_bench, load_pairs
 
-    if store.is_empty():
-        fail("the catalogue is empty: run `diffagent catalog import PATH` first")
+    try:
+        store.require_models()
+    except UserInputError as exc:
+        fail(str(exc))
     if pairs is None:
         with progress_bar("building DABench") as update:
             pairs = ensure_bench(store, progress=update) / "train.jsonl"

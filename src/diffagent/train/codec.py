@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..catalog import CatalogFilter, Store, default_size
+from ..catalog import CatalogFilter, ModelEntry, Store, default_size, latest_versions
 from ..catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, LORA_WEIGHT_RANGE, SIZE_RANGE, STEPS_RANGE
 from ..errors import UserInputError
 from ..schema import APICall, Checkpoint, LoRA, normalize_sampler
@@ -29,7 +29,6 @@ from .config import PromptConfig
 __all__ = [
     "SYSTEM_PROMPT",
     "CallSpec",
-    "CatalogEntry",
     "CatalogNames",
     "LLMCodec",
     "NumberSlot",
@@ -80,18 +79,6 @@ SIZE_SLOT = NumberSlot(4, 0, False, 64, 4096)
 CLIP_SLOT = NumberSlot(2, 0, False, 1, 12)
 
 
-@dataclass(frozen=True)
-class CatalogEntry:
-    model_id: int
-    version_id: int
-    name: str
-    type: str
-    base_model: str | None
-    trained_words: tuple[str, ...]
-    tags: tuple[str, ...]
-    downloads: int
-
-
 class CatalogNames:
     """The checkpoint and LoRA names an answer may use, each the latest usable version of its model.
 
@@ -99,11 +86,11 @@ class CatalogNames:
     are labelled ``NAME #MODEL_ID``, so that every label stands for one model.
     """
 
-    def __init__(self, entries: Iterable[CatalogEntry]) -> None:
-        self.by_model: dict[int, CatalogEntry] = {}
+    def __init__(self, entries: Iterable[ModelEntry]) -> None:
+        self.by_model: dict[int, ModelEntry] = {}
         self.labels: dict[int, str] = {}
-        self.checkpoints: dict[str, CatalogEntry] = {}
-        self.loras: dict[str, CatalogEntry] = {}
+        self.checkpoints: dict[str, ModelEntry] = {}
+        self.loras: dict[str, ModelEntry] = {}
         for entry in sorted(entries, key=lambda e: (-e.downloads, e.model_id)):
             table = {"Checkpoint": self.checkpoints, "LORA": self.loras}.get(entry.type)
             if table is None or not entry.name:
@@ -114,21 +101,7 @@ class CatalogNames:
 
     @classmethod
     def from_store(cls, store: Store, flt: CatalogFilter | None = None) -> CatalogNames:
-        flt = flt or CatalogFilter()
-        where, args = flt.versions_where()
-        inner, inner_args = flt.versions_where("v2", "m2")
-        rows = store.conn.execute(
-            f"""SELECT m.id, v.id, m.name, m.type, v.base_model, v.trained_words, m.tags, m.download_count
-                FROM models m JOIN versions v ON v.model_id = m.id
-                WHERE {where} AND v.position = (
-                    SELECT MIN(v2.position) FROM versions v2 JOIN models m2 ON m2.id = v2.model_id
-                    WHERE v2.model_id = m.id AND {inner})""",
-            [*args, *inner_args],
-        ).fetchall()
-        entries = [
-            CatalogEntry(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), tuple(json.loads(r[6])), r[7])
-            for r in rows
-        ]
+        entries = latest_versions(store, flt)
         if not any(e.type == "Checkpoint" for e in entries):
             raise UserInputError(
                 "the catalogue has no usable checkpoint: run `diffagent catalog import PATH`"

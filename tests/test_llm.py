@@ -348,7 +348,19 @@ def test_commands_end_to_end(tiny: Path, dump_records: list[dict], tmp_path: Pat
         )
         assert done.exit_code == 0, done.output
         Answer.model_validate_json(done.stdout)
+    variants = ["llm:sft", "llm:rrhf:free"]
+    done = runner.invoke(
+        app,
+        ["eval", "--agent", variants[0], "--agent", variants[1], "--limit", "2", "--latency-prompts", "1"]
+        + ["--json"],
+    )
+    assert done.exit_code == 0, done.output
+    rows = json.loads(done.stdout)["rows"]
+    assert [row["agent"] for row in rows] == variants
+    assert all(0.0 <= row["hallucination"] <= 1.0 for row in rows)
     for args, fragment in (
+        (["eval", "--agent", "llm:sft:sideways"], "DECODING"),
+        (["eval", "--agent", "tfidf:sft"], "only the llm agent"),
         (["train", "sft", "--method", "bogus"], "lora or full"),
         (["train", "rrhf", "--from", "no-such-model"], "no-such-model"),
         (["train", "sft", "--out", "../x"], "bad model name"),

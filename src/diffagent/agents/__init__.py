@@ -11,7 +11,7 @@ from typing import Any
 
 from .base import Agent
 
-__all__ = ["AGENT_NAMES", "Agent", "load_agent"]
+__all__ = ["AGENT_NAMES", "LLM_DECODINGS", "Agent", "load_agent"]
 
 # name -> "module:factory"; each factory takes (store, examples, **options) and returns an Agent.
 _REGISTRY: dict[str, str] = {
@@ -23,6 +23,8 @@ _REGISTRY: dict[str, str] = {
     "llm": "diffagent.agents.llm:build_llm_agent",
 }
 AGENT_NAMES = tuple(_REGISTRY)
+LLM_DECODINGS = ("rerank", "trie", "free")
+"""How the LLM agent may decode (see :mod:`.llm`); here so that the CLI need not import torch."""
 
 
 def load_agent(name: str, store: Any, examples: Any, **options: Any) -> Agent:

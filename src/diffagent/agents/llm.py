@@ -30,11 +30,10 @@ from ..train.generate import generate_answers
 from ..train.grammar import CallGrammar
 from ..train.losses import response_logprobs
 from ..train.models import inference_dtype, load_model, model_dir
+from . import LLM_DECODINGS as DECODINGS
 from .base import Agent
 
 __all__ = ["DECODINGS", "LLMAgent", "build_llm_agent"]
-
-DECODINGS = ("rerank", "trie", "free")
 
 
 class LLMAgent(Agent):

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import typer
 
-from ..agents import AGENT_NAMES
 from ..bench import ensure_bench, load_pairs
 from ..bench.evaluate import evaluate, render_markdown, spread
 from ._common import fail, open_filled_store, progress_bar
-from .select import agent_options, build_agent
+from .select import AGENT_HELP, agent_spec, build_agent
 
 __all__ = ["BASELINES", "default_agents", "eval_command"]
 
@@ -35,8 +34,8 @@ def eval_command(
     agent: list[str] = typer.Option(
         [],
         "--agent",
-        help=f"agent to score, repeatable (default: the baselines and 'default'); "
-        f"one of: {', '.join(AGENT_NAMES)}",
+        help=f"agent to score, repeatable (default: the baselines and 'default'); {AGENT_HELP}; "
+        "each row is named as its --agent is written",
         show_default=False,
     ),
     as_json: bool = typer.Option(False, "--json", help='print {"rows": [...]} instead of a markdown table'),
@@ -51,8 +50,7 @@ def eval_command(
     """Score agents on DABench pairs: model@1/@5, base@1, hallucination, parameters, reward, speed."""
     names = agent or default_agents()
     for name in names:
-        if name not in AGENT_NAMES:
-            fail(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
+        agent_spec(name, model, unconstrained)  # every name checked before any agent is built
     with open_filled_store() as store:
         if pairs is None:
             with progress_bar("building DABench") as update:
@@ -62,9 +60,7 @@ def eval_command(
             fail(f"{pairs}: no pairs")
         rows = []
         for name in names:
-            selector = build_agent(
-                store, name, splits=("train",), **agent_options(name, model, unconstrained)
-            )
+            selector = build_agent(store, name, splits=("train",), model=model, unconstrained=unconstrained)
             with progress_bar(f"evaluating {name}") as update:
                 rows.append(
                     evaluate(

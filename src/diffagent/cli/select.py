@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .._io import write_jsonl
-from ..agents import AGENT_NAMES, Agent
+from ..agents import AGENT_NAMES, LLM_DECODINGS, Agent
 from ..bench import SPLITS
 from ..catalog import Store
 from ..client import open_agent
@@ -21,29 +21,52 @@ from ..execute import FORMATS, to_payload
 from ..schema import Answer
 from ._common import console, fail, open_store, progress_bar
 
-__all__ = ["agent_options", "build_agent", "read_prompts", "select_command"]
+__all__ = ["AGENT_HELP", "agent_spec", "build_agent", "read_prompts", "select_command"]
 
 BATCH_CHUNK = 256
 """Prompts answered together by --batch: fast, and the progress bar still moves."""
 
 
-def agent_options(name: str, model: str | None, unconstrained: bool) -> dict[str, Any]:
-    """Command-line options for agent ``name``: only the LLM agent takes a trained model."""
-    if name != "llm":
-        return {}
-    options: dict[str, Any] = {"unconstrained": unconstrained}
-    if model is not None:
-        options["model"] = model
-    return options
+AGENT_HELP = (
+    f"one of: {', '.join(AGENT_NAMES)}; an LLM variant may be named in full as llm:MODEL or "
+    f"llm:MODEL:DECODING ({'/'.join(LLM_DECODINGS)}), e.g. llm:rrhf:free"
+)
 
 
-def build_agent(store: Store, name: str, *, splits: tuple[str, ...], **options: Any) -> Agent:
-    """Agent ``name`` learning from DABench ``splits``, with a progress bar over first-use builds."""
+def agent_spec(spec: str, model: str | None, unconstrained: bool) -> tuple[str, dict[str, Any]]:
+    """The registry name and options of an ``--agent`` value.
+
+    ``llm`` takes ``--model`` and ``--unconstrained``; ``llm:MODEL[:DECODING]`` names a variant by itself,
+    so that one ``eval`` can score SFT and SFT+RRHF, constrained and free, each in its own row.
+    """
+    name, _, variant = spec.partition(":")
     if name not in AGENT_NAMES:
-        fail(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
+        fail(f"unknown agent {spec!r}; choose one of: {', '.join(AGENT_NAMES)}")
+    if name != "llm":
+        if variant:
+            fail(f"only the llm agent takes a variant, not {spec!r}")
+        return name, {}
+    options: dict[str, Any] = {"unconstrained": unconstrained}
+    if not variant:
+        if model is not None:
+            options["model"] = model
+        return name, options
+    variant_model, _, decoding = variant.partition(":")
+    if not variant_model or (decoding and decoding not in LLM_DECODINGS):
+        fail(f"{spec!r}: write llm:MODEL or llm:MODEL:DECODING, DECODING one of {', '.join(LLM_DECODINGS)}")
+    options["model"] = variant_model
+    if decoding:
+        options.update(unconstrained=decoding == "free", decoding=decoding)
+    return name, options
+
+
+def build_agent(store: Store, spec: str, *, splits: tuple[str, ...], **options: Any) -> Agent:
+    """Agent ``spec`` (see :func:`agent_spec`) learning from DABench ``splits``, with a progress bar
+    over first-use builds."""
+    name, spec_options = agent_spec(spec, options.pop("model", None), options.pop("unconstrained", False))
     try:
-        with progress_bar(f"preparing the {name} agent (first use builds it)") as update:
-            return open_agent(store, name, splits=splits, progress=update, **options)
+        with progress_bar(f"preparing the {spec} agent (first use builds it)") as update:
+            return open_agent(store, name, splits=splits, progress=update, **spec_options, **options)
     except UserInputError as exc:
         fail(str(exc))
 
@@ -116,7 +139,7 @@ def select_command(
     out: Path = typer.Option(
         None, "--out", help="where --batch writes {'id','api','alternatives','latency_ms'}"
     ),
-    agent: str = typer.Option("default", "--agent", help=f"one of: {', '.join(AGENT_NAMES)}"),
+    agent: str = typer.Option("default", "--agent", help=AGENT_HELP),
     k: int = typer.Option(5, "--k", min=1, help="how many ranked alternatives"),
     as_json: bool = typer.Option(False, "--json", help="print the answer as JSON"),
     model: str = typer.Option(None, "--model", help="trained model name or path (--agent llm)"),
@@ -140,7 +163,7 @@ def select_command(
         fail(f"--format takes one of {', '.join(FORMATS)}, for a single PROMPT")
     items = read_prompts(batch) if batch is not None else []
     with open_store() as store:
-        selector = build_agent(store, agent, splits=SPLITS, **agent_options(agent, model, unconstrained))
+        selector = build_agent(store, agent, splits=SPLITS, model=model, unconstrained=unconstrained)
         if batch is None:
             answer = selector.select(prompt, k)
             if payload is not None:

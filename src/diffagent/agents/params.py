@@ -19,7 +19,6 @@ training pairs, so that no test image leaks into its parameters).
 from __future__ import annotations
 
 import functools
-import re
 import statistics
 from collections import Counter
 from collections.abc import Collection, Iterable
@@ -238,7 +237,8 @@ class ParamStats:
 
 
 def _with_trigger_words(prompt: str, words: Iterable[str]) -> str:
-    missing = [w for w in words if w and not re.search(re.escape(w), prompt, re.IGNORECASE)]
+    lowered = prompt.lower()  # a plain substring test: a regex per word overflows re's cache (slow)
+    missing = [w for w in words if w and w.lower() not in lowered]
     return ", ".join([prompt.strip(), *missing]) if missing else prompt.strip()
 
 

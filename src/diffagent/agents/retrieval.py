@@ -63,6 +63,8 @@ DABench val params 0.604 without, 0.608-0.613 for 2 to 4."""
 _CONSENSUS_CANDIDATES = 12
 _STEP_SHIFT = 0.15
 _CFG_SHIFT = 1.0
+_CFG_SHIFTS = np.array([0.0, -_CFG_SHIFT, _CFG_SHIFT])
+_STEP_FACTORS = np.array([1.0, 1 - _STEP_SHIFT, 1 + _STEP_SHIFT])
 """Settings tried around each of the heaviest observed ones (see :func:`_consensus`)."""
 _PRIOR_SETTINGS = 30
 _EVIDENCE = 3
@@ -222,14 +224,11 @@ def _consensus(
     )
     heaviest = np.argsort(-weights, kind="stable")[:_CONSENSUS_CANDIDATES]
     base_steps = steps[heaviest]
-    shifted = np.concatenate(
-        [base_steps, np.round(base_steps * (1 - _STEP_SHIFT)), np.round(base_steps * (1 + _STEP_SHIFT))]
-    )
-    cand_samplers = np.tile(samplers[heaviest], 9)
-    cand_steps = np.tile(shifted, 3)
-    cand_cfgs = np.concatenate(
-        [np.tile(cfgs[heaviest] + shift, 3) for shift in (0.0, -_CFG_SHIFT, _CFG_SHIFT)]
-    )
+    # candidates laid out as (CFG shift, steps shift, setting), flattened
+    shape = (3, 3, len(heaviest))
+    cand_steps = np.broadcast_to(np.round(base_steps * _STEP_FACTORS[:, None]), shape).ravel()
+    cand_cfgs = np.broadcast_to(cfgs[heaviest] + _CFG_SHIFTS[:, None, None], shape).ravel()
+    cand_samplers = np.broadcast_to(samplers[heaviest], shape).ravel()
     agree = (
         (cand_samplers[:, None] == samplers[None, :])
         & (np.abs(cand_steps[:, None] - steps[None, :]) <= 0.25 * steps[None, :] + 1e-6)

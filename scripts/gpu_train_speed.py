@@ -4,9 +4,12 @@ Self-contained for a machine without the catalogue, the weights or diffagent's o
 builds a ``LlamaConfig`` of SmolLM2-135M's shape with random weights (speed does not depend on the
 values) and loads the project's own loss code from ``src/diffagent/train/losses.py`` by path, so the timed
 code is the trainer's. Each step works like ``diffagent.train.loop``: ``--batch`` examples, gradients
-accumulated one example at a time, clipping, AdamW. Prints one JSON object.
+accumulated over chunks of ``--micro-batch`` examples (one padded forward pass per chunk), clipping, AdamW.
+Prompt and answer lengths vary by up to a fifth around the given means, so packing pays for its padding.
+Prints one JSON object.
 
     python scripts/gpu_train_speed.py                  # cuda when available, else cpu
+    python scripts/gpu_train_speed.py --micro-batch 8  # all 8 instructions of a step in one forward pass
     python scripts/gpu_train_speed.py --steps 3 --device cpu
 """
 
@@ -44,15 +47,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _time_steps(model, trainable, examples, loss_fn, batch, steps, warmup, device):  # type: ignore[no-untyped-def]
+def _time_steps(model, trainable, examples, loss_fn, args, device):  # type: ignore[no-untyped-def]
+    batch, micro_batch, warmup = args.batch, args.micro_batch, args.warmup
     optimizer = torch.optim.AdamW(trainable, lr=1e-5)
     times = []
-    for step in range(warmup + steps):
+    for step in range(warmup + args.steps):
         _sync(device)
         began = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        for i in range(batch):
-            loss = loss_fn(model, examples[(step * batch + i) % len(examples)]) / batch
+        step_examples = [examples[(step * batch + i) % len(examples)] for i in range(batch)]
+        for begin in range(0, batch, micro_batch):
+            chunk = step_examples[begin : begin + micro_batch]
+            loss = loss_fn(model, chunk) * len(chunk) / batch
             loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
@@ -70,10 +76,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps per case")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8, help="instructions per step (the trainer's default)")
+    parser.add_argument("--micro-batch", type=int, default=1, help="instructions packed per forward pass")
     parser.add_argument("--prompt-tokens", type=int, default=380, help="typical prompt with 5 candidates")
     parser.add_argument("--answer-tokens", type=int, default=48, help="typical compact JSON answer")
     parser.add_argument("--responses", type=int, default=6, help="RRHF responses per instruction")
     args = parser.parse_args()
+    if args.micro_batch < 1:
+        parser.error("--micro-batch must be at least 1")
 
     losses = _losses()
     device = torch.device(args.device)
@@ -82,8 +91,11 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
     generator = torch.Generator().manual_seed(0)
 
-    def ids(n: int) -> list[int]:
-        return torch.randint(100, 49000, (n,), generator=generator).tolist()
+    def ids(mean: int) -> list[int]:
+        """Random tokens, the count uniform within a fifth of ``mean``."""
+        spread = mean // 5
+        n = mean + int(torch.randint(-spread, spread + 1, (1,), generator=generator))
+        return torch.randint(100, 49000, (max(1, n),), generator=generator).tolist()
 
     sft_examples = [(ids(args.prompt_tokens), ids(args.answer_tokens)) for _ in range(16)]
     rrhf_examples = [
@@ -92,14 +104,6 @@ def main() -> None:
         for _ in range(16)
     ]  # fmt: skip
 
-    def sft(model, example):  # type: ignore[no-untyped-def]
-        prompt, answer = example
-        return losses.sft_loss(losses.response_logprobs(model, prompt, [answer])[0])
-
-    def rrhf(model, example):  # type: ignore[no-untyped-def]
-        prompt, responses, scores = example
-        return losses.rrhf_loss(losses.response_logprobs(model, prompt, responses), scores)
-
     result: dict = {
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -107,6 +111,7 @@ def main() -> None:
         "torch": torch.__version__,
         "dtype": args.dtype,
         "batch": args.batch,
+        "micro_batch": args.micro_batch,
         "prompt_tokens": args.prompt_tokens,
         "answer_tokens": args.answer_tokens,
         "rrhf_responses": args.responses,
@@ -125,10 +130,12 @@ def main() -> None:
         model.train()
         trainable = [p for p in model.parameters() if p.requires_grad]
         result[f"trainable_parameters_m-{method}"] = round(sum(p.numel() for p in trainable) / 1e6, 2)
-        for stage, examples, loss_fn in (("sft", sft_examples, sft), ("rrhf", rrhf_examples, rrhf)):
-            timing = _time_steps(
-                model, trainable, examples, loss_fn, args.batch, args.steps, args.warmup, device
-            )
+        stages = (
+            ("sft", sft_examples, losses.sft_batch_loss),
+            ("rrhf", rrhf_examples, losses.rrhf_batch_loss),
+        )
+        for stage, examples, loss_fn in stages:
+            timing = _time_steps(model, trainable, examples, loss_fn, args, device)
             timing["examples_per_s"] = round(args.batch / timing["step_s_median"], 2)
             result["cases"][f"{stage}-{method}"] = timing
         if device.type == "cuda":

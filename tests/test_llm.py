@@ -349,11 +349,8 @@ def test_commands_end_to_end(tiny: Path, dump_records: list[dict], tmp_path: Pat
         assert done.exit_code == 0, done.output
         Answer.model_validate_json(done.stdout)
     variants = ["llm:sft", "llm:rrhf:free"]
-    done = runner.invoke(
-        app,
-        ["eval", "--agent", variants[0], "--agent", variants[1], "--limit", "2", "--latency-prompts", "1"]
-        + ["--json"],
-    )
+    args = ["eval", "--agent", variants[0], "--agent", variants[1], "--limit", "2", "--json"]
+    done = runner.invoke(app, [*args, "--latency-prompts", "1"])
     assert done.exit_code == 0, done.output
     rows = json.loads(done.stdout)["rows"]
     assert [row["agent"] for row in rows] == variants

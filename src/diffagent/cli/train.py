@@ -104,6 +104,7 @@ def sft_command(
     method: str = typer.Option("lora", help=help_of(SFTConfig, "method")),
     epochs: int = typer.Option(1, min=1, help=help_of(SFTConfig, "epochs")),
     batch_size: int = typer.Option(8, min=1, help=help_of(SFTConfig, "batch_size")),
+    micro_batch: int = typer.Option(1, "--micro-batch", help=help_of(SFTConfig, "micro_batch")),
     learning_rate: float | None = typer.Option(None, min=0.0, help=help_of(SFTConfig, "learning_rate")),
     seed: int = typer.Option(0, help=help_of(SFTConfig, "seed")),
     retriever: str = typer.Option("default", help=help_of(PromptConfig, "retriever")),
@@ -119,7 +120,7 @@ def sft_command(
     model_dir(out)  # a bad name fails before any work
     config = SFTConfig(
         out=out, base_model=base_model, method=method, max_steps=max_steps, epochs=epochs, limit=limit,
-        batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        batch_size=batch_size, micro_batch=micro_batch, learning_rate=learning_rate, seed=seed,
     )  # fmt: skip
     prompt = PromptConfig(retriever=retriever)
     with console.status(f"preparing {base_model} (a GGUF is converted once)"):
@@ -148,6 +149,7 @@ def rrhf_command(
     temperature: float = typer.Option(1.0, min=0.01, help=help_of(RRHFConfig, "temperature")),
     epochs: int = typer.Option(1, min=1, help=help_of(RRHFConfig, "epochs")),
     batch_size: int = typer.Option(8, min=1, help=help_of(RRHFConfig, "batch_size")),
+    micro_batch: int = typer.Option(1, "--micro-batch", help=help_of(RRHFConfig, "micro_batch")),
     learning_rate: float | None = typer.Option(None, min=0.0, help=help_of(RRHFConfig, "learning_rate")),
     seed: int = typer.Option(0, help=help_of(RRHFConfig, "seed")),
     candidates: Path | None = typer.Option(
@@ -170,8 +172,8 @@ def rrhf_command(
     model_dir(out)  # a bad name fails before any work
     config = RRHFConfig(
         out=out, source=source, max_steps=max_steps, epochs=epochs, limit=limit, batch_size=batch_size,
-        learning_rate=learning_rate, seed=seed, samples=samples, alternatives=alternatives,
-        temperature=temperature,
+        micro_batch=micro_batch, learning_rate=learning_rate, seed=seed, samples=samples,
+        alternatives=alternatives, temperature=temperature,
     )  # fmt: skip
     if not read_metadata(resolve_base_model(source)).get("stage"):
         fail(f"{source!r} is not a model trained by `diffagent train sft`: train one first")

@@ -1,8 +1,11 @@
 """The optimisation loop both stages share: AdamW, warm-up then linear decay, clipping, resumable checkpoints.
 
-Each step takes ``batch_size`` examples and accumulates their gradients one example at a time, so no
-padding enters a loss and the result does not depend on how examples are grouped. The data order is a
-seeded permutation per epoch, so a resumed run sees exactly the examples the interrupted one would have.
+Each step takes ``batch_size`` examples and accumulates their gradients over chunks of ``micro_batch``
+examples: one ``batch_loss`` call (the mean loss of its examples) and one backward pass per chunk, weighted
+by the chunk's share of the step. So the step's loss and gradient are the mean over its examples whatever
+the chunking, up to float rounding: one example at a time (the default) suits a CPU, packed chunks keep a
+GPU busy. The data order is a seeded permutation per epoch, so a resumed run sees exactly the examples the
+interrupted one would have, whatever its micro-batch.
 A checkpoint (trainable weights, optimizer, step, losses) goes to ``OUT/last-checkpoint`` every
 ``save_steps`` and at the end; ``resume`` continues from it, also towards a larger ``max_steps``.
 """
@@ -70,14 +73,14 @@ def _batch(n: int, step: int, batch_size: int, seed: int) -> list[int]:
 def train_loop(
     model: Any,
     examples: Sequence[T],
-    example_loss: Callable[[Any, T], torch.Tensor],
+    batch_loss: Callable[[Any, Sequence[T]], torch.Tensor],
     config: TrainConfig,
     out_dir: Path,
     *,
     resume: bool = False,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place on ``examples`` with ``example_loss(model, example)``."""
+    """Train ``model`` in place on ``examples``; ``batch_loss(model, chunk)`` is the mean loss of a chunk."""
     if not examples:
         raise UserInputError("no training examples")
     total = config.max_steps or math.ceil(len(examples) * config.epochs / config.batch_size)
@@ -123,8 +126,9 @@ def train_loop(
             group["lr"] = learning_rate(step)
         batch = _batch(len(examples), step, config.batch_size, config.seed)
         step_loss = 0.0
-        for index in batch:
-            loss = example_loss(model, examples[index]) / len(batch)
+        for begin in range(0, len(batch), config.micro_batch):
+            chunk = [examples[index] for index in batch[begin : begin + config.micro_batch]]
+            loss = batch_loss(model, chunk) * len(chunk) / len(batch)
             loss.backward()
             step_loss += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)

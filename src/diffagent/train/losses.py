@@ -1,5 +1,9 @@
 """Log-likelihoods of responses after a shared prompt, and the SFT and RRHF losses built on them.
 
+The trainer's losses take a list of examples: one instruction runs its prompt once with a KV cache; several
+are packed into one padded forward pass, which keeps a GPU busy where one instruction at a time leaves it
+waiting on kernel launches. Either way each example's loss is the same, up to float rounding.
+
 Only torch here (no package-relative imports), so that ``scripts/gpu_train_speed.py`` can load this file
 on a machine that has torch and transformers but not diffagent's other dependencies.
 """
@@ -12,7 +16,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["response_logprobs", "rrhf_loss", "sft_loss"]
+__all__ = [
+    "packed_response_logprobs",
+    "response_logprobs",
+    "rrhf_batch_loss",
+    "rrhf_loss",
+    "sft_batch_loss",
+    "sft_loss",
+]
+
+Item = tuple[Sequence[int], Sequence[Sequence[int]]]
+"""One instruction for :func:`packed_response_logprobs`: (prompt tokens, its responses' tokens)."""
 
 
 def _cache_names(model: Any) -> tuple[str, str]:
@@ -53,6 +67,52 @@ def response_logprobs(
     return [logp[row, : len(response)] for row, response in enumerate(responses)]
 
 
+def packed_response_logprobs(model: Any, items: Sequence[Item]) -> list[list[torch.Tensor]]:
+    """:func:`response_logprobs` of several instructions in one forward pass: item i's list at index i.
+
+    Each (prompt + response) is one row of a right-padded batch, with its attention mask and positions from
+    0, so padding only ever follows a row's real tokens and never changes their positions or values.
+    Logits are kept only from the shortest prompt's last token on, which bounds the memory of the vocabulary
+    projection. Prompts are repeated once per response: that costs compute, not kernel launches. A single
+    item takes :func:`response_logprobs` (prompt once, with a KV cache): micro-batches of one stay as cheap
+    as before.
+    """
+    if not items:
+        raise ValueError("nothing to score")
+    if len(items) == 1:
+        return [response_logprobs(model, *items[0])]
+    rows = [(list(prompt), list(response)) for prompt, responses in items for response in responses]
+    if any(not prompt for prompt, _ in rows) or any(not responses for _, responses in items):
+        raise ValueError("every item needs a prompt and at least one response")
+    if any(not response for _, response in rows):
+        raise ValueError("every response needs at least one token")
+    device = next(model.parameters()).device
+    width = max(len(prompt) + len(response) for prompt, response in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for row, (prompt, response) in enumerate(rows):
+        ids[row, : len(prompt) + len(response)] = torch.tensor(prompt + response, device=device)
+        mask[row, : len(prompt) + len(response)] = 1
+    positions = torch.arange(width, device=device).expand(len(rows), -1)
+    first = min(len(prompt) for prompt, _ in rows) - 1  # the first column that predicts a response token
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=False,
+        logits_to_keep=width - first,
+    )
+    # kept column c is sequence position first + c, which predicts the token at first + c + 1
+    logits = out.logits[:, :-1, :]
+    targets = ids[:, first + 1 :]
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    scored = iter(
+        logp[row, len(prompt) - 1 - first : len(prompt) - 1 - first + len(response)]
+        for row, (prompt, response) in enumerate(rows)
+    )
+    return [[next(scored) for _ in responses] for _, responses in items]
+
+
 def sft_loss(logprobs: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of one answer's tokens (the prompt carries no loss)."""
     return -logprobs.mean()
@@ -75,3 +135,21 @@ def rrhf_loss(
     rank = torch.relu(p[:, None] - p[None, :])[worse].sum()
     best = int(torch.argmax(s))
     return rank + ft_weight * -p[best]
+
+
+def sft_batch_loss(model: Any, examples: Sequence[tuple[Sequence[int], Sequence[int]]]) -> torch.Tensor:
+    """Mean :func:`sft_loss` of (prompt, answer) examples, scored in one pass."""
+    logprobs = packed_response_logprobs(model, [(prompt, [answer]) for prompt, answer in examples])
+    return torch.stack([sft_loss(answer) for (answer,) in logprobs]).mean()
+
+
+def rrhf_batch_loss(
+    model: Any,
+    examples: Sequence[tuple[Sequence[int], Sequence[Sequence[int]], Sequence[float]]],
+    ft_weight: float = 1.0,
+) -> torch.Tensor:
+    """Mean :func:`rrhf_loss` of (prompt, responses, scores) examples, scored in one pass."""
+    logprobs = packed_response_logprobs(model, [(prompt, responses) for prompt, responses, _ in examples])
+    return torch.stack(
+        [rrhf_loss(lp, scores, ft_weight) for lp, (_, _, scores) in zip(logprobs, examples, strict=True)]
+    ).mean()

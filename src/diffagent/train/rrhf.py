@@ -3,15 +3,16 @@
 Two separate steps, joined by a file. :func:`rrhf_rows` gathers k responses per instruction (the ground
 truth, constrained samples of the stage-1 model, the retriever's alternatives), has the reward score them
 against the ground truth, and yields ``{"id", "query", "responses", "scores", "reward"}`` rows for a JSONL
-file. :func:`train_rrhf` reads such rows and trains with :func:`.losses.rrhf_loss`, so any reward (the
+file. :func:`train_rrhf` reads such rows and trains with :func:`.losses.rrhf_batch_loss`, so any reward (the
 offline proxy here, image scorers elsewhere) plugs in without touching the trainer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +24,7 @@ from .config import RRHFConfig
 from .generate import generate_answers
 from .grammar import CallGrammar
 from .loop import Progress, TrainResult, train_loop
-from .losses import response_logprobs, rrhf_loss
+from .losses import rrhf_batch_loss
 from .models import model_dir, save_model
 
 __all__ = ["RRHFExample", "Reward", "read_rrhf_rows", "rrhf_rows", "train_rrhf"]
@@ -109,14 +110,6 @@ def read_rrhf_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _example_loss(ft_weight: float) -> Callable[[Any, RRHFExample], Any]:
-    def loss(model: Any, example: RRHFExample) -> Any:
-        prompt, responses, scores = example
-        return rrhf_loss(response_logprobs(model, prompt, responses), scores, ft_weight)
-
-    return loss
-
-
 def train_rrhf(
     config: RRHFConfig,
     model: Any,
@@ -142,9 +135,8 @@ def train_rrhf(
     if config.method == "full":
         for parameter in model.parameters():
             parameter.requires_grad_(True)
-    result = train_loop(
-        model, examples, _example_loss(config.ft_weight), config, out, resume=resume, progress=progress
-    )
+    loss = functools.partial(rrhf_batch_loss, ft_weight=config.ft_weight)
+    result = train_loop(model, examples, loss, config, out, resume=resume, progress=progress)
     rewards = sorted({row.get("reward", "unknown") for row in rows})
     metadata = {
         "stage": "rrhf",

@@ -2,14 +2,13 @@
 
 Each example is the chat prompt (instruction and retriever candidates) followed by the ground-truth call
 in the answer format of :mod:`.codec`; the prompt's tokens carry no loss (labels -100 in Hugging Face's
-terms): :func:`.losses.response_logprobs` scores only the answer after the prompt.
+terms): :func:`.losses.sft_batch_loss` scores only the answer after the prompt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ..bench.pairs import Pair
 from ..catalog import Store
@@ -18,7 +17,7 @@ from ..schema import APICall
 from .codec import CatalogNames, LLMCodec
 from .config import PromptConfig, SFTConfig
 from .loop import Progress, TrainResult, train_loop
-from .losses import response_logprobs, sft_loss
+from .losses import sft_batch_loss
 from .models import load_model, make_trainable, model_dir, save_model
 
 __all__ = ["SFTExample", "sft_examples", "train_sft"]
@@ -37,11 +36,6 @@ def sft_examples(
         )
         for pair, cands in zip(pairs, candidates, strict=True)
     ]
-
-
-def _example_loss(model: Any, example: SFTExample) -> Any:
-    prompt, answer = example
-    return sft_loss(response_logprobs(model, prompt, [answer])[0])
 
 
 def train_sft(
@@ -63,7 +57,7 @@ def train_sft(
     codec = LLMCodec(tokenizer, CatalogNames.from_store(store), prompt)
     examples = sft_examples(codec, pairs, candidates)
     model = make_trainable(model, config)
-    result = train_loop(model, examples, _example_loss, config, out, resume=resume, progress=progress)
+    result = train_loop(model, examples, sft_batch_loss, config, out, resume=resume, progress=progress)
     metadata = {
         "stage": "sft",
         "method": config.method,

@@ -56,10 +56,6 @@ _OTHER_WEIGHT = 0.3
 """Weight of the nearest examples made with other checkpoints, for parameters."""
 _SIM_POWER = 2.0
 """Examples weigh their cosine similarity to the prompt to this power."""
-_UNSURE = 3.0
-"""The less sure the ranker is of a checkpoint (its softmax chance), the more that call's parameters lean on
-the nearest examples made with other checkpoints: their weight grows by ``1 + _UNSURE * (1 - chance)``.
-DABench val params 0.604 without, 0.608-0.613 for 2 to 4."""
 _CONSENSUS_CANDIDATES = 12
 _STEP_SHIFT = 0.15
 _CFG_SHIFT = 1.0
@@ -303,10 +299,7 @@ class RetrievalAgent(Agent):
         for position in order:
             model = int(picked[position])
             ranked.append(
-                (
-                    self._call(text, model, neighbours, sims, relevance, explicit, float(chances[position])),
-                    float(chances[position]),
-                )
+                (self._call(text, model, neighbours, sims, relevance, explicit), float(chances[position]))
             )
         examples = self.index.examples
         evidence = [
@@ -343,7 +336,6 @@ class RetrievalAgent(Agent):
         sims: np.ndarray,
         relevance: np.ndarray,
         explicit: list[tuple[int, float | None]],
-        chance: float,
     ) -> APICall:
         examples, checkpoints = self.index.examples, self.index.checkpoints
         own = (examples.model[neighbours] == model) & (sims > 0)
@@ -354,7 +346,7 @@ class RetrievalAgent(Agent):
             [int(_weighted_mode(examples.version_id[mine], weights))] if len(mine) else (),
         )
         others = ~own & (sims > 0)
-        other_weights = _OTHER_WEIGHT * (1 + _UNSURE * (1 - chance)) * sims[others] ** _SIM_POWER
+        other_weights = _OTHER_WEIGHT * sims[others] ** _SIM_POWER
         params = self._params_for(ref, model, mine, weights, neighbours[others], other_weights)
         near = [
             self.index.loras.by_version[v]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,33 @@ def test_param_stats_levels_and_image_selection(small, train) -> None:
     assert turbo["steps"] <= 8 and turbo["cfg_scale"] <= 2.5
     only_train = ParamStats.shared(store, {p.source.image_id for p in train})
     assert only_train is ParamStats.shared(store, {p.source.image_id for p in train})
+
+
+def test_param_stats_fall_back_on_the_creators_other_checkpoints(small) -> None:
+    """A checkpoint without images of its own takes its creator's usual settings in the same family."""
+    store = small[0]
+    rows = store.conn.execute(
+        """SELECT m.creator, v.base_model, m.id, v.id, COUNT(i.id) FROM models m
+           JOIN versions v ON v.model_id = m.id
+           LEFT JOIN images i ON i.version_id = v.id AND i.model_hash IS NULL AND i.steps IS NOT NULL
+           WHERE m.type = 'Checkpoint' AND m.creator IS NOT NULL AND v.base_model IS NOT NULL
+           GROUP BY v.id ORDER BY m.creator, v.base_model"""
+    ).fetchall()
+    pairs = [
+        (a, b)
+        for a, b in itertools.pairwise(rows)
+        if a[:2] == b[:2] and a[2] != b[2] and a[4] >= 3  # same creator and base, another model
+    ]
+    assert pairs, "the first dump records should hold a creator with two checkpoints of one base model"
+    seen, unseen = pairs[0]
+    # images without a model hash count for the checkpoint page they hang on: the seen model's version
+    images = store.conn.execute(
+        "SELECT id FROM images WHERE version_id = ? AND model_hash IS NULL", (seen[3],)
+    ).fetchall()
+    stats = ParamStats(store, image_ids=[r[0] for r in images])  # nothing of the other model is learnt
+    own = stats.for_version(seen[3])
+    borrowed = stats.for_version(unseen[3])
+    assert own["source"] == "version" and borrowed["source"] == "creator" and borrowed["support"] == 0
+    assert [borrowed[k] for k in ("sampler", "steps", "cfg_scale")] == [
+        own[k] for k in ("sampler", "steps", "cfg_scale")
+    ]

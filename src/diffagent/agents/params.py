@@ -3,7 +3,9 @@
 A checkpoint's community images say how it is meant to be run (its sampler, step count, CFG, size, clip
 skip and negative prompt). :class:`ParamStats` reads them in one SQL pass and keeps, per field, the
 statistic of the most specific level that has data: the checkpoint version, then its model (other
-versions), then its base-model family, then the whole catalogue, then fixed defaults. Sizes never come
+versions), then its creator's checkpoints of the same base-model family (creators keep their settings:
+DABench val params +0.03 for checkpoints without training images), then the family, then the whole
+catalogue, then fixed defaults. Sizes never come
 from another family (the family's default size instead), and the sampler, steps and CFG of a few-step
 checkpoint (Turbo / LCM / Lightning) only from its own images or few-step defaults.
 
@@ -54,8 +56,8 @@ WITH resolved AS (
            ) AS version_id
     FROM images i JOIN models pm ON pm.id = i.model_id
 )
-SELECT r.*, v.model_id, v.base_model
-FROM resolved r JOIN versions v ON v.id = r.version_id
+SELECT r.*, v.model_id, v.base_model, m.creator
+FROM resolved r JOIN versions v ON v.id = r.version_id JOIN models m ON m.id = v.model_id
 ORDER BY r.image_id, r.version_id
 """
 
@@ -155,12 +157,11 @@ class ParamStats:
             if (allowed is not None and row["image_id"] not in allowed) or row["image_id"] in seen:
                 continue  # an image shown on several pages counts once
             seen.add(row["image_id"])
-            keys = [
-                ("version", row["version_id"]),
-                ("model", row["model_id"]),
-                ("family", _family_key(row["base_model"])),
-                ("global", None),
-            ]
+            fam = _family_key(row["base_model"])
+            keys = [("version", row["version_id"]), ("model", row["model_id"])]
+            if row["creator"]:
+                keys.append(("creator", (row["creator"], fam)))
+            keys += [("family", fam), ("global", None)]
             observation = _observation(row)
             for key in keys:
                 tally = tallies.get(key)
@@ -170,6 +171,7 @@ class ParamStats:
         self._support = {key: tally.images for key, tally in tallies.items()}
         self._summaries = {key: tally.summary() for key, tally in tallies.items()}
         self._names: dict[int, VersionRef | None] = {}
+        self._creators = dict(store.conn.execute("SELECT id, creator FROM models").fetchall())
         self._store = store
 
     @classmethod
@@ -208,7 +210,8 @@ class ParamStats:
         fam = _family_key(base)
         few_step = is_few_step(base, f"{ref.model_name} {ref.version_name or ''}" if ref else "")
         own = [("version", version_id), ("model", model_id)]
-        shared = [*own, ("family", fam), ("global", None)]
+        creator = ("creator", (self._creators.get(model_id), fam))
+        shared = [*own, creator, ("family", fam), ("global", None)]
         width, height = default_size(base)
         fallback = {**DEFAULTS, **(FEW_STEP_DEFAULTS if few_step else {}), "width": width, "height": height}
         if few_step and "lcm" in f"{base} {ref.model_name if ref else ''}".lower():
@@ -217,7 +220,7 @@ class ParamStats:
         source = "default"
         for name in ("sampler", "steps", "cfg_scale", "width", "height", "clip_skip", "negative_prompt"):
             if name in ("width", "height"):
-                levels = [*own, ("family", fam)]  # another family's sizes would be wrong
+                levels = [*own, creator, ("family", fam)]  # another family's sizes would be wrong
             elif few_step and name in FEW_STEP_DEFAULTS:
                 levels = own  # ordinary checkpoints of the family run with many more steps
             else:

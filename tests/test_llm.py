@@ -327,7 +327,7 @@ def test_commands_end_to_end(tiny: Path, dump_records: list[dict], tmp_path: Pat
         app, ["train", "sft", "--base-model", str(tiny), "--retriever", "popular", "--limit", "4", *common]
     )
     assert done.exit_code == 0, done.output
-    assert "2 steps on 4 instructions" in done.output
+    assert "2 steps on 4 instructions" in done.output and "(first / last step)" in done.output
     done = runner.invoke(app, ["train", "rrhf", "--limit", "3", "--samples", "1", "--score-only", *common])
     assert done.exit_code == 0, done.output
     rows = (tmp_path / "models" / "rrhf" / "rrhf-candidates.jsonl").read_text().splitlines()

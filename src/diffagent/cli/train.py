@@ -87,9 +87,15 @@ def _candidates(
 
 def _report(out_dir: Path, result: TrainResult, pairs: int) -> None:
     summary = result.summary()
+    if len(result.losses) >= 10:
+        loss = f"loss {summary['loss_first5']} -> {summary['loss_last5']} (mean of first / last 5 steps)"
+    elif result.losses:  # five-step means would overlap and hide the change
+        loss = f"loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f} (first / last step)"
+    else:
+        loss = "no step run"
     console.print(
         f"saved {out_dir}: {summary['steps']} steps on {pairs} instructions in {summary['wall_s']:.0f} s, "
-        f"loss {summary['loss_first5']} -> {summary['loss_last5']} (mean of first / last 5 steps)",
+        + loss,
         highlight=False,
         soft_wrap=True,
     )

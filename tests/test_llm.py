@@ -115,6 +115,9 @@ def test_answer_text_and_tokens_round_trip(codec: LLMCodec, small) -> None:  # t
         assert json.loads(text)[0] == codec.catalog.labels[pair.api.checkpoint.model_id]
         assert codec.parse(text) == spec
         assert codec.encode_text(text) == ids
+        # the span the reranker scores decodes to exactly the checkpoint's quoted name
+        quoted_name = json.dumps(spec.checkpoint, ensure_ascii=False)[1:]
+        assert codec.tokenizer.decode(ids[codec.checkpoint_span(spec)]) == quoted_name
         back = codec.to_api(spec, pair.instruction)
         assert back.checkpoint.model_id == pair.api.checkpoint.model_id
         assert [lo.model_id for lo in back.loras] == [lo.model_id for lo in pair.api.loras]

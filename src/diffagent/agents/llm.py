@@ -3,9 +3,9 @@
 The prompt holds the user's instruction and the retriever's top candidates (see :mod:`..train.codec`).
 Three ways to decode:
 
-- ``rerank`` (the default, constrained): the model scores the candidates' full calls by length-normalised
-  log-likelihood in one batched forward pass over a shared prompt, and the best one is the answer. What
-  RRHF trains (likelihood ordered by reward) is exactly what this uses, and it is fast on a CPU.
+- ``rerank`` (the default, constrained): the model scores the candidates' full calls in one batched forward
+  pass over a shared prompt, and the one whose checkpoint name it finds likeliest is the answer (what SFT
+  and RRHF train raises the likelihood of the right name); it is fast on a CPU.
 - ``trie`` (constrained): the model writes the call token by token through the catalogue grammar, so it
   may name any catalogue checkpoint, never one outside it.
 - ``free`` (``unconstrained=True``): plain greedy generation, parsed leniently; a name the catalogue lacks
@@ -69,13 +69,22 @@ class LLMAgent(Agent):
         )
 
     def _rerank(self, prompt_ids: list[int], candidates: Sequence[APICall]) -> list[tuple[APICall, float]]:
-        """Candidates by mean token log-likelihood of their answer, best first."""
-        responses = [self.codec.encode(self.codec.spec_from_api(c)) for c in candidates]
+        """Candidates by the log-likelihood of their checkpoint's name, best first (mean token
+        log-likelihood of the whole answer breaks ties).
+
+        The rest of each answer is the retriever's, so the name is the model's only choice; scoring the
+        whole answer let parameter tokens outvote it (DABench val, 150 pairs, 30-step SFT: model@1 0.26
+        with the whole answer, 0.37 with the name).
+        """
+        specs = [self.codec.spec_from_api(c) for c in candidates]
+        responses = [self.codec.encode(spec) for spec in specs]
         with torch.inference_mode():
             logprobs = response_logprobs(self.model, prompt_ids, responses)
-        scores = [float(lp.mean()) for lp in logprobs]
-        order = sorted(range(len(candidates)), key=lambda i: -scores[i])
-        return [(candidates[i], scores[i]) for i in order]
+        spans = [self.codec.checkpoint_span(spec) for spec in specs]
+        names = [float(lp[span].sum()) for lp, span in zip(logprobs, spans, strict=True)]
+        means = [float(lp.mean()) for lp in logprobs]
+        order = sorted(range(len(candidates)), key=lambda i: (-names[i], -means[i]))
+        return [(candidates[i], names[i]) for i in order]
 
 
 def _default_model() -> str:

@@ -222,6 +222,11 @@ class LLMCodec:
         """The answer's tokens followed by end-of-sequence: the training target and the scored response."""
         return [t for kind, text in _layout(spec) for t in self.piece_ids(kind, text)] + [self.eos_id]
 
+    def checkpoint_span(self, spec: CallSpec) -> slice:
+        """Where the checkpoint's name (its closing quote included) lies in :meth:`encode`'s tokens."""
+        start = len(self.piece_ids("lit", OPEN))
+        return slice(start, start + len(self.piece_ids("name", spec.checkpoint)))
+
     def encode_text(self, text: str) -> list[int]:
         """Tokens of an answer text (as stored in RRHF files): canonical when it is, else plain."""
         spec = self.parse(text)

@@ -48,6 +48,20 @@ def dump_records() -> list[dict]:
     return records
 
 
+@pytest.fixture(scope="module")
+def small_bench(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
+    """The first dump records in an in-memory store, with their DABench built in a temporary folder."""
+    from diffagent.bench import build_bench
+
+    store = Store()
+    with store.transaction():
+        for record in dump_records:
+            store.upsert_model(record)
+    folder = tmp_path_factory.mktemp("bench")
+    build_bench(store, folder)
+    return store, folder
+
+
 @pytest.fixture(scope="session")
 def full_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     """The whole shared dump imported once per test session (read-only for tests)."""

@@ -9,7 +9,7 @@ import pytest
 
 from diffagent.agents import load_agent
 from diffagent.agents.params import ParamStats
-from diffagent.bench import Pair, build_bench, load_pairs
+from diffagent.bench import Pair, load_pairs
 from diffagent.bench.evaluate import evaluate
 from diffagent.catalog import Store, validate_call
 from diffagent.errors import UserInputError
@@ -18,29 +18,18 @@ BASELINES = ("random", "popular", "keyword", "tfidf")
 
 
 @pytest.fixture(scope="module")
-def small(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
-    store = Store()
-    with store.transaction():
-        for record in dump_records:
-            store.upsert_model(record)
-    folder = tmp_path_factory.mktemp("bench")
-    build_bench(store, folder)
-    return store, folder
+def train(small_bench: tuple[Store, Path]) -> list[Pair]:
+    return load_pairs(small_bench[1] / "train.jsonl")
 
 
 @pytest.fixture(scope="module")
-def train(small: tuple[Store, Path]) -> list[Pair]:
-    return load_pairs(small[1] / "train.jsonl")
-
-
-@pytest.fixture(scope="module")
-def test_pairs(small: tuple[Store, Path]) -> list[Pair]:
-    return load_pairs(small[1] / "test.jsonl")
+def test_pairs(small_bench: tuple[Store, Path]) -> list[Pair]:
+    return load_pairs(small_bench[1] / "test.jsonl")
 
 
 @pytest.mark.parametrize("name", BASELINES)
-def test_answers_are_valid_catalogue_checkpoints(name: str, small, train, test_pairs) -> None:
-    store = small[0]
+def test_answers_are_valid_catalogue_checkpoints(name: str, small_bench, train, test_pairs) -> None:
+    store = small_bench[0]
     agent = load_agent(name, store, train)
     for answer in agent.select_batch([p.instruction for p in test_pairs[:15]], k=5):
         assert len(answer.alternatives) == 5
@@ -54,10 +43,14 @@ def test_answers_are_valid_catalogue_checkpoints(name: str, small, train, test_p
                 assert call.loras == []
 
 
-def test_baselines_rank_as_expected_on_the_fixed_test_split(small, train, test_pairs) -> None:
+def test_baselines_rank_as_expected_on_the_fixed_test_split(small_bench, train, test_pairs) -> None:
     rows = {
         name: evaluate(
-            load_agent(name, small[0], train), test_pairs, small[0], latency_prompts=3, reward=False
+            load_agent(name, small_bench[0], train),
+            test_pairs,
+            small_bench[0],
+            latency_prompts=3,
+            reward=False,
         )
         for name in BASELINES
     }
@@ -68,18 +61,18 @@ def test_baselines_rank_as_expected_on_the_fixed_test_split(small, train, test_p
     assert rows["tfidf"]["model@1"] >= 0.5 and rows["tfidf"]["params"] >= 0.3
 
 
-def test_random_is_seeded_per_prompt(small, train) -> None:
-    first = load_agent("random", small[0], train, seed=1)
-    again = load_agent("random", small[0], train, seed=1)
-    other = load_agent("random", small[0], train, seed=2)
+def test_random_is_seeded_per_prompt(small_bench, train) -> None:
+    first = load_agent("random", small_bench[0], train, seed=1)
+    again = load_agent("random", small_bench[0], train, seed=1)
+    other = load_agent("random", small_bench[0], train, seed=2)
     prompts = [f"prompt {i}" for i in range(5)]
     ids = [a.api.checkpoint.version_id for a in first.select_batch(prompts)]
     assert ids == [a.api.checkpoint.version_id for a in again.select_batch(list(reversed(prompts)))][::-1]
     assert ids != [a.api.checkpoint.version_id for a in other.select_batch(prompts)]
 
 
-def test_popular_answers_the_most_downloaded_checkpoint(small, train) -> None:
-    store = small[0]
+def test_popular_answers_the_most_downloaded_checkpoint(small_bench, train) -> None:
+    store = small_bench[0]
     answer = load_agent("popular", store, train).select("anything at all")
     top = store.conn.execute(
         "SELECT id FROM models WHERE type = 'Checkpoint' AND nsfw = 0 ORDER BY download_count DESC LIMIT 1"
@@ -90,8 +83,8 @@ def test_popular_answers_the_most_downloaded_checkpoint(small, train) -> None:
     )
 
 
-def test_tfidf_finds_training_prompts_and_copies_their_loras(small, train) -> None:
-    agent = load_agent("tfidf", small[0], train)
+def test_tfidf_finds_training_prompts_and_copies_their_loras(small_bench, train) -> None:
+    agent = load_agent("tfidf", small_bench[0], train)
     answers = agent.select_batch([p.instruction for p in train])
     hits = sum(
         a.api.checkpoint.model_id == p.api.checkpoint.model_id for a, p in zip(answers, train, strict=True)
@@ -109,13 +102,13 @@ def test_tfidf_finds_training_prompts_and_copies_their_loras(small, train) -> No
         assert answer.evidence[0].similarity == pytest.approx(1.0, abs=1e-3)
 
 
-def test_tfidf_needs_examples(small) -> None:
+def test_tfidf_needs_examples(small_bench) -> None:
     with pytest.raises(UserInputError, match="bench build"):
-        load_agent("tfidf", small[0], [])
+        load_agent("tfidf", small_bench[0], [])
 
 
-def test_param_stats_levels_and_image_selection(small, train) -> None:
-    store = small[0]
+def test_param_stats_levels_and_image_selection(small_bench, train) -> None:
+    store = small_bench[0]
     stats = ParamStats(store)
     version_id, count = store.conn.execute(
         "SELECT version_id, COUNT(*) FROM images i WHERE model_hash IS NULL AND steps IS NOT NULL"
@@ -144,9 +137,9 @@ def test_param_stats_levels_and_image_selection(small, train) -> None:
     assert only_train is ParamStats.shared(store, {p.source.image_id for p in train})
 
 
-def test_param_stats_fall_back_on_the_creators_other_checkpoints(small) -> None:
+def test_param_stats_fall_back_on_the_creators_other_checkpoints(small_bench) -> None:
     """A checkpoint without images of its own takes its creator's usual settings in the same family."""
-    store = small[0]
+    store = small_bench[0]
     rows = store.conn.execute(
         """SELECT m.creator, v.base_model, m.id, v.id, COUNT(i.id) FROM models m
            JOIN versions v ON v.model_id = m.id

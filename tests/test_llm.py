@@ -12,7 +12,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from diffagent.agents.base import Agent
-from diffagent.bench import Pair, build_bench, load_pairs
+from diffagent.bench import Pair, load_pairs
 from diffagent.catalog import Store, compatible, hallucination_reasons
 from diffagent.errors import UserInputError
 from diffagent.schema import KNOWN_SAMPLERS, Alternative, Answer, APICall, Checkpoint
@@ -39,13 +39,8 @@ def tokenizer():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def small(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, list[Pair]]:
-    store = Store()
-    with store.transaction():
-        for record in dump_records:
-            store.upsert_model(record)
-    folder = tmp_path_factory.mktemp("bench")
-    build_bench(store, folder)
+def small(small_bench: tuple[Store, Path]) -> tuple[Store, list[Pair]]:
+    store, folder = small_bench
     return store, load_pairs(folder / "train.jsonl")
 
 

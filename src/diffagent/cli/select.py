@@ -60,13 +60,15 @@ def agent_spec(spec: str, model: str | None, unconstrained: bool) -> tuple[str, 
     return name, options
 
 
-def build_agent(store: Store, spec: str, *, splits: tuple[str, ...], **options: Any) -> Agent:
-    """Agent ``spec`` (see :func:`agent_spec`) learning from DABench ``splits``, with a progress bar
-    over first-use builds."""
-    name, spec_options = agent_spec(spec, options.pop("model", None), options.pop("unconstrained", False))
+def build_agent(
+    store: Store, spec: str, *, splits: tuple[str, ...], model: str | None = None, unconstrained: bool = False
+) -> Agent:
+    """Agent ``spec`` (see :func:`agent_spec`, which reads ``model`` and ``unconstrained``) learning from
+    DABench ``splits``, with a progress bar over first-use builds."""
+    name, options = agent_spec(spec, model, unconstrained)
     try:
         with progress_bar(f"preparing the {spec} agent (first use builds it)") as update:
-            return open_agent(store, name, splits=splits, progress=update, **spec_options, **options)
+            return open_agent(store, name, splits=splits, progress=update, **options)
     except UserInputError as exc:
         fail(str(exc))
 

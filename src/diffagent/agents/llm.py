@@ -73,8 +73,8 @@ class LLMAgent(Agent):
         log-likelihood of the whole answer breaks ties).
 
         The rest of each answer is the retriever's, so the name is the model's only choice; scoring the
-        whole answer let parameter tokens outvote it (DABench val, 150 pairs, 30-step SFT: model@1 0.26
-        with the whole answer, 0.37 with the name).
+        whole answer let parameter tokens outvote it (`diffagent eval --agent llm:sft30 --limit 100`, see
+        docs/benchmarks.md: model@1 0.20 with the whole answer, 0.27 with the name).
         """
         specs = [self.codec.spec_from_api(c) for c in candidates]
         responses = [self.codec.encode(spec) for spec in specs]

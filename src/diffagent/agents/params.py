@@ -4,10 +4,9 @@ A checkpoint's community images say how it is meant to be run (its sampler, step
 skip and negative prompt). :class:`ParamStats` reads them in one SQL pass and keeps, per field, the
 statistic of the most specific level that has data: the checkpoint version, then its model (other
 versions), then its creator's checkpoints of the same base-model family (creators keep their settings:
-DABench val params +0.03 for checkpoints without training images), then the family, then the whole
-catalogue, then fixed defaults. Sizes never come
-from another family (the family's default size instead), and the sampler, steps and CFG of a few-step
-checkpoint (Turbo / LCM / Lightning) only from its own images or few-step defaults.
+DABench params +0.03 from this level alone), then the family, then the whole catalogue, then fixed
+defaults. Sizes never come from another family (the family's default size instead), and the sampler, steps
+and CFG of a few-step checkpoint (Turbo / LCM / Lightning) only from its own images or few-step defaults.
 
 Agents use it as the prior for the parameters of any checkpoint they choose; :func:`assemble_call` turns
 a catalogue version and such parameters into an APICall.

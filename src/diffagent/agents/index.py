@@ -33,7 +33,7 @@ from sklearn.preprocessing import normalize
 
 from ..bench.pairs import Pair
 from ..bench.text import group_key
-from ..catalog import CatalogFilter, Store, VersionRef, family, is_few_step
+from ..catalog import FAMILIES, CatalogFilter, Store, VersionRef, family, is_few_step
 from ..errors import UserInputError
 from ..schema import KNOWN_SAMPLERS
 from .params import valid_size
@@ -110,7 +110,7 @@ class Checkpoints:
         model_ids, versions, nsfw, downloads, rating, recency, fam, few, cards, names = (
             [] for _ in range(10)
         )
-        families = {"SD1": 0, "SD2": 1, "SDXL": 2, "SD3": 3, "FLUX": 4}
+        families = {name: code for code, name in enumerate(FAMILIES)}
         for model_id, group in by_model.items():
             head = group[0]
             refs = [
@@ -125,7 +125,7 @@ class Checkpoints:
             downloads.append(math.log1p(head[5] or 0))
             rating.append(head[6] or 0.0)
             recency.append(max(_months(r[10]) for r in group))
-            fam.append(families.get(family(refs[0].base_model) or "", 5))
+            fam.append(families.get(family(refs[0].base_model) or "", len(families)))
             few.append(
                 any(is_few_step(ref.base_model, f"{ref.model_name} {ref.version_name or ''}") for ref in refs)
             )

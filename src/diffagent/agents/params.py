@@ -26,20 +26,14 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..catalog import Store, VersionRef, default_size, family, is_few_step
+from ..catalog import Store, VersionRef, default_size, family, family_spec, is_few_step, recipe
 from ..catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, SIZE_RANGE, STEPS_RANGE
 from ..schema import APICall, Checkpoint, LoRA, normalize_sampler
 
-__all__ = ["DEFAULTS", "FEW_STEP_DEFAULTS", "ParamStats", "assemble_call", "clamp", "valid_size"]
+__all__ = ["ParamStats", "assemble_call", "clamp", "valid_size"]
 
-DEFAULTS: dict[str, Any] = {
-    "sampler": "DPM++ 2M Karras",
-    "steps": 25,
-    "cfg_scale": 7.0,
-    "clip_skip": 1,
-    "negative_prompt": "",
-}
-FEW_STEP_DEFAULTS: dict[str, Any] = {"sampler": "Euler a", "steps": 6, "cfg_scale": 2.0}
+_FEW_STEP_KEYS = ("sampler", "steps", "cfg_scale")
+"""Settings a few-step checkpoint takes from its own examples or its recipe, never from its family's."""
 
 # Resolve each image to the checkpoint version it was generated with (see the module docstring).
 _SQL = """
@@ -212,15 +206,23 @@ class ParamStats:
         creator = ("creator", (self._creators.get(model_id), fam))
         shared = [*own, creator, ("family", fam), ("global", None)]
         width, height = default_size(base)
-        fallback = {**DEFAULTS, **(FEW_STEP_DEFAULTS if few_step else {}), "width": width, "height": height}
-        if few_step and "lcm" in f"{base} {ref.model_name if ref else ''}".lower():
-            fallback["sampler"] = "LCM"
+        settings = recipe(base, f"{ref.model_name} {ref.version_name or ''}" if ref else "")
+        spec = family_spec(base)
+        fallback = {
+            "sampler": settings.sampler,
+            "steps": settings.steps,
+            "cfg_scale": settings.cfg_scale,
+            "clip_skip": spec.clip_skip if spec else 1,
+            "negative_prompt": "",
+            "width": width,
+            "height": height,
+        }
         out: dict[str, Any] = {}
         source = "default"
         for name in ("sampler", "steps", "cfg_scale", "width", "height", "clip_skip", "negative_prompt"):
             if name in ("width", "height"):
                 levels = [*own, creator, ("family", fam)]  # another family's sizes would be wrong
-            elif few_step and name in FEW_STEP_DEFAULTS:
+            elif few_step and name in _FEW_STEP_KEYS:
                 levels = own  # ordinary checkpoints of the family run with many more steps
             else:
                 levels = shared

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..catalog import Store, check_call, family
+from ..catalog import Store, architecture, check_call
 from ..schema import Answer, APICall, normalize_sampler
 
 __all__ = [
@@ -70,8 +70,8 @@ def candidate_models(answer: Answer) -> list[int]:
 
 
 def base_match(predicted: str | None, truth: str | None) -> bool:
-    """Same base-model family; where either family is unknown, the same (stripped, case-folded) string."""
-    a, b = family(predicted), family(truth)
+    """Same base-model architecture (Pony counts as SDXL); where either is unknown, the same string."""
+    a, b = architecture(predicted), architecture(truth)
     if a is not None and b is not None:
         return a == b
     return (predicted or "").strip().casefold() == (truth or "").strip().casefold()

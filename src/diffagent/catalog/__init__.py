@@ -1,7 +1,21 @@
 """The catalogue: Civitai models, versions, files and sample images in an embedded SQLite store."""
 
-from .basemodels import compatible, default_size, family, is_few_step
 from .crawler import CrawlError, CrawlQuery, CrawlReport, RetryPolicy, crawl
+from .families import (
+    FAMILIES,
+    Family,
+    Recipe,
+    architecture,
+    compatibility,
+    compatible,
+    default_size,
+    family,
+    family_spec,
+    is_few_step,
+    recipe,
+    size_ok,
+    snap_size,
+)
 from .filters import CatalogFilter, ModelEntry, latest_versions
 from .importer import ImportReport, import_dump
 from .meta import GenParams, Resource, normalize_hash, parse_meta
@@ -10,25 +24,31 @@ from .store import MalformedRecord, Store, VersionRef
 from .validate import Problem, check_call, hallucination_reasons, is_hallucination, validate_call
 
 __all__ = [
+    "FAMILIES",
     "CardHit",
     "CatalogFilter",
     "CrawlError",
     "CrawlQuery",
     "CrawlReport",
+    "Family",
     "GenParams",
     "ImportReport",
     "MalformedRecord",
     "ModelEntry",
     "Problem",
+    "Recipe",
     "Resource",
     "RetryPolicy",
     "Store",
     "VersionRef",
+    "architecture",
     "check_call",
+    "compatibility",
     "compatible",
     "crawl",
     "default_size",
     "family",
+    "family_spec",
     "hallucination_reasons",
     "import_dump",
     "is_few_step",
@@ -36,6 +56,9 @@ __all__ = [
     "latest_versions",
     "normalize_hash",
     "parse_meta",
+    "recipe",
     "search_cards",
+    "size_ok",
+    "snap_size",
     "validate_call",
 ]

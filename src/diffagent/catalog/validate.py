@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from ..schema import APICall, normalize_sampler
-from .basemodels import compatible
+from .families import compatible
 from .store import Store, VersionRef
 
 __all__ = [

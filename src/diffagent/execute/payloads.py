@@ -55,10 +55,6 @@ _DIFFUSERS_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "Restart": ("EulerDiscreteScheduler", {}),
 }
 
-_DIFFUSERS_PIPELINES = {"SD1": "StableDiffusionPipeline", "SD2": "StableDiffusionPipeline",
-                        "SDXL": "StableDiffusionXLPipeline", "SD3": "StableDiffusion3Pipeline",
-                        "FLUX": "FluxPipeline"}  # fmt: skip
-
 
 def download_url(version_id: int) -> str:
     """Civitai's download endpoint for a model version's primary file (a token may be needed)."""
@@ -172,7 +168,7 @@ def to_diffusers(api: APICall, files: Files | None = None) -> dict[str, Any]:
 
     diffusers counts clip skip from 0 (A1111's 1 is diffusers' None, A1111's 2 is diffusers' 1).
     """
-    from ..catalog import family
+    from ..catalog import FAMILIES, family_spec
 
     sampler, schedule = _split_sampler(api.sampler)
     scheduler, options = _DIFFUSERS_SCHEDULERS.get(sampler, ("EulerDiscreteScheduler", {}))
@@ -191,7 +187,7 @@ def to_diffusers(api: APICall, files: Files | None = None) -> dict[str, Any]:
         "clip_skip": api.clip_skip - 1 or None,
     }
     return {
-        "pipeline": _DIFFUSERS_PIPELINES.get(family(api.checkpoint.base_model) or "SD1", "DiffusionPipeline"),
+        "pipeline": (family_spec(api.checkpoint.base_model) or FAMILIES["SD1"]).pipeline,
         "checkpoint_url": download_url(api.checkpoint.version_id),
         "checkpoint_file": _file_name(api.checkpoint.version_id, api.checkpoint.name, files),
         "scheduler": {"class": scheduler, "options": options},

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..catalog import CatalogFilter, ModelEntry, Store, default_size, latest_versions
+from ..catalog import CatalogFilter, ModelEntry, Store, default_size, family_spec, latest_versions, recipe
 from ..catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, LORA_WEIGHT_RANGE, SIZE_RANGE, STEPS_RANGE
 from ..errors import UserInputError
 from ..schema import APICall, Checkpoint, LoRA, normalize_sampler
@@ -165,6 +165,11 @@ def _number(value: Any) -> float | None:
 
 def _clamp(value: float, bounds: tuple[float, float]) -> float:
     return min(max(value, bounds[0]), bounds[1])
+
+
+def _clip_skip(checkpoint: Checkpoint) -> int:
+    spec = family_spec(checkpoint.base_model or None)
+    return spec.clip_skip if spec else 1
 
 
 def _side(value: int) -> int:
@@ -325,10 +330,13 @@ class LLMCodec:
             if found and found.trained_words:
                 words.append(found.trained_words[0])
         missing = [w for w in words if w.lower() not in instruction.lower()]
+        usual = recipe(checkpoint.base_model or None, checkpoint.name)
         width, height = default_size(checkpoint.base_model or None)
         if fallback is not None:
             width, height = fallback.width, fallback.height
-        cfg = spec.cfg_scale if spec.cfg_scale is not None else (fallback.cfg_scale if fallback else 7.0)
+        fallback_clip = fallback.clip_skip if fallback else _clip_skip(checkpoint)
+        fallback_cfg = fallback.cfg_scale if fallback else usual.cfg_scale
+        cfg = spec.cfg_scale if spec.cfg_scale is not None else fallback_cfg
         return APICall(
             checkpoint=checkpoint,
             loras=loras,
@@ -336,14 +344,12 @@ class LLMCodec:
             negative_prompt=fallback.negative_prompt if fallback else "",
             sampler=normalize_sampler(spec.sampler)
             or spec.sampler
-            or (fallback.sampler if fallback else "Euler a"),
-            steps=round(_clamp(spec.steps or (fallback.steps if fallback else 25), STEPS_RANGE)),
+            or (fallback.sampler if fallback else usual.sampler),
+            steps=round(_clamp(spec.steps or (fallback.steps if fallback else usual.steps), STEPS_RANGE)),
             cfg_scale=_clamp(cfg, CFG_RANGE),
             width=_side(spec.width or width),
             height=_side(spec.height or height),
-            clip_skip=round(
-                _clamp(spec.clip_skip or (fallback.clip_skip if fallback else 1), CLIP_SKIP_RANGE)
-            ),
+            clip_skip=round(_clamp(spec.clip_skip or fallback_clip, CLIP_SKIP_RANGE)),
             seed=-1,
         )
 

@@ -1,0 +1,258 @@
+"""Base-model families: the one place that knows SD 1.x, SD 2.x, SDXL, Pony, Illustrious, Flux ...
+
+Civitai labels every version with a ``baseModel`` string (``SD 1.5``, ``SDXL Lightning``, ``Pony``,
+``Flux.1 D`` ...; about a hundred today, more every few months). This module maps each string to a
+:class:`Family` and says what follows from it: native size and aspect buckets, the settings the family is
+run with and the bounds a user would still run, which LoRAs work on which checkpoints, what each
+generator needs (diffusers pipeline, ComfyUI loaders), and the few-step variants (Turbo, Lightning, Hyper,
+LCM, Schnell) that need few steps and a low CFG. Strings it does not know map to no family, and nothing is
+claimed about them. Everything else in diffagent asks here instead of hard-coding any of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "FAMILIES",
+    "Compatibility",
+    "Family",
+    "Recipe",
+    "architecture",
+    "compatibility",
+    "compatible",
+    "default_size",
+    "family",
+    "family_spec",
+    "is_few_step",
+    "recipe",
+    "size_ok",
+    "snap_size",
+    "variant",
+]
+
+Compatibility = Literal["full", "partial", "none", "unknown"]
+Size = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The settings a family (or a few-step variant of it) is run with, and the range users still run."""
+
+    sampler: str
+    steps: int
+    cfg_scale: float
+    steps_range: tuple[int, int]
+    cfg_range: tuple[float, float]
+    scheduler: str | None = None
+    """Set where the sampler name alone does not say it (Flux: ``simple``)."""
+    guidance: float | None = None
+    """Distilled guidance (Flux); the sampler's CFG stays at ``cfg_scale``."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a base-model family needs from a text-to-image call."""
+
+    name: str
+    group: str
+    """LoRAs run fully within a family and partially between families of one group (SDXL / Pony / ...)."""
+    native: int
+    """The side of the square the family was trained at."""
+    buckets: tuple[Size, ...]
+    """Landscape (or square) training sizes; portrait sizes are these mirrored."""
+    area: tuple[float, float]
+    """Megapixels a single pass is still run at, without hires fix."""
+    recipe: Recipe
+    clip_skip: int = 1
+    negative: bool = True
+    """False where the family ignores negative prompts (distilled Flux)."""
+    prediction: Literal["epsilon", "v_prediction", "flow"] = "epsilon"
+    pipeline: str = "StableDiffusionPipeline"
+    """The diffusers pipeline class for a single-file checkpoint."""
+    comfy_loader: Literal["checkpoint", "unet"] = "checkpoint"
+    """``unet``: Civitai files of this family are often the diffusion model alone (UNETLoader + CLIP)."""
+    few_step: Recipe | None = None
+    """Settings of the family's few-step variants (Turbo, Lightning, Hyper, LCM)."""
+    default_sizes: dict[str, Size] = field(default_factory=dict)
+    """(width, height) by orientation: ``square``, ``portrait``, ``landscape``."""
+
+
+_SD_RECIPE = Recipe("DPM++ 2M Karras", 25, 7.0, (10, 60), (3.0, 12.0))
+_SD_FEW = Recipe("Euler a", 6, 2.0, (2, 12), (1.0, 3.0))
+_SDXL_RECIPE = Recipe("DPM++ 2M Karras", 30, 7.0, (10, 60), (3.0, 12.0))
+_ANIME_XL_RECIPE = Recipe("Euler a", 28, 6.0, (12, 60), (3.0, 10.0))
+_XL_BUCKETS: tuple[Size, ...] = ((1024, 1024), (1152, 896), (1216, 832), (1344, 768), (1536, 640))
+_SD1_BUCKETS: tuple[Size, ...] = ((512, 512), (768, 512), (640, 512), (704, 512))
+_SD2_768_BUCKETS: tuple[Size, ...] = ((768, 768), (1024, 768), (960, 640))
+
+
+def _sizes(square: Size, portrait: Size) -> dict[str, Size]:
+    return {"square": square, "portrait": portrait, "landscape": (portrait[1], portrait[0])}
+
+
+_XL_SIZES = _sizes((1024, 1024), (832, 1216))
+
+FAMILIES: dict[str, Family] = {
+    fam.name: fam
+    for fam in (
+        Family("SD1", "SD1", 512, _SD1_BUCKETS, (0.19, 0.66), _SD_RECIPE, few_step=_SD_FEW,
+               default_sizes=_sizes((512, 512), (512, 768))),
+        Family("SD2", "SD2", 512, _SD1_BUCKETS, (0.19, 0.66), _SD_RECIPE, few_step=_SD_FEW,
+               default_sizes=_sizes((512, 512), (512, 768))),
+        Family("SD2-768", "SD2", 768, _SD2_768_BUCKETS, (0.4, 1.05), _SD_RECIPE, prediction="v_prediction",
+               few_step=_SD_FEW, default_sizes=_sizes((768, 768), (640, 960))),
+        Family("SDXL", "SDXL", 1024, _XL_BUCKETS, (0.75, 1.35), _SDXL_RECIPE,
+               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES),
+        Family("Pony", "SDXL", 1024, _XL_BUCKETS, (0.75, 1.35), _ANIME_XL_RECIPE, clip_skip=2,
+               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES),
+        Family("Illustrious", "SDXL", 1024, _XL_BUCKETS, (0.75, 1.6), _ANIME_XL_RECIPE, clip_skip=2,
+               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES),
+        Family("NoobAI", "SDXL", 1024, _XL_BUCKETS, (0.75, 1.6), _ANIME_XL_RECIPE, clip_skip=2,
+               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES),
+        Family("SD3", "SD3", 1024, _XL_BUCKETS, (0.75, 1.6),
+               Recipe("Euler", 28, 4.5, (15, 60), (2.0, 9.0), scheduler="sgm_uniform"),
+               prediction="flow", pipeline="StableDiffusion3Pipeline",
+               few_step=Recipe("Euler", 8, 1.0, (2, 12), (1.0, 2.0), scheduler="sgm_uniform"),
+               default_sizes=_XL_SIZES),
+        Family("Flux1", "Flux1", 1024, _XL_BUCKETS, (0.6, 1.6),
+               Recipe("Euler", 28, 1.0, (15, 50), (1.0, 1.0), scheduler="simple", guidance=3.5),
+               negative=False, prediction="flow", pipeline="FluxPipeline", comfy_loader="unet",
+               few_step=Recipe("Euler", 4, 1.0, (1, 8), (1.0, 1.0), scheduler="simple"),
+               default_sizes=_sizes((1024, 1024), (896, 1152))),
+    )
+}  # fmt: skip
+
+# Checked in order against the lower-cased ``baseModel``; the first match wins. Families without an
+# entry in FAMILIES are known architectures diffagent makes no generation claims for.
+_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"^sd ?1(\.\d)?\b", "SD1"),
+    (r"^sd ?2(\.\d)?( ?768|.*\bv\b)", "SD2-768"),
+    (r"^sd ?2(\.\d)?\b", "SD2"),
+    (r"^pony", "Pony"),
+    (r"^illustrious", "Illustrious"),
+    (r"^noob ?ai", "NoobAI"),
+    (r"^(sdxl|sd ?xl|playground v2)", "SDXL"),
+    (r"^sd ?3", "SD3"),
+    (r"^flux\.?1", "Flux1"),
+    (r"^flux\.?2", "Flux2"),
+    (r"^chroma", "Chroma"),
+    (r"^(svd|stable video)", "SVD"),
+    (r"^stable cascade", "Cascade"),
+    (r"^hidream", "HiDream"),
+    (r"^kolors", "Kolors"),
+    (r"^qwen", "Qwen"),
+    (r"^aura ?flow", "AuraFlow"),
+    (r"^pixart", "PixArt"),
+    (r"^hunyuan", "Hunyuan"),
+    (r"^lumina", "Lumina"),
+    (r"^(wan|ltx|cogvideo|mochi)", "Video"),
+)
+
+_FEW_STEP = re.compile(r"\b(turbo|lightning|lcm|hyper|schnell|dmd2?|[48] ?steps?)\b")
+
+
+@functools.lru_cache(maxsize=4096)
+def family(base_model: str | None) -> str | None:
+    """The family name of a Civitai ``baseModel`` string, or None when unknown (``Other``, missing, new)."""
+    if not base_model:
+        return None
+    name = " ".join(base_model.strip().lower().split())
+    for pattern, fam in _PATTERNS:
+        if re.match(pattern, name):
+            return fam
+    return None
+
+
+def architecture(base_model: str | None) -> str | None:
+    """The family's group (SDXL for Pony and Illustrious, SD2 for both SD 2.x kinds), else its family."""
+    fam = family(base_model)
+    spec = FAMILIES.get(fam) if fam else None
+    return spec.group if spec else fam
+
+
+def family_spec(base_model: str | None) -> Family | None:
+    """The :class:`Family` of a ``baseModel`` string, where diffagent knows how the family is run."""
+    fam = family(base_model)
+    return FAMILIES.get(fam) if fam else None
+
+
+def variant(base_model: str | None, name: str = "") -> str | None:
+    """The few-step variant named by the base model or the checkpoint's name (``lightning``, ``lcm`` ...)."""
+    found = _FEW_STEP.search(f"{base_model or ''} {name}".lower())
+    if not found:
+        return None
+    word = found.group(1)
+    return "schnell" if word == "schnell" else "few-step" if word[0].isdigit() else word
+
+
+def is_few_step(base_model: str | None, name: str = "") -> bool:
+    """Turbo / Lightning / LCM / Hyper / Schnell checkpoints need few steps and a low CFG."""
+    return variant(base_model, name) is not None
+
+
+def recipe(base_model: str | None, name: str = "") -> Recipe:
+    """The settings for a checkpoint of ``base_model`` named ``name`` (few-step variants included).
+
+    An unknown family gets SD 1.5's settings: the safest guess for a generator, never a claim about it.
+    """
+    spec = family_spec(base_model) or FAMILIES["SD1"]
+    kind = variant(base_model, name)
+    if kind and spec.few_step is not None:
+        if kind == "lcm":
+            return Recipe("LCM", 6, 2.0, (2, 12), (1.0, 3.0))
+        return spec.few_step
+    return spec.recipe
+
+
+def compatibility(lora_base: str | None, checkpoint_base: str | None) -> Compatibility:
+    """How well a LoRA trained on ``lora_base`` runs on a checkpoint of ``checkpoint_base``.
+
+    ``full`` within a family; ``partial`` between families of one group (an SDXL LoRA on a Pony or
+    Illustrious checkpoint, as Civitai marks them); ``none`` across architectures; ``unknown`` when either
+    family is unknown.
+    """
+    a, b = family(lora_base), family(checkpoint_base)
+    if a is None or b is None:
+        return "unknown"
+    if a == b:
+        return "full"
+    spec_a, spec_b = FAMILIES.get(a), FAMILIES.get(b)
+    if spec_a and spec_b and spec_a.group == spec_b.group:
+        return "partial"
+    return "none"
+
+
+def compatible(lora_base: str | None, checkpoint_base: str | None) -> bool:
+    """Whether a LoRA may be offered on the checkpoint at all (anything but a known mismatch)."""
+    return compatibility(lora_base, checkpoint_base) != "none"
+
+
+def default_size(base_model: str | None, orientation: str = "portrait") -> Size:
+    """A (width, height) the family runs well at for ``orientation`` (square, portrait, landscape)."""
+    spec = family_spec(base_model) or FAMILIES["SD1"]
+    return spec.default_sizes.get(orientation) or spec.default_sizes["portrait"]
+
+
+def size_ok(base_model: str | None, width: int, height: int) -> bool:
+    """Whether a single pass at this size is what the family is run with (unknown families: any size)."""
+    spec = family_spec(base_model)
+    if spec is None:
+        return True
+    low, high = spec.area
+    megapixels = width * height / 1e6
+    short, long = sorted((width, height))
+    return low <= megapixels <= high and long <= 2.5 * short + 1
+
+
+def snap_size(base_model: str | None, width: int, height: int) -> Size:
+    """The family's bucket nearest in aspect ratio to ``width`` x ``height`` (kept when it already fits)."""
+    spec = family_spec(base_model)
+    if spec is None or (size_ok(base_model, width, height) and width % 8 == 0 and height % 8 == 0):
+        return width, height
+    aspect = width / max(height, 1)
+    options = [*spec.buckets, *((h, w) for w, h in spec.buckets)]
+    return min(options, key=lambda wh: abs(wh[0] / wh[1] - aspect))

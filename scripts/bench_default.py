@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 
 from diffagent.agents import load_agent
-from diffagent.agents.retrieval import build_default_agent
+from diffagent.agents.default.agent import build_default_agent
 from diffagent.bench import ensure_bench, load_pairs
 from diffagent.bench.evaluate import evaluate, render_markdown, spread
 from diffagent.catalog import Store, is_hallucination
 from diffagent.config import store_path
+from diffagent.reward import ProxyReward
 
 DIFFUSIONDB = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "diffusiondb-prompts" / "prompts-10k.json"
@@ -58,6 +59,7 @@ def main() -> None:
     train = load_pairs(bench / "train.jsonl")
     pairs = spread(load_pairs(bench / f"{args.split}.jsonl"), args.limit)
     out: dict = {"store": str(store.path), "bench": str(bench), "split": args.split, "pairs": len(pairs)}
+    reward = ProxyReward(store)
     rows = []
     for name in args.agents:
         began = time.perf_counter()
@@ -68,7 +70,9 @@ def main() -> None:
         else:
             agent = load_agent(name, store, train)
         print(f"{name}: ready in {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
-        rows.append(evaluate(agent, pairs, store, name=name, latency_prompts=args.latency_prompts))
+        rows.append(
+            evaluate(agent, pairs, store, name=name, latency_prompts=args.latency_prompts, reward=reward)
+        )
         if name == "default" and args.diffusiondb.is_file():
             prompts = [item["text"] for item in json.loads(args.diffusiondb.read_text())]
             prompts = [p for p in prompts if p.strip()]

@@ -28,6 +28,7 @@ from diffagent.catalog import Store
 from diffagent.cli._common import progress_bar
 from diffagent.cli.evaluate import default_agents
 from diffagent.config import store_path
+from diffagent.reward import ProxyReward
 
 
 def _cpu_model() -> str:
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = ensure_bench(store, progress=update)
         train = load_pairs(folder / "train.jsonl")
         test = spread(load_pairs(folder / "test.jsonl"), args.limit)
+        reward = ProxyReward(store)
         rows = []
         for name in args.agent or default_agents():
             began = time.perf_counter()
@@ -89,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
             built = time.perf_counter() - began
             with progress_bar(f"evaluating {name}") as update:
                 row = evaluate(
-                    agent, test, store, name=name, latency_prompts=args.latency_prompts, progress=update
+                    agent,
+                    test,
+                    store,
+                    name=name,
+                    latency_prompts=args.latency_prompts,
+                    reward=reward,
+                    progress=update,
                 )
             print(f"{name}: built in {built:.1f} s, evaluated in {time.perf_counter() - began - built:.1f} s",
                   file=sys.stderr)  # fmt: skip

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from diffagent.agents.retrieval import build_default_agent
+from diffagent.agents.default.agent import build_default_agent
 from diffagent.bench import ensure_bench, load_pairs
 from diffagent.bench.metrics import candidate_models
 from diffagent.bench.text import group_key

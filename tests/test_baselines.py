@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from diffagent.agents import load_agent
-from diffagent.agents.params import ParamStats
+from diffagent.agents.default.params import ParamStats
 from diffagent.bench import Pair, load_pairs
 from diffagent.bench.evaluate import evaluate
 from diffagent.catalog import Store, validate_call
@@ -50,7 +50,6 @@ def test_baselines_rank_as_expected_on_the_fixed_test_split(small_bench, train, 
             test_pairs,
             small_bench[0],
             latency_prompts=3,
-            reward=False,
         )
         for name in BASELINES
     }

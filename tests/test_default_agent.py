@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diffagent.agents import Agent, load_agent
-from diffagent.agents.retrieval import RetrievalAgent, build_default_agent, cache_dir, examples_key
+from diffagent.agents.default.agent import RetrievalAgent, build_default_agent, cache_dir, examples_key
 from diffagent.bench import Pair, load_pairs
 from diffagent.bench.build import build_bench
 from diffagent.bench.metrics import mean_scores, score_answer

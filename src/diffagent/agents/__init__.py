@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import Agent
+from ..protocols import Agent
 
 __all__ = ["AGENT_NAMES", "LLM_DECODINGS", "Agent", "load_agent"]
 
 # name -> "module:factory"; each factory takes (store, examples, **options) and returns an Agent.
 _REGISTRY: dict[str, str] = {
-    "default": "diffagent.agents.retrieval:build_default_agent",
+    "default": "diffagent.agents.default.agent:build_default_agent",
     "random": "diffagent.agents.baselines:RandomAgent",
     "popular": "diffagent.agents.baselines:PopularAgent",
     "keyword": "diffagent.agents.baselines:KeywordAgent",

@@ -22,9 +22,9 @@ from ..bench.pairs import Pair
 from ..catalog import CatalogFilter, Store, VersionRef, compatible, latest_versions, search_cards
 from ..catalog.validate import CFG_RANGE, STEPS_RANGE
 from ..errors import UserInputError
+from ..protocols import Agent
 from ..schema import Alternative, Answer, APICall, Evidence, LoRA
-from .base import Agent
-from .params import ParamStats, assemble_call, clamp, valid_size
+from .default.params import ParamStats, assemble_call, clamp, valid_size
 
 __all__ = ["KeywordAgent", "PopularAgent", "RandomAgent", "TfidfAgent"]
 

@@ -22,16 +22,16 @@ import torch
 from ..bench.pairs import Pair
 from ..catalog import Store
 from ..errors import UserInputError
+from ..llm.codec import CatalogNames, LLMCodec
+from ..llm.config import PromptConfig
+from ..llm.generate import generate_answers
+from ..llm.grammar import CallGrammar
+from ..llm.models import inference_dtype, load_model, model_dir
+from ..protocols import Agent
 from ..schema import Alternative, Answer, APICall
-from ..train.codec import CatalogNames, LLMCodec
-from ..train.config import PromptConfig
 from ..train.data import answer_candidates
-from ..train.generate import generate_answers
-from ..train.grammar import CallGrammar
 from ..train.losses import response_logprobs
-from ..train.models import inference_dtype, load_model, model_dir
 from . import LLM_DECODINGS as DECODINGS
-from .base import Agent
 
 __all__ = ["DECODINGS", "LLMAgent", "build_llm_agent"]
 

@@ -17,24 +17,21 @@ are computed on those batch answers.
 
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from ..agents.base import Agent
 from ..catalog import Store
+from ..protocols import Agent, Progress, Reward
 from ..schema import Answer
 from .metrics import PairScore, mean_scores, percentile, score_answer
 from .pairs import Pair
 
 __all__ = ["evaluate", "render_markdown", "spread"]
 
-Progress = Callable[[int, int], None]
 T = TypeVar("T")
 
 _BATCH_CHUNK = 512
-_REWARD_MODULE = "diffagent.reward.proxy"
 
 
 def spread(items: Sequence[T], count: int | None) -> list[T]:
@@ -43,27 +40,6 @@ def spread(items: Sequence[T], count: int | None) -> list[T]:
         return list(items)
     step = len(items) / count
     return [items[int(i * step)] for i in range(count)]
-
-
-_rewards: dict[tuple[int, int], tuple[str, Any]] = {}
-
-
-def _load_reward(store: Store) -> tuple[str, Any] | None:
-    """The offline proxy reward ``(name, scorer)``, or None where that module is not installed.
-
-    Built once per store content, so that evaluating several agents reads the catalogue once.
-    """
-    try:
-        module = importlib.import_module(_REWARD_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name not in (_REWARD_MODULE, "diffagent.reward"):
-            raise
-        return None
-    key = (id(store), store.revision)
-    if key not in _rewards:
-        _rewards.clear()
-        _rewards[key] = (module.NAME, module.ProxyReward(store))
-    return _rewards[key]
 
 
 def _speed(seconds: float, count: int) -> float | None:
@@ -79,7 +55,7 @@ def evaluate(
     k: int = 5,
     latency_prompts: int = 200,
     warmup: int = 3,
-    reward: bool = True,
+    reward: Reward | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Every metric of ``agent`` on ``pairs`` and their novel subset, as one row (see the module doc)."""
@@ -123,17 +99,16 @@ def evaluate(
         latency[i] = (time.perf_counter() - began) * 1000
         tick(1)
 
-    scorer = _load_reward(store) if reward else None
     scores: list[PairScore] = []
     for pair, answer in zip(pairs, answers, strict=True):
         assert answer is not None
-        value = scorer[1].score(pair.instruction, answer.api, pair.api) if scorer else None
+        value = reward.score_calls(pair.instruction, [answer.api], pair.api)[0] if reward else None
         scores.append(score_answer(store, answer, pair.api, reward=value))
         tick(1)
 
     def block(indices: Sequence[int], timed_here: Sequence[int], secs: float) -> dict[str, Any]:
         metrics = mean_scores([scores[i] for i in indices])
-        if scorer is None:
+        if reward is None:
             metrics.pop("reward")
         return {
             "n": len(indices),
@@ -145,8 +120,8 @@ def evaluate(
 
     row: dict[str, Any] = {"agent": name or getattr(agent, "name", type(agent).__name__)}
     row.update(block(range(n), timed_all, seconds["all"]))
-    if scorer is not None:
-        row["reward_name"] = scorer[0]
+    if reward is not None:
+        row["reward_name"] = reward.name
     if has_novel:
         row.update(
             {f"novel/{key}": value for key, value in block(novel, timed_novel, seconds["novel"]).items()}
@@ -188,8 +163,5 @@ def render_markdown(rows: Sequence[dict[str, Any]]) -> str:
                 cells.append("–" if value is None else fmt.format(value))
             lines.append(f"| {row['agent']} | {subset} | " + " | ".join(cells) + " |")
     names = sorted({row["reward_name"] for row in rows if row.get("reward_name")})
-    if names:
-        note = f"reward: {', '.join(names)} (offline proxy; no image was generated or scored)"
-    else:
-        note = f"reward: not reported ({_REWARD_MODULE} is not installed)"
+    note = f"reward: {', '.join(names)}" if names else "reward: not reported (no reward was given)"
     return "\n".join([*lines, "", note]) + "\n"

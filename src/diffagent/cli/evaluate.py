@@ -10,6 +10,7 @@ import typer
 
 from ..bench import ensure_bench, load_pairs
 from ..bench.evaluate import evaluate, render_markdown, spread
+from ..reward import ProxyReward
 from ._common import fail, open_filled_store, progress_bar
 from .select import AGENT_HELP, agent_spec, build_agent
 
@@ -20,7 +21,7 @@ BASELINES = ("random", "popular", "keyword", "tfidf")
 
 def default_agents() -> list[str]:
     """The four baselines, and the default agent once its module is installed."""
-    has_default = importlib.util.find_spec("diffagent.agents.retrieval") is not None
+    has_default = importlib.util.find_spec("diffagent.agents.default.agent") is not None
     return [*BASELINES, *(["default"] if has_default else [])]
 
 
@@ -58,6 +59,7 @@ def eval_command(
         chosen = spread(load_pairs(pairs), limit)
         if not chosen:
             fail(f"{pairs}: no pairs")
+        reward = ProxyReward(store)
         rows = []
         for name in names:
             selector = build_agent(store, name, splits=("train",), model=model, unconstrained=unconstrained)
@@ -70,6 +72,7 @@ def eval_command(
                         name=name,
                         k=k,
                         latency_prompts=latency_prompts,
+                        reward=reward,
                         progress=update,
                     )
                 )

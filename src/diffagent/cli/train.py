@@ -9,7 +9,8 @@ import typer
 
 from ..catalog import Store
 from ..errors import UserInputError
-from ..train.config import DEFAULT_BASE_MODEL, PromptConfig, RRHFConfig, SFTConfig, help_of
+from ..llm.config import DEFAULT_BASE_MODEL, PromptConfig
+from ..train.config import RRHFConfig, SFTConfig, help_of
 from ._common import console, fail, open_filled_store, open_store, progress_bar
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def ranker_command(
     ),
 ) -> None:
     """(Re)build the default agent's index and train its ranker; select and eval also do it on first use."""
-    from ..agents.retrieval import train_default
+    from ..agents.default.agent import train_default
     from ..bench import SPLITS, ensure_bench, load_pairs
 
     for name in split:
@@ -118,7 +119,7 @@ def sft_command(
     resume: bool = typer.Option(False, help=_RESUME_HELP),
 ) -> None:
     """Stage 1: fine-tune the LLM agent on DABench's train split (PEFT LoRA by default)."""
-    from ..train.models import model_dir, resolve_base_model
+    from ..llm.models import model_dir, resolve_base_model
     from ..train.sft import train_sft
 
     if method not in ("lora", "full"):
@@ -169,10 +170,10 @@ def rrhf_command(
     import torch
 
     from .._io import write_jsonl
+    from ..llm.codec import CatalogNames, LLMCodec
+    from ..llm.models import load_model, model_dir, read_metadata, resolve_base_model
     from ..reward import ProxyReward
-    from ..train.codec import CatalogNames, LLMCodec
     from ..train.data import sample_pairs
-    from ..train.models import load_model, model_dir, read_metadata, resolve_base_model
     from ..train.rrhf import read_rrhf_rows, rrhf_rows, train_rrhf
 
     model_dir(out)  # a bad name fails before any work

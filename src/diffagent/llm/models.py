@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from .._io import atomic_open
 from ..config import home
 from ..errors import UserInputError
-from .config import DEFAULT_BASE_MODEL, TrainConfig
+from .config import DEFAULT_BASE_MODEL
 
 __all__ = [
     "GGUF_FILE",
@@ -37,7 +37,6 @@ __all__ = [
     "gguf_tokenizer",
     "inference_dtype",
     "load_model",
-    "make_trainable",
     "model_dir",
     "read_metadata",
     "resolve_base_model",
@@ -160,29 +159,6 @@ def load_model(
     if not trainable:
         model = model.merge_and_unload().to(dtype or torch.float32).eval()
     return model, tokenizer, meta
-
-
-def make_trainable(model: PreTrainedModel, config: TrainConfig) -> PreTrainedModel:
-    """Wrap ``model`` in fresh LoRA adapters, or unfreeze every weight for full fine-tuning."""
-    if config.method not in ("lora", "full"):
-        raise UserInputError(f"unknown training method {config.method!r}: use lora or full")
-    if hasattr(model, "peft_config"):  # an adapter model that keeps training its adapters
-        return model
-    if config.method == "full":
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(config.seed)
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
 
 
 def save_model(

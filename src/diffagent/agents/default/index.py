@@ -31,11 +31,11 @@ from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from ..bench.pairs import Pair
-from ..bench.text import group_key
-from ..catalog import FAMILIES, CatalogFilter, Store, VersionRef, family, is_few_step
-from ..errors import UserInputError
-from ..schema import KNOWN_SAMPLERS
+from ...bench.pairs import Pair
+from ...bench.text import group_key
+from ...catalog import FAMILIES, CatalogFilter, Store, VersionRef, family, is_few_step
+from ...errors import UserInputError
+from ...schema import KNOWN_SAMPLERS
 from .params import valid_size
 
 __all__ = ["FOLDS", "SAMPLERS", "Checkpoints", "Examples", "PromptIndex", "fold_of"]

@@ -4,7 +4,7 @@ For a prompt it finds the nearest example prompts and the best-matching model ca
 candidate checkpoint with a LambdaRank model (:mod:`.ranker`), and answers with the top ones. Parameters
 come from the examples made with the chosen checkpoint, weighted by how close their prompts are, backed by
 all of that checkpoint's examples and, for a checkpoint without any, by its catalogue statistics
-(:class:`~diffagent.agents.params.ParamStats`). LoRAs come from :mod:`.loras`. Every checkpoint and LoRA
+(:class:`.params.ParamStats`). LoRAs come from :mod:`.loras`. Every checkpoint and LoRA
 is a catalogue row, so the answer cannot name anything that does not exist.
 
 The index and the ranker are built once per catalogue revision and set of examples (30-50 s on two
@@ -25,19 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_open
-from ..bench.pairs import Pair
-from ..bench.text import clean_prompt
-from ..catalog import CatalogFilter, Store, VersionRef
-from ..catalog.validate import CFG_RANGE, STEPS_RANGE
-from ..config import home
-from ..errors import UserInputError
-from ..schema import Alternative, Answer, APICall, Evidence
-from .base import Agent
+from ..._io import atomic_open
+from ...bench.pairs import Pair
+from ...bench.text import clean_prompt
+from ...catalog import CatalogFilter, Store, VersionRef
+from ...catalog.validate import CFG_RANGE, STEPS_RANGE
+from ...config import home
+from ...errors import UserInputError
+from ...protocols import Agent
+from ...schema import Alternative, Answer, APICall, Evidence
+from ...train.ranker import Ranker, train_ranker
 from .index import SAMPLERS, Checkpoints, Examples, PromptIndex
 from .loras import LoraIndex
 from .params import ParamStats, assemble_call, clamp
-from .ranker import Ranker, Signals, candidates, feature_matrix, fold_counts, signals, train_ranker
+from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, signals
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
@@ -144,7 +145,7 @@ class DefaultIndex:
             picked = candidates(sig, allowed)
             return picked, feature_matrix(sig, picked, checkpoints), examples.model[rows]
 
-        ranker, report = train_ranker(featurize, examples, progress=progress)
+        ranker, report = train_ranker(featurize, len(examples), FEATURES, progress=progress)
         report["examples"] = float(len(examples))
         report["build_s"] = round(time.perf_counter() - began, 1)
         return cls(

@@ -26,9 +26,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..catalog import Store, VersionRef, default_size, family, family_spec, is_few_step, recipe
-from ..catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, SIZE_RANGE, STEPS_RANGE
-from ..schema import APICall, Checkpoint, LoRA, normalize_sampler
+from ...catalog import Store, VersionRef, default_size, family, family_spec, is_few_step, recipe
+from ...catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, SIZE_RANGE, STEPS_RANGE
+from ...schema import APICall, Checkpoint, LoRA, normalize_sampler
 
 __all__ = ["ParamStats", "assemble_call", "clamp", "valid_size"]
 

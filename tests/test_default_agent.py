@@ -66,7 +66,7 @@ def test_ranker_trains_on_a_small_catalogue_and_beats_tfidf(small: dict) -> None
     assert report["train_queries"] > 100
     assert report["candidate_recall"] > 0.8
     assert small["ticks"] and small["ticks"][-1][0] == small["ticks"][-1][1]  # progress reached the end
-    assert len(list((small["home"] / "default-agent").glob("*.pkl"))) == 1
+    assert len(list((small["home"] / "default-agent").glob("*.npz"))) == 1
 
     store, held = small["store"], small["pairs"]["val"] + small["pairs"]["test"]
     ours = _metrics(agent, store, held)
@@ -189,7 +189,7 @@ def test_index_is_cached_and_rebuilt_when_the_catalogue_or_examples_change(small
     assert key != examples_key(store, pairs["train"][:-1])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DIFFAGENT_HOME", str(small["home"]))
-        assert (cache_dir() / f"{key}.pkl").is_file()
+        assert (cache_dir() / f"{key}.npz").is_file()
         again = build_default_agent(store, pairs["train"])  # loaded, not rebuilt
         assert again.index.key == key and again.index.report == small["agent"].index.report
     other = Store(":memory:")
@@ -230,7 +230,7 @@ def test_python_api_and_train_command(dump_records: list[dict], tmp_path: Path, 
         assert isinstance(answer, Answer)
         assert len(answer.alternatives) == 3
         assert len(agent.select_batch(["a red car", "a dragon"])) == 2
-    assert len(list((home / "default-agent").glob("*.pkl"))) == 1  # the command's index was reused
+    assert len(list((home / "default-agent").glob("*.npz"))) == 1  # the command's index was reused
 
 
 def test_import_diffagent_stays_cheap() -> None:

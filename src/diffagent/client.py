@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .agents import Agent, load_agent
-from .bench import SPLITS, ensure_bench, load_pairs
+from .bench import SPLITS, PairFiles
 from .catalog import Store
 from .config import store_path
 from .errors import UserInputError
@@ -32,12 +32,14 @@ def open_agent(
     The one place that wires catalogue, bench and agent together: the CLI, the service and
     :class:`DiffAgent` all come through here.
     """
+    from .bench.build import ensure_bench  # numpy and scipy: only once an agent is wanted
+
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise UserInputError(f"splits must be some of {', '.join(SPLITS)}, not {list(splits)}")
     store.require_models()
     folder = ensure_bench(store, progress=progress)
-    examples = [pair for split in dict.fromkeys(splits) for pair in load_pairs(folder / f"{split}.jsonl")]
+    examples = PairFiles(folder, splits)
     if name == "default" and progress is not None:
         options = {"progress": progress, **options}
     return load_agent(name, store, examples, **options)

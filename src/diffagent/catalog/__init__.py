@@ -1,6 +1,16 @@
-"""The catalogue: Civitai models, versions, files and sample images in an embedded SQLite store."""
+"""The catalogue: Civitai models, versions, files and sample images in an embedded SQLite store.
 
-from .crawler import CrawlError, CrawlQuery, CrawlReport, RetryPolicy, crawl
+The live crawler (httpx) is imported on first use of its names, so that reading the store stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .crawler import CrawlError, CrawlQuery, CrawlReport, RetryPolicy, crawl
+
 from .families import (
     FAMILIES,
     Family,
@@ -62,3 +72,11 @@ __all__ = [
     "snap_size",
     "validate_call",
 ]
+
+_LAZY = {name: ".crawler" for name in ("CrawlError", "CrawlQuery", "CrawlReport", "RetryPolicy", "crawl")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

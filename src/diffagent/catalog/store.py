@@ -11,6 +11,7 @@ import html
 import json
 import re
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -172,6 +173,10 @@ class Store:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.executescript(_SCHEMA)
+        # a random name that moves with the file (unlike its path): caches built on it stay valid
+        self.conn.execute(
+            "INSERT OR IGNORE INTO state(key, value) VALUES ('identity', ?)", (uuid.uuid4().hex,)
+        )
 
     def __enter__(self) -> Store:
         return self
@@ -312,6 +317,11 @@ class Store:
             )
 
     # -- reading -------------------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> str:
+        """A random name given to the store on first use; it moves with the file, unlike its path."""
+        return self.get_state("identity") or ""
 
     @property
     def revision(self) -> int:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..bench.build import build_bench
 from ..catalog import CatalogFilter
 from ..config import home
 from ._common import console, open_filled_store, progress_bar
@@ -21,6 +20,8 @@ def build(
     base_model: list[str] = typer.Option([], help="only checkpoints and LoRAs of these base models"),
 ) -> None:
     """Write train.jsonl, val.jsonl, test.jsonl, card.md and manifest.json (deterministic)."""
+    from ..bench.build import build_bench
+
     flt = CatalogFilter(
         base_models=tuple(base_model) or None,
         image_nsfw=("None", "Soft") if include_soft else ("None",),

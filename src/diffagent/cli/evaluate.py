@@ -8,9 +8,6 @@ from pathlib import Path
 
 import typer
 
-from ..bench import ensure_bench, load_pairs
-from ..bench.evaluate import evaluate, render_markdown, spread
-from ..reward import ProxyReward
 from ._common import fail, open_filled_store, progress_bar
 from .select import AGENT_HELP, agent_spec, build_agent
 
@@ -49,6 +46,10 @@ def eval_command(
     ),
 ) -> None:
     """Score agents on DABench pairs: model@1/@5, base@1, hallucination, parameters, reward, speed."""
+    from ..bench import ensure_bench, load_pairs
+    from ..bench.evaluate import evaluate, render_markdown, spread
+    from ..reward import ProxyReward
+
     names = agent or default_agents()
     for name in names:
         agent_spec(name, model, unconstrained)  # every name checked before any agent is built

@@ -34,7 +34,7 @@ def ranker_command(
 ) -> None:
     """(Re)build the default agent's index and train its ranker; select and eval also do it on first use."""
     from ..agents.default.agent import train_default
-    from ..bench import SPLITS, ensure_bench, load_pairs
+    from ..bench import SPLITS, PairFiles, ensure_bench
 
     for name in split:
         if name not in SPLITS:
@@ -42,7 +42,7 @@ def ranker_command(
     with open_filled_store() as store:
         with progress_bar("building DABench") as update:
             folder = ensure_bench(store, progress=update)
-        examples = [pair for name in dict.fromkeys(split) for pair in load_pairs(folder / f"{name}.jsonl")]
+        examples = PairFiles(folder, split)  # the same key as `select` over the same splits
         with progress_bar("index and ranker") as update:
             path, report = train_default(store, examples, progress=update)
     console.print(

@@ -16,7 +16,7 @@ other weights below, 0.63 with the shifted candidate settings).
 from __future__ import annotations
 
 import hashlib
-import pickle
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..._io import atomic_open
+from ... import _npz
+from ..._npz import CacheError
 from ...bench.pairs import Pair
 from ...bench.text import clean_prompt
 from ...catalog import CatalogFilter, Store, VersionRef
@@ -42,7 +43,7 @@ from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, 
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 4
+FORMAT = 6
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
@@ -94,15 +95,43 @@ def _common_settings(examples: Examples, rows: np.ndarray) -> _Settings:
     )
 
 
-def _model_settings(examples: Examples, n_models: int) -> dict[int, _Settings]:
-    """Each model's most common settings."""
-    order = np.argsort(examples.model, kind="stable")
-    bounds = np.searchsorted(examples.model[order], np.arange(n_models + 1))
-    return {
-        model: _common_settings(examples, order[bounds[model] : bounds[model + 1]])
-        for model in range(n_models)
-        if bounds[model + 1] > bounds[model]
-    }
+@dataclass
+class _SettingsTable:
+    """Every model's most common settings in flat arrays: model m's are rows ``offsets[m]:offsets[m+1]``."""
+
+    offsets: np.ndarray
+    sampler: np.ndarray
+    steps: np.ndarray
+    cfg: np.ndarray
+    share: np.ndarray
+
+    @classmethod
+    def build(cls, examples: Examples, n_models: int) -> _SettingsTable:
+        order = np.argsort(examples.model, kind="stable")
+        bounds = np.searchsorted(examples.model[order], np.arange(n_models + 1))
+        parts = [
+            _common_settings(examples, order[bounds[m] : bounds[m + 1]])
+            for m in range(n_models)
+            if bounds[m + 1] > bounds[m]
+        ]
+        sizes = np.zeros(n_models, dtype=np.int64)
+        sizes[[m for m in range(n_models) if bounds[m + 1] > bounds[m]]] = [len(p.share) for p in parts]
+        empty = _Settings(*(np.zeros(0, dtype=d) for d in (np.int16, np.float32, np.float32, np.float32)))
+        return cls(
+            offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            sampler=np.concatenate([empty.sampler, *(p.sampler for p in parts)]),
+            steps=np.concatenate([empty.steps, *(p.steps for p in parts)]),
+            cfg=np.concatenate([empty.cfg, *(p.cfg for p in parts)]),
+            share=np.concatenate([empty.share, *(p.share for p in parts)]),
+        )
+
+    def get(self, model: int) -> _Settings | None:
+        """Model ``model``'s settings, or None where the examples show none."""
+        start, end = int(self.offsets[model]), int(self.offsets[model + 1])
+        if start == end:
+            return None
+        rows = slice(start, end)
+        return _Settings(self.sampler[rows], self.steps[rows], self.cfg[rows], self.share[rows])
 
 
 @dataclass
@@ -116,8 +145,10 @@ class DefaultIndex:
     prompts: PromptIndex
     loras: LoraIndex
     counts: np.ndarray
-    settings: dict[int, _Settings]
+    settings: _SettingsTable
     ranker: Ranker
+    pair_image_ids: np.ndarray
+    """Images of every pair the agent was given: the catalogue statistics it falls back on see only these."""
     report: dict[str, float]
 
     def signals(self, texts: Sequence[str], folds: np.ndarray | None = None) -> Signals:
@@ -128,6 +159,8 @@ class DefaultIndex:
         cls, store: Store, pairs: Sequence[Pair], key: str, progress: Progress | None = None
     ) -> DefaultIndex:
         began = time.perf_counter()
+        if not len(pairs):
+            raise UserInputError(_NO_PAIRS)
         checkpoints = Checkpoints.build(store)
         examples = Examples.build(store, pairs, checkpoints)
         if not len(examples):
@@ -156,20 +189,29 @@ class DefaultIndex:
             prompts=prompts,
             loras=loras,
             counts=counts,
-            settings=_model_settings(examples, len(checkpoints)),
+            settings=_SettingsTable.build(examples, len(checkpoints)),
             ranker=ranker,
+            pair_image_ids=np.array([p.source.image_id for p in pairs], dtype=np.int64),
             report=report,
         )
 
 
 def examples_key(store: Store, pairs: Sequence[Pair]) -> str:
-    """Names the index for this catalogue content and these examples: any change gives a new key."""
+    """Names the index for this catalogue content and these examples: any change gives a new key.
+
+    The store by its identity and revision (not its path: a moved ``DIFFAGENT_HOME`` keeps its cache), the
+    examples by their files' fingerprint when they come from a DABench folder, else by their content.
+    """
     digest = hashlib.blake2b(digest_size=12)
-    digest.update(f"{FORMAT}|{store.path}|{store.revision}|".encode())
-    for pair in pairs:
-        digest.update(
-            f"{pair.source.image_id}:{pair.api.checkpoint.version_id}:{pair.instruction}\n".encode()
-        )
+    digest.update(f"{FORMAT}|{store.identity}|{store.revision}|".encode())
+    fingerprint = getattr(pairs, "fingerprint", None)
+    if isinstance(fingerprint, str):
+        digest.update(fingerprint.encode())
+    else:
+        for pair in pairs:
+            digest.update(
+                f"{pair.source.image_id}:{pair.api.checkpoint.version_id}:{pair.instruction}\n".encode()
+            )
     return digest.hexdigest()
 
 
@@ -177,21 +219,20 @@ def _load_or_build(
     store: Store, pairs: Sequence[Pair], rebuild: bool, progress: Progress | None
 ) -> DefaultIndex:
     key = examples_key(store, pairs)
-    path = cache_dir() / f"{key}.pkl"
+    path = cache_dir() / f"{key}.npz"
+    meta = {"format": FORMAT, "key": key}
     if path.is_file() and not rebuild:
         try:
-            with path.open("rb") as handle:
-                index = pickle.load(handle)
-            if isinstance(index, DefaultIndex) and index.key == key:
-                return index
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
-            pass  # a cache from another version of the code: rebuild it
+            return _npz.load(path, DefaultIndex, meta)
+        except CacheError as exc:
+            print(f"diffagent: rebuilding the default agent's index: {exc}", file=sys.stderr)
     index = DefaultIndex.build(store, pairs, key, progress)
-    with atomic_open(path, "wb") as handle:
-        pickle.dump(index, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    _npz.save(path, index, meta)
     # keep the few most recent indexes (e.g. train-only for eval and all splits for select)
-    for old in sorted(cache_dir().glob("*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)[3:]:
+    for old in sorted(cache_dir().glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)[3:]:
         old.unlink(missing_ok=True)
+    for stale in cache_dir().glob("*.pkl"):  # the pickles of earlier versions: never loaded
+        stale.unlink(missing_ok=True)
     return index
 
 
@@ -248,21 +289,20 @@ class RetrievalAgent(Agent):
 
     name = "default"
 
-    def __init__(self, store: Store, index: DefaultIndex, pairs: Sequence[Pair], flt: CatalogFilter) -> None:
+    def __init__(self, store: Store, index: DefaultIndex, flt: CatalogFilter) -> None:
         self.store = store
         self.index = index
         self.flt = flt
         self.allowed = index.checkpoints.allowed(flt)
         if not self.allowed.any():
             raise UserInputError("no checkpoint in the catalogue passes the base-model and NSFW filter")
-        self._image_ids = [p.source.image_id for p in pairs]
         self._params: ParamStats | None = None
 
     @property
     def params(self) -> ParamStats:
         """Catalogue statistics for checkpoints the examples do not show (built on first need)."""
         if self._params is None:
-            self._params = ParamStats.shared(self.store, self._image_ids)
+            self._params = ParamStats.shared(self.store, self.index.pair_image_ids.tolist())
         return self._params
 
     def select(self, prompt: str, k: int = 5) -> Answer:
@@ -410,12 +450,14 @@ class RetrievalAgent(Agent):
         return out
 
 
-def _examples(examples: Sequence[Pair] | None) -> list[Pair]:
-    if not examples:
-        raise UserInputError(
-            "the default agent learns from DABench pairs: build them with `diffagent bench build`"
-        )
-    return list(examples)
+_NO_PAIRS = "the default agent learns from DABench pairs: build them with `diffagent bench build`"
+
+
+def _examples(examples: Sequence[Pair] | None) -> Sequence[Pair]:
+    """The pairs as given (a :class:`~diffagent.bench.PairFiles` stays unread while its index is cached)."""
+    if examples is None:
+        raise UserInputError(_NO_PAIRS)
+    return examples
 
 
 def build_default_agent(
@@ -440,7 +482,7 @@ def build_default_agent(
         base_models=tuple(base_models) if base_models else None,
         allow_nsfw_models=allow_nsfw,
     )
-    return RetrievalAgent(store, index, pairs, flt)
+    return RetrievalAgent(store, index, flt)
 
 
 def train_default(
@@ -449,4 +491,4 @@ def train_default(
     """Rebuild the index and retrain the ranker for these examples; returns the cache file and a report."""
     pairs = _examples(examples)
     index = _load_or_build(store, pairs, True, progress)
-    return cache_dir() / f"{index.key}.pkl", index.report
+    return cache_dir() / f"{index.key}.npz", index.report

@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.preprocessing import normalize
 
 from ...bench.pairs import Pair
 from ...bench.text import group_key
@@ -37,6 +35,7 @@ from ...catalog import FAMILIES, CatalogFilter, Store, VersionRef, family, is_fe
 from ...errors import UserInputError
 from ...schema import KNOWN_SAMPLERS
 from .params import valid_size
+from .vectorize import TextVectorizer
 
 __all__ = ["FOLDS", "SAMPLERS", "Checkpoints", "Examples", "PromptIndex", "fold_of"]
 
@@ -77,11 +76,11 @@ class Checkpoints:
     recency: np.ndarray
     family_code: np.ndarray
     few_step: np.ndarray
-    card_vectorizer: TfidfVectorizer
+    card_vectorizer: TextVectorizer
     cards: sparse.csr_matrix
     """Terms x models: word TF-IDF of name, tags, trigger words and description (unit columns),
     stored term-major so that ``query @ cards`` needs no conversion per call."""
-    name_vectorizer: TfidfVectorizer
+    name_vectorizer: TextVectorizer
     names: sparse.csr_matrix
     """Terms x models: character n-grams of name and trigger words (``DarahanEyes`` ~ ``darahan eyes``)."""
     position: dict[int, int] = field(default_factory=dict)
@@ -133,11 +132,11 @@ class Checkpoints:
             # name and trigger words twice: they say more about the model than its description does
             cards.append(" ".join([label, label, " ".join(tags), _strip_html(head[4])[:_DESCRIPTION_CHARS]]))
             names.append(label)
-        card_vectorizer = TfidfVectorizer(
-            sublinear_tf=True, min_df=2, max_df=0.3, stop_words="english", dtype=np.float32
+        card_vectorizer, card_matrix = TextVectorizer.fit(
+            cards, sublinear_tf=True, stop_words="english", **_document_cuts(len(cards), 0.3)
         )
-        name_vectorizer = TfidfVectorizer(
-            sublinear_tf=True, analyzer="char_wb", ngram_range=(4, 5), dtype=np.float32
+        name_vectorizer, name_matrix = TextVectorizer.fit(
+            names, sublinear_tf=True, analyzer="char_wb", ngram_range=(4, 5)
         )
         return cls(
             model_ids=np.array(model_ids, dtype=np.int64),
@@ -149,9 +148,9 @@ class Checkpoints:
             family_code=np.array(fam, dtype=np.float32),
             few_step=np.array(few, dtype=bool),
             card_vectorizer=card_vectorizer,
-            cards=_fit(card_vectorizer, cards).T.tocsr(),
+            cards=card_matrix.T.tocsr(),
             name_vectorizer=name_vectorizer,
-            names=_fit(name_vectorizer, names).T.tocsr(),
+            names=name_matrix.T.tocsr(),
         )
 
     def allowed(self, flt: CatalogFilter) -> np.ndarray:
@@ -177,14 +176,24 @@ class Checkpoints:
         return refs[0]
 
 
-def _fit(vectorizer: TfidfVectorizer, texts: list[str]) -> sparse.csr_matrix:
-    """Fit on ``texts``; a corpus too small or too uniform for the document-frequency cuts is fitted
-    without them rather than failing (a tiny test catalogue)."""
-    try:
-        return vectorizer.fit_transform(texts).tocsr()
-    except ValueError:
-        vectorizer.set_params(min_df=1, max_df=1.0, stop_words=None)
-        return vectorizer.fit_transform(texts).tocsr()
+_SMALL_CORPUS = 200
+"""Below this many documents, terms are kept however rare or common (a small test catalogue)."""
+
+
+def _document_cuts(documents: int, max_df: float) -> dict[str, float]:
+    """TF-IDF document-frequency cuts: rare terms (one document) and stop-like terms (in more than
+    ``max_df`` of them) tell nothing, but in a small corpus they are all there is."""
+    if documents < _SMALL_CORPUS:
+        return {"min_df": 1, "max_df": 1.0}
+    return {"min_df": 2, "max_df": max_df}
+
+
+def _normalize(matrix: sparse.spmatrix) -> sparse.csr_matrix:
+    """Rows scaled to unit length (empty rows stay empty), as float32."""
+    matrix = sparse.csr_matrix(matrix, dtype=np.float32)
+    lengths = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    lengths[lengths == 0] = 1.0
+    return sparse.csr_matrix(sparse.diags(1.0 / lengths).astype(np.float32) @ matrix)
 
 
 SAMPLERS: tuple[str, ...] = KNOWN_SAMPLERS
@@ -264,7 +273,7 @@ class Examples:
 class PromptIndex:
     """TF-IDF of the example prompts, with per-model centroids (also without each fold)."""
 
-    vectorizer: TfidfVectorizer
+    vectorizer: TextVectorizer
     by_term: sparse.csr_matrix
     """Transposed document matrix (terms x examples): one sparse product gives every similarity."""
     centroids: sparse.csr_matrix
@@ -274,10 +283,9 @@ class PromptIndex:
 
     @classmethod
     def build(cls, examples: Examples, n_models: int) -> PromptIndex:
-        vectorizer = TfidfVectorizer(
-            sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_df=0.5, dtype=np.float32
+        vectorizer, docs = TextVectorizer.fit(
+            examples.texts, sublinear_tf=True, ngram_range=(1, 2), **_document_cuts(len(examples), 0.5)
         )
-        docs = _fit(vectorizer, examples.texts)
         rows = np.arange(len(examples))
         owner = sparse.csr_matrix(
             (np.ones(len(examples), dtype=np.float32), (rows, examples.model)),
@@ -287,12 +295,12 @@ class PromptIndex:
         fold_centroids = []
         for f in range(FOLDS):
             inside = examples.fold == f
-            without = normalize(sums - owner[inside].T @ docs[inside]).astype(np.float32)
+            without = _normalize(sums - owner[inside].T @ docs[inside])
             fold_centroids.append(without.T.tocsr())
         return cls(
             vectorizer=vectorizer,
             by_term=docs.T.tocsr(),
-            centroids=normalize(sums).astype(np.float32).T.tocsr(),
+            centroids=_normalize(sums).T.tocsr(),
             fold_centroids=fold_centroids,
         )
 

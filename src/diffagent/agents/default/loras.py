@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer
 
 from ...bench.text import lora_tags
 from ...catalog import CatalogFilter, Store, VersionRef, compatible
 from ...schema import LoRA
 from .index import FOLDS, Checkpoints, Examples
+from .vectorize import TextVectorizer
 
 __all__ = ["LoraIndex"]
 
@@ -49,7 +49,7 @@ class LoraIndex:
     """Lower-cased file name without extension -> position in ``refs`` (unambiguous names only)."""
     by_version: dict[int, int]
     """Any usable LoRA version id -> position of its model in ``refs``."""
-    phrases: CountVectorizer
+    phrases: TextVectorizer
     phrase_loras: sparse.csr_matrix
     """Trigger phrases x LoRAs, each row summing to one (a phrase shared by several LoRAs is split)."""
     cousage: sparse.csr_matrix
@@ -221,15 +221,18 @@ class LoraIndex:
         return out
 
 
-def _matcher(phrases: list[str]) -> CountVectorizer:
+def _matcher(phrases: list[str]) -> TextVectorizer:
     """Finds which of ``phrases`` (lower-cased words joined by spaces) occur in a text."""
-    vocabulary = {phrase: row for row, phrase in enumerate(phrases)} or {"\x00": 0}
-    return CountVectorizer(
-        vocabulary=vocabulary,
+    return TextVectorizer(
+        terms=list(phrases) or ["\x00"],
+        idf=None,
+        analyzer="word",
         ngram_range=(1, _MAX_PHRASE_WORDS),
         token_pattern=r"[^\W_]+",
+        stop_words=[],
+        sublinear_tf=False,
         binary=True,
-        dtype=np.float32,
+        norm=None,
     )
 
 

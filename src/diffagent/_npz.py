@@ -1,0 +1,258 @@
+"""Dataclass trees of arrays saved as one ``.npz`` file: fast to load, and unable to run code.
+
+A cache under ``DIFFAGENT_HOME`` is a file anyone with write access there could replace, so it must never
+be a pickle. :func:`save` walks a dataclass by its type hints: numpy arrays and scipy sparse matrices become
+arrays of the archive (read back with ``allow_pickle=False``), lists of strings one UTF-8 blob, everything
+else JSON. :func:`load` rebuilds the same types from the same hints, so a file can only ever produce the
+declared fields. The zip format checks each member's CRC, so a damaged file fails to load instead of
+loading wrong values; callers rebuild on :class:`CacheError`.
+
+Supported field types: ``np.ndarray``, ``scipy.sparse.csr_matrix`` / ``csc_matrix``, ``str``, ``int``,
+``float``, ``bool``, ``None``, unions with ``None``, ``list``, ``tuple`` (fixed or ``...``), ``dict`` (any
+supported key type), ``Any`` (plain JSON), and nested dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ._io import atomic_open
+from .errors import DiffAgentError
+
+__all__ = ["CacheError", "load", "save"]
+
+T = TypeVar("T")
+_TREE = "__tree__"
+
+
+_hints = functools.lru_cache(maxsize=None)(typing.get_type_hints)
+
+
+class CacheError(DiffAgentError):
+    """A cache file that is missing, damaged or of another format: rebuild it."""
+
+
+class _Encoder:
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def array(self, value: np.ndarray) -> dict[str, str]:
+        if value.dtype == object:
+            raise TypeError("object arrays cannot be cached")
+        key = f"a{len(self.arrays)}"
+        self.arrays[key] = value
+        return {"array": key}
+
+    def encode(self, value: Any, hint: Any) -> Any:
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if value is None:
+            return None
+        if origin in (typing.Union, types.UnionType):
+            return self.encode(value, next(a for a in args if a is not type(None)))
+        if hint is np.ndarray or origin is np.ndarray:
+            return self.array(np.asarray(value))
+        if _is_sparse(hint):
+            return {
+                "sparse": value.format,
+                "shape": list(value.shape),
+                "data": self.array(value.data),
+                "indices": self.array(value.indices),
+                "indptr": self.array(value.indptr),
+            }
+        if dataclasses.is_dataclass(hint):
+            hints = _hints(hint)
+            return {f.name: self.encode(getattr(value, f.name), hints[f.name]) for f in _fields(hint)}
+        if origin is list and args and args[0] in (str, str | None) and _blob_safe(value):
+            blob = "\x00".join(v or "" for v in value).encode("utf-8", "surrogatepass")
+            nulls = [i for i, v in enumerate(value) if v is None]
+            return {
+                "strings": self.array(np.frombuffer(blob, dtype=np.uint8)),
+                "count": len(value),
+                "nulls": nulls,
+            }
+        if origin in (list, tuple):
+            return [self.encode(v, _item_hint(args, i)) for i, v in enumerate(value)]
+        if origin is dict:
+            key_hint, value_hint = args
+            return {
+                "keys": [self.encode(k, key_hint) for k in value],
+                "values": [self.encode(v, value_hint) for v in value.values()],
+            }
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+
+def _blob_safe(values: list[str | None]) -> bool:
+    return all(v is None or (isinstance(v, str) and "\x00" not in v) for v in values)
+
+
+def _is_sparse(hint: Any) -> bool:
+    module = getattr(hint, "__module__", "") or ""
+    return module.startswith("scipy.sparse")
+
+
+def _fields(cls: Any) -> tuple[dataclasses.Field[Any], ...]:
+    return tuple(f for f in dataclasses.fields(cls) if f.init)
+
+
+def _item_hint(args: tuple[Any, ...], index: int) -> Any:
+    if not args:
+        return Any
+    if len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return args[index] if index < len(args) else args[-1]
+
+
+_SCALARS = (str, int, float, bool)
+Decode = Callable[[Any, Any], Any]
+"""``decode(data, archive)``: one value of a declared type from its JSON tree and the archive's arrays."""
+
+
+def _array_ref(ref: Any, archive: Any) -> np.ndarray:
+    if not isinstance(ref, dict) or not isinstance(ref.get("array"), str):
+        raise CacheError("cache tree names no array where one is declared")
+    return archive[ref["array"]]
+
+
+def _plain(data: Any, archive: Any) -> Any:
+    return data
+
+
+def _to_float(data: Any, archive: Any) -> Any:
+    return float(data) if isinstance(data, int) else data
+
+
+@functools.cache
+def _decoder(hint: Any) -> Decode:
+    """The decoder of one type hint, built once: loading walks big trees, so no dispatch per value."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = _decoder(next(a for a in args if a is not type(None)))
+        return lambda data, archive: None if data is None else inner(data, archive)
+    if hint is np.ndarray or origin is np.ndarray:
+        return _array_ref
+    if _is_sparse(hint):
+        return _sparse
+    if dataclasses.is_dataclass(hint):
+        hints = _hints(hint)
+        parts = [(f.name, _decoder(hints[f.name])) for f in _fields(hint)]
+        return lambda data, archive: hint(**{name: decode(data[name], archive) for name, decode in parts})
+    if hint is float:
+        return _to_float
+    if hint in _SCALARS or hint is Any or hint is type(None):
+        return _plain
+    if origin is list:
+        item = _decoder(_item_hint(args, 0))
+        return functools.partial(_list, item)
+    if origin is tuple:
+        items = [_decoder(a) for a in args if a is not Ellipsis] or [_plain]
+        return functools.partial(_tuple, items, len(args) == 2 and args[1] is Ellipsis)
+    if origin is dict:
+        return functools.partial(_dict, _decoder(args[0]), _decoder(args[1]))
+    raise TypeError(f"cannot cache values of type {hint!r}")
+
+
+def _sparse(data: Any, archive: Any) -> Any:
+    from scipy import sparse
+
+    make = sparse.csr_matrix if data["sparse"] == "csr" else sparse.csc_matrix
+    parts = tuple(_array_ref(data[name], archive) for name in ("data", "indices", "indptr"))
+    return make(parts, shape=tuple(data["shape"]))
+
+
+def _list(item: Decode, data: Any, archive: Any) -> list[Any]:
+    if isinstance(data, dict):  # a list of strings, stored as one blob
+        if not data["count"]:
+            return []
+        return _Strings(_array_ref(data["strings"], archive), data.get("nulls", ()))
+    if item is _plain:
+        return list(data)
+    return [item(v, archive) for v in data]
+
+
+class _Strings(Sequence[str | None]):
+    """A cached list of strings, decoded item by item on access: an index of 30,000 example prompts
+    answers a prompt by reading three of them."""
+
+    def __init__(self, blob: np.ndarray, nulls: Iterable[int]) -> None:
+        self._blob = blob.tobytes()
+        ends = np.flatnonzero(blob == 0)
+        self._starts = np.concatenate([[0], ends + 1]).tolist()
+        self._ends = [*ends.tolist(), len(blob)]
+        self._nulls = frozenset(nulls)
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def _item(self, index: int) -> str | None:
+        if index in self._nulls:
+            return None
+        return self._blob[self._starts[index] : self._ends[index]].decode("utf-8", "surrogatepass")
+
+    @typing.overload
+    def __getitem__(self, index: int) -> str | None: ...
+    @typing.overload
+    def __getitem__(self, index: slice) -> list[str | None]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str | None] | None:
+        if isinstance(index, slice):
+            return [self._item(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._item(index)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _tuple(items: list[Decode], repeated: bool, data: Any, archive: Any) -> tuple[Any, ...]:
+    if repeated:
+        return tuple(items[0](v, archive) for v in data)
+    return tuple(decode(v, archive) for decode, v in zip(items, data, strict=True))
+
+
+def _dict(key: Decode, value: Decode, data: Any, archive: Any) -> dict[Any, Any]:
+    keys, values = data["keys"], data["values"]
+    if key is not _plain:
+        keys = [key(k, archive) for k in keys]
+    if value is not _plain:
+        values = [value(v, archive) for v in values]
+    return dict(zip(keys, values, strict=True))
+
+
+def save(path: Path, value: Any, meta: dict[str, Any]) -> None:
+    """Write dataclass ``value`` and the JSON-able ``meta`` (format, key ...) to ``path`` atomically."""
+    encoder = _Encoder()
+    tree = {"meta": meta, "type": type(value).__qualname__, "value": encoder.encode(value, type(value))}
+    blob = json.dumps(tree, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, **encoder.arrays, **{_TREE: np.frombuffer(blob, dtype=np.uint8)})
+
+
+def load(path: Path, cls: type[T], meta: dict[str, Any]) -> T:
+    """The ``cls`` saved at ``path``, when its saved meta equals ``meta``; :class:`CacheError` otherwise."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            tree = json.loads(archive[_TREE].tobytes().decode("utf-8", "surrogatepass"))
+            if tree.get("meta") != meta or tree.get("type") != cls.__qualname__:
+                raise CacheError(f"{path.name} was written for another key or format")
+            return _decoder(cls)(tree["value"], archive)  # type: ignore[no-any-return]
+    except CacheError:
+        raise
+    except FileNotFoundError as exc:
+        raise CacheError(f"{path.name} does not exist") from exc
+    except Exception as exc:  # any damage (zip, header, tree, shapes): the caller rebuilds, saying so
+        raise CacheError(f"{path.name} is damaged ({type(exc).__name__})") from exc

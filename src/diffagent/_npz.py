@@ -34,7 +34,7 @@ T = TypeVar("T")
 _TREE = "__tree__"
 
 
-_hints = functools.lru_cache(maxsize=None)(typing.get_type_hints)
+_hints: Callable[[Any], dict[str, Any]] = functools.lru_cache(maxsize=None)(typing.get_type_hints)
 
 
 class CacheError(DiffAgentError):
@@ -68,7 +68,7 @@ class _Encoder:
                 "indices": self.array(value.indices),
                 "indptr": self.array(value.indptr),
             }
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             hints = _hints(hint)
             return {f.name: self.encode(getattr(value, f.name), hints[f.name]) for f in _fields(hint)}
         if origin is list and args and args[0] in (str, str | None) and _blob_safe(value):
@@ -143,10 +143,11 @@ def _decoder(hint: Any) -> Decode:
         return _array_ref
     if _is_sparse(hint):
         return _sparse
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        make: Any = hint
         hints = _hints(hint)
         parts = [(f.name, _decoder(hints[f.name])) for f in _fields(hint)]
-        return lambda data, archive: hint(**{name: decode(data[name], archive) for name, decode in parts})
+        return lambda data, archive: make(**{name: decode(data[name], archive) for name, decode in parts})
     if hint is float:
         return _to_float
     if hint in _SCALARS or hint is Any or hint is type(None):
@@ -170,7 +171,7 @@ def _sparse(data: Any, archive: Any) -> Any:
     return make(parts, shape=tuple(data["shape"]))
 
 
-def _list(item: Decode, data: Any, archive: Any) -> list[Any]:
+def _list(item: Decode, data: Any, archive: Any) -> Sequence[Any]:
     if isinstance(data, dict):  # a list of strings, stored as one blob
         if not data["count"]:
             return []
@@ -239,7 +240,8 @@ def save(path: Path, value: Any, meta: dict[str, Any]) -> None:
     tree = {"meta": meta, "type": type(value).__qualname__, "value": encoder.encode(value, type(value))}
     blob = json.dumps(tree, ensure_ascii=False).encode("utf-8", "surrogatepass")
     with atomic_open(path, "wb") as handle:
-        np.savez(handle, **encoder.arrays, **{_TREE: np.frombuffer(blob, dtype=np.uint8)})
+        arrays: dict[str, Any] = {**encoder.arrays, _TREE: np.frombuffer(blob, dtype=np.uint8)}
+        np.savez(handle, **arrays)
 
 
 def load(path: Path, cls: type[T], meta: dict[str, Any]) -> T:
@@ -249,7 +251,8 @@ def load(path: Path, cls: type[T], meta: dict[str, Any]) -> T:
             tree = json.loads(archive[_TREE].tobytes().decode("utf-8", "surrogatepass"))
             if tree.get("meta") != meta or tree.get("type") != cls.__qualname__:
                 raise CacheError(f"{path.name} was written for another key or format")
-            return _decoder(cls)(tree["value"], archive)  # type: ignore[no-any-return]
+            decode = _decoder(cls)  # type: ignore[arg-type]  # classes are hashable
+            return decode(tree["value"], archive)  # type: ignore[no-any-return]
     except CacheError:
         raise
     except FileNotFoundError as exc:

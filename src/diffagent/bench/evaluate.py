@@ -42,6 +42,12 @@ def spread(items: Sequence[T], count: int | None) -> list[T]:
     return [items[int(i * step)] for i in range(count)]
 
 
+def _answered(answer: Answer | None) -> Answer:
+    if answer is None:
+        raise RuntimeError("an agent's select_batch left a prompt without an answer")
+    return answer
+
+
 def _speed(seconds: float, count: int) -> float | None:
     return count / seconds if seconds > 0 and count else None
 
@@ -100,8 +106,8 @@ def evaluate(
         tick(1)
 
     scores: list[PairScore] = []
-    for pair, answer in zip(pairs, answers, strict=True):
-        assert answer is not None
+    for pair, maybe in zip(pairs, answers, strict=True):
+        answer = _answered(maybe)
         value = reward.score_calls(pair.instruction, [answer.api], pair.api)[0] if reward else None
         scores.append(score_answer(store, answer, pair.api, reward=value))
         tick(1)

@@ -8,6 +8,8 @@ from ..errors import DiffAgentError
 from . import bench, catalog, evaluate, select, serve, train
 from ._common import fail
 
+__all__ = ["app", "main"]
+
 app = typer.Typer(
     help="Pick a real Civitai checkpoint, LoRAs and settings for a text-to-image prompt.",
     no_args_is_help=True,

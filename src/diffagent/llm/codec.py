@@ -92,7 +92,7 @@ class CatalogNames:
         self.checkpoints: dict[str, ModelEntry] = {}
         self.loras: dict[str, ModelEntry] = {}
         for entry in sorted(entries, key=lambda e: (-e.downloads, e.model_id)):
-            table = {"Checkpoint": self.checkpoints, "LORA": self.loras}.get(entry.type)
+            table = {"Checkpoint": self.checkpoints, "LORA": self.loras}.get(entry.type or "")
             if table is None or not entry.name:
                 continue
             label = entry.name if entry.name not in table else f"{entry.name} #{entry.model_id}"

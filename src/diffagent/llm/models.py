@@ -148,6 +148,7 @@ def load_model(
     """
     source = resolve_base_model(spec)
     meta = read_metadata(source)
+    model: Any
     if meta.get("method") != "lora":
         model, tokenizer = _from_pretrained(source)
         return model.to(dtype or torch.float32).eval(), tokenizer, meta

@@ -7,6 +7,7 @@ with internet fetches each checkpoint once; an offline machine passes a local pa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -51,6 +52,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Loaded with ``weights_only=True``: a checkpoint cannot run code. A DDP ``module.`` prefix is removed.
     """
     path = Path(path)
+    state: Any
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

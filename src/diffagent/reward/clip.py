@@ -59,7 +59,9 @@ def clip_tokenizer_from_bpe(path: str | Path) -> Any:
     tokens = [*symbols, *(symbol + "</w>" for symbol in symbols), *("".join(pair) for pair in merges)]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return CLIPTokenizer(
-        vocab={token: i for i, token in enumerate(tokens)}, merges=merges, model_max_length=77
+        vocab={token: i for i, token in enumerate(tokens)},
+        merges=merges,  # type: ignore[arg-type]  # the stubs say strings; the tokenizer takes pairs
+        model_max_length=77,
     )
 
 

@@ -33,11 +33,11 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog import Store, compatible, family
+from ..catalog import Store, family, validate_call
 from ..schema import APICall, normalize_sampler
 
 __all__ = [
@@ -122,7 +122,7 @@ class _ParamStats:
         if cfg:
             self.cfg.add(cfg, count)
         if width and height:
-            self.orientation[_orientation(width, height)] += count
+            self.orientation[_orientation(int(width), int(height))] += count
             self.log_area.add(math.log(width * height), count)
 
     def merge(self, other: _ParamStats) -> None:
@@ -206,8 +206,6 @@ class ProxyReward:
         self._popularity = self._load_popularity()
         self._by_version, self._by_family, self._global = self._load_params()
         self._typical: dict[int, _Typical] = {}
-        self._validate: Callable[[Store, APICall], list[str]] | None = None
-        self._validator_checked = False
 
     # -- catalogue statistics, read once ---------------------------------------------------------------
 
@@ -280,41 +278,7 @@ class ProxyReward:
 
     def problems(self, api: APICall) -> list[str]:
         """Why the call is not executable against the catalogue; empty when it is."""
-        if not self._validator_checked:
-            try:
-                from ..catalog.validate import validate_call
-            except ImportError:
-                validate_call = None
-            self._validate, self._validator_checked = validate_call, True
-        if self._validate is not None:
-            return list(self._validate(self.store, api))
-        return self._minimal_problems(api)
-
-    def _minimal_problems(self, api: APICall) -> list[str]:
-        """Catalogue ids, LoRA compatibility, sampler name and positive numbers, from the cached tables."""
-        out = []
-        checkpoint = self._versions.get(api.checkpoint.version_id)
-        if checkpoint is None:
-            out.append(f"checkpoint version {api.checkpoint.version_id} is not in the catalogue")
-        elif checkpoint.model_id != api.checkpoint.model_id:
-            out.append(f"version {api.checkpoint.version_id} belongs to model {checkpoint.model_id}")
-        elif checkpoint.model_type != "Checkpoint":
-            out.append(f"version {api.checkpoint.version_id} is a {checkpoint.model_type}, not a checkpoint")
-        for lora in api.loras:
-            version = self._versions.get(lora.version_id)
-            if version is None:
-                out.append(f"LoRA version {lora.version_id} is not in the catalogue")
-            elif version.model_id != lora.model_id or version.model_type not in LORA_TYPES:
-                out.append(f"version {lora.version_id} is not a LoRA of model {lora.model_id}")
-            elif checkpoint is not None and not compatible(version.base_model, checkpoint.base_model):
-                out.append(f"LoRA {lora.name!r} ({version.base_model}) does not fit {checkpoint.base_model}")
-        if normalize_sampler(api.sampler) is None:
-            out.append(f"unknown sampler {api.sampler!r}")
-        if api.steps < 1 or api.cfg_scale <= 0 or min(api.width, api.height) < 64:
-            out.append("steps, CFG scale or size out of range")
-        return out
-
-    # -- components ------------------------------------------------------------------------------------
+        return validate_call(self.store, api)
 
     def _base_family(self, api: APICall) -> str | None:
         version = self._versions.get(api.checkpoint.version_id)

@@ -75,7 +75,14 @@ class _Trees:
     """The nodes of every tree of a LightGBM model in flat arrays; a child is a node index, or ``~leaf``."""
 
     def __init__(self, fields: list[dict[str, list[float]]]) -> None:
-        feature, threshold, left, right, default_left, missing, leaves, roots = ([] for _ in range(8))
+        feature: list[int] = []
+        threshold: list[float] = []
+        left: list[int] = []
+        right: list[int] = []
+        default_left: list[bool] = []
+        missing: list[int] = []
+        leaves: list[float] = []
+        roots: list[int] = []
         for f in fields:
             base, leaf_base = len(feature), len(leaves)
             leaves += f["leaf_value"]

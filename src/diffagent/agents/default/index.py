@@ -25,6 +25,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -180,7 +181,7 @@ _SMALL_CORPUS = 200
 """Below this many documents, terms are kept however rare or common (a small test catalogue)."""
 
 
-def _document_cuts(documents: int, max_df: float) -> dict[str, float]:
+def _document_cuts(documents: int, max_df: float) -> dict[str, Any]:
     """TF-IDF document-frequency cuts: rare terms (one document) and stop-like terms (in more than
     ``max_df`` of them) tell nothing, but in a small corpus they are all there is."""
     if documents < _SMALL_CORPUS:

@@ -122,14 +122,14 @@ class LoraIndex:
         for i in range(len(examples)):
             used = set()
             for version_id, weight in examples.loras[i]:
-                position = by_version.get(version_id)
-                if position is not None:
-                    used.add(position)
-                    applied[position].append(weight)
+                found = by_version.get(version_id)
+                if found is not None:
+                    used.add(found)
+                    applied[found].append(weight)
             page = by_model.get(int(examples.page[i]))
             if page is not None:
                 used.add(page)
-            entries += [(position, int(examples.model[i]), int(examples.fold[i])) for position in used]
+            entries += [(lora, int(examples.model[i]), int(examples.fold[i])) for lora in used]
         shape = (max(len(refs), 1), len(checkpoints))
         cousage = _shares(entries, shape, None)
         fold_cousage = [_shares(entries, shape, f) for f in range(FOLDS)]
@@ -192,8 +192,9 @@ class LoraIndex:
         ranked: dict[int, tuple[float, float | None]] = {}
         for position, weight in explicit:
             ranked.setdefault(position, (10.0, weight))
-        for position in np.flatnonzero(relevance > 0):
-            together = self.together.get((int(position), checkpoint_position), 0.0)
+        for hit in np.flatnonzero(relevance > 0):
+            position = int(hit)
+            together = self.together.get((position, checkpoint_position), 0.0)
             if together > 0:
                 ranked.setdefault(int(position), (1.0 + float(relevance[position]) + together, None))
         for position in from_neighbour:

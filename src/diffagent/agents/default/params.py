@@ -220,6 +220,7 @@ class ParamStats:
         out: dict[str, Any] = {}
         source = "default"
         for name in ("sampler", "steps", "cfg_scale", "width", "height", "clip_skip", "negative_prompt"):
+            levels: list[tuple[str, Any]]
             if name in ("width", "height"):
                 levels = [*own, creator, ("family", fam)]  # another family's sizes would be wrong
             elif few_step and name in _FEW_STEP_KEYS:

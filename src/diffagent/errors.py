@@ -1,6 +1,6 @@
 """Exception types that the command line turns into a one-line reason and a non-zero exit."""
 
-__all__ = ["DiffAgentError", "UserInputError"]
+__all__ = ["DiffAgentError", "MissingExtra", "UserInputError"]
 
 
 class DiffAgentError(Exception):
@@ -9,3 +9,7 @@ class DiffAgentError(Exception):
 
 class UserInputError(DiffAgentError, ValueError):
     """Bad input from the user: a missing file, a malformed line, an unknown name."""
+
+
+class MissingExtra(DiffAgentError):
+    """A feature whose optional dependencies are not installed; the message names the extra to install."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..extras import require
 from ..protocols import Agent
 
 __all__ = ["AGENT_NAMES", "LLM_DECODINGS", "Agent", "load_agent"]
@@ -36,5 +37,7 @@ def load_agent(name: str, store: Any, examples: Any, **options: Any) -> Agent:
 
     if name not in _REGISTRY:
         raise UserInputError(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
+    if name == "llm":
+        require("llm", "the LLM agent")
     module, factory = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), factory)(store, examples, **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from ..extras import require
 from ._common import console
 
 
@@ -12,6 +13,7 @@ def serve_command(
     port: int = typer.Option(8000, min=1, max=65535, help="port to listen on"),
 ) -> None:
     """Serve POST /select, POST /select/batch, GET /schema and GET /health over HTTP."""
+    require("serve", "diffagent serve")
     import uvicorn
 
     from ..service import create_app

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ..catalog import Store
 from ..errors import UserInputError
-from ..llm.config import DEFAULT_BASE_MODEL, PromptConfig
-from ..train.config import RRHFConfig, SFTConfig, help_of
+from ..extras import require
+from ..llm.config import PromptConfig
+from ..train.config import RRHFConfig, SFTConfig
 from ._common import console, fail, open_filled_store, open_store, progress_bar
 
 if TYPE_CHECKING:
     from ..bench.pairs import Pair
     from ..schema import APICall
     from ..train.loop import TrainResult
+
+
+def _option(config: type, name: str, *flags: str, **checks: Any) -> Any:
+    """A command-line option whose default and help come from field ``name`` of a config dataclass, so
+    that both exist once (TRL's way); ``checks`` are typer's own (``min=1``)."""
+    field = next(f for f in fields(config) if f.name == name)
+    return typer.Option(field.default, *flags, help=field.metadata["help"], **checks)
+
 
 app = typer.Typer(help="Train the default agent's ranker, and the LLM agent by SFT then RRHF.")
 
@@ -104,26 +114,25 @@ def _report(out_dir: Path, result: TrainResult, pairs: int) -> None:
 
 @app.command("sft")
 def sft_command(
-    base_model: str = typer.Option(DEFAULT_BASE_MODEL, "--base-model", help=help_of(SFTConfig, "base_model")),
-    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help=help_of(SFTConfig, "max_steps")),
-    limit: int | None = typer.Option(None, min=1, help=help_of(SFTConfig, "limit")),
-    out: str = typer.Option("sft", help=help_of(SFTConfig, "out")),
-    method: str = typer.Option("lora", help=help_of(SFTConfig, "method")),
-    epochs: int = typer.Option(1, min=1, help=help_of(SFTConfig, "epochs")),
-    batch_size: int = typer.Option(8, min=1, help=help_of(SFTConfig, "batch_size")),
-    micro_batch: int = typer.Option(1, "--micro-batch", help=help_of(SFTConfig, "micro_batch")),
-    learning_rate: float | None = typer.Option(None, min=0.0, help=help_of(SFTConfig, "learning_rate")),
-    seed: int = typer.Option(0, help=help_of(SFTConfig, "seed")),
-    retriever: str = typer.Option("default", help=help_of(PromptConfig, "retriever")),
+    base_model: str = _option(SFTConfig, "base_model", "--base-model"),
+    max_steps: int | None = _option(SFTConfig, "max_steps", "--max-steps", min=1),
+    limit: int | None = _option(SFTConfig, "limit", min=1),
+    out: str = _option(SFTConfig, "out"),
+    method: str = _option(SFTConfig, "method"),
+    epochs: int = _option(SFTConfig, "epochs", min=1),
+    batch_size: int = _option(SFTConfig, "batch_size", min=1),
+    micro_batch: int = _option(SFTConfig, "micro_batch", "--micro-batch"),
+    learning_rate: float | None = _option(SFTConfig, "learning_rate", min=0.0),
+    seed: int = _option(SFTConfig, "seed"),
+    retriever: str = _option(PromptConfig, "retriever"),
     pairs: Path | None = typer.Option(None, help=_PAIRS_HELP),
     resume: bool = typer.Option(False, help=_RESUME_HELP),
 ) -> None:
     """Stage 1: fine-tune the LLM agent on DABench's train split (PEFT LoRA by default)."""
+    require("llm", "diffagent train sft")
     from ..llm.models import model_dir, resolve_base_model
     from ..train.sft import train_sft
 
-    if method not in ("lora", "full"):
-        fail(f"unknown --method {method!r}: use lora or full")
     model_dir(out)  # a bad name fails before any work
     config = SFTConfig(
         out=out, base_model=base_model, method=method, max_steps=max_steps, epochs=epochs, limit=limit,
@@ -147,18 +156,18 @@ def sft_command(
 
 @app.command("rrhf")
 def rrhf_command(
-    source: str = typer.Option("sft", "--from", help=help_of(RRHFConfig, "source")),
-    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help=help_of(RRHFConfig, "max_steps")),
-    limit: int | None = typer.Option(None, min=1, help=help_of(RRHFConfig, "limit")),
-    out: str = typer.Option("rrhf", help=help_of(RRHFConfig, "out")),
-    samples: int = typer.Option(2, min=0, help=help_of(RRHFConfig, "samples")),
-    alternatives: int = typer.Option(3, min=0, help=help_of(RRHFConfig, "alternatives")),
-    temperature: float = typer.Option(1.0, min=0.01, help=help_of(RRHFConfig, "temperature")),
-    epochs: int = typer.Option(1, min=1, help=help_of(RRHFConfig, "epochs")),
-    batch_size: int = typer.Option(8, min=1, help=help_of(RRHFConfig, "batch_size")),
-    micro_batch: int = typer.Option(1, "--micro-batch", help=help_of(RRHFConfig, "micro_batch")),
-    learning_rate: float | None = typer.Option(None, min=0.0, help=help_of(RRHFConfig, "learning_rate")),
-    seed: int = typer.Option(0, help=help_of(RRHFConfig, "seed")),
+    source: str = _option(RRHFConfig, "source", "--from"),
+    max_steps: int | None = _option(RRHFConfig, "max_steps", "--max-steps", min=1),
+    limit: int | None = _option(RRHFConfig, "limit", min=1),
+    out: str = _option(RRHFConfig, "out"),
+    samples: int = _option(RRHFConfig, "samples", min=0),
+    alternatives: int = _option(RRHFConfig, "alternatives", min=0),
+    temperature: float = _option(RRHFConfig, "temperature", min=0.01),
+    epochs: int = _option(RRHFConfig, "epochs", min=1),
+    batch_size: int = _option(RRHFConfig, "batch_size", min=1),
+    micro_batch: int = _option(RRHFConfig, "micro_batch", "--micro-batch"),
+    learning_rate: float | None = _option(RRHFConfig, "learning_rate", min=0.0),
+    seed: int = _option(RRHFConfig, "seed"),
     candidates: Path | None = typer.Option(
         None, help="train on this {query, responses, scores} JSONL instead of building one"
     ),
@@ -167,6 +176,7 @@ def rrhf_command(
     resume: bool = typer.Option(False, help=_RESUME_HELP + "; reuses the candidates file"),
 ) -> None:
     """Stage 2: score candidate calls with the reward into a file, then train by RRHF on it."""
+    require("llm", "diffagent train rrhf")
     import torch
 
     from .._io import write_jsonl

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..extras import require
 from .base import GeneratedImageReward, ImageLike, ImageScorer, Reward
 from .proxy import NAME as PROXY_NAME
 from .proxy import ProxyReward
@@ -74,5 +75,6 @@ def load_scorer(name: str, source: str | None = None, **options: Any) -> ImageSc
 
     if name not in _SCORERS:
         raise UserInputError(f"unknown scorer {name!r}; choose one of: {', '.join(_SCORERS)}")
+    require("reward", f"the {name} scorer")
     cls = __getattr__(_SCORERS[name])
     return cls.from_pretrained(source, **options) if source is not None else cls.from_pretrained(**options)

@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 
-from ..errors import UserInputError
 from .config import TrainConfig
 
 __all__ = ["make_trainable"]
@@ -14,8 +13,6 @@ __all__ = ["make_trainable"]
 
 def make_trainable(model: Any, config: TrainConfig) -> Any:
     """Wrap ``model`` in fresh LoRA adapters, or unfreeze every weight for full fine-tuning."""
-    if config.method not in ("lora", "full"):
-        raise UserInputError(f"unknown training method {config.method!r}: use lora or full")
     if hasattr(model, "peft_config"):  # an adapter model that keeps training its adapters
         return model
     if config.method == "full":

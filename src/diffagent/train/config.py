@@ -5,18 +5,21 @@ This module imports nothing heavy, so the command line can read defaults and hel
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import UserInputError
 from ..llm.config import DEFAULT_BASE_MODEL
 from ..llm.config import option as _opt
 
+METHODS = ("lora", "full")
+"""What a run trains: PEFT LoRA adapters on every linear layer, or every weight."""
+
 __all__ = [
+    "METHODS",
     "RRHFConfig",
     "SFTConfig",
     "TrainConfig",
-    "help_of",
 ]
 
 
@@ -46,6 +49,8 @@ class TrainConfig:
     seed: int = _opt(0, "seed of the data order, the sample and the LoRA initialisation")
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserInputError(f"unknown --method {self.method!r}: use {' or '.join(METHODS)}")
         if self.micro_batch < 1:
             raise UserInputError(
                 f"--micro-batch must be at least 1 (instructions per forward pass), got {self.micro_batch}"
@@ -86,11 +91,3 @@ class RRHFConfig(TrainConfig):
         if self.learning_rate is not None:
             return self.learning_rate
         return 5e-5 if self.method == "lora" else 5e-6
-
-
-def help_of(config: type, name: str) -> str:
-    """The help text of field ``name``, for the command line (which shows the default itself)."""
-    for item in fields(config):
-        if item.name == name:
-            return item.metadata["help"]
-    raise KeyError(name)

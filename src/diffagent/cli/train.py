@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..catalog import Store
-from ..errors import UserInputError
 from ..train.config import DEFAULT_BASE_MODEL, PromptConfig, RRHFConfig, SFTConfig, help_of
 from ._common import console, fail, open_filled_store, open_store, progress_bar
 
@@ -62,10 +61,7 @@ _RESUME_HELP = "continue from DIFFAGENT_HOME/models/OUT/last-checkpoint (also to
 def _train_pairs(store: Store, pairs: Path | None) -> tuple[list[Pair], str]:
     from ..bench import ensure_bench, load_pairs
 
-    try:
-        store.require_models()
-    except UserInputError as exc:
-        fail(str(exc))
+    store.require_models()
     if pairs is None:
         with progress_bar("building DABench") as update:
             pairs = ensure_bench(store, progress=update) / "train.jsonl"

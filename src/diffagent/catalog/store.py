@@ -179,6 +179,10 @@ class MalformedRecord(ValueError):
     """A model record without the fields that identify it (an id and a name); ``str()`` is the reason."""
 
 
+TEXT_FORMAT = "1"
+"""Version of the rules that clean catalogue text on the way in; a store written under older rules is
+cleaned once when opened (see :meth:`Store._sanitise_stored_text`)."""
+
 LOCK_TIMEOUT_S = 60.0
 """How long a write waits for another import or crawl to finish before it gives up with one line."""
 
@@ -201,6 +205,8 @@ class Store:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.executescript(_SCHEMA)
+            if self.get_state("text_format") != TEXT_FORMAT:
+                self._sanitise_stored_text()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the catalogue {path}: {_reason(exc)}") from None
 
@@ -272,6 +278,48 @@ class Store:
         self._insert_model(model_id, name, record, digest)
         self._bump_revision()
         return True
+
+    def _sanitise_stored_text(self) -> None:
+        """Apply today's text rules to rows stored before them (names, trigger words, file names), once;
+        the revision grows only when something changed, so indexes rebuild exactly then."""
+        with self.transaction():
+            changed_models: set[int] = set()
+            for row in self.conn.execute("SELECT id, name FROM models").fetchall():
+                name = self._clean_name(row["name"])
+                if name and name != row["name"]:
+                    self.conn.execute("UPDATE models SET name = ? WHERE id = ?", (name, row["id"]))
+                    changed_models.add(row["id"])
+            for row in self.conn.execute("SELECT id, model_id, name, trained_words FROM versions").fetchall():
+                name, words = (
+                    self._clean_name(row["name"]),
+                    self._trigger_words(json.loads(row["trained_words"])),
+                )
+                if name != row["name"] or json.dumps(words) != row["trained_words"]:
+                    self.conn.execute(
+                        "UPDATE versions SET name = ?, trained_words = ? WHERE id = ?",
+                        (name, json.dumps(words), row["id"]),
+                    )
+                    changed_models.add(row["model_id"])
+            for row in self.conn.execute("SELECT rowid, name FROM files WHERE name IS NOT NULL").fetchall():
+                if self._file_name(row["name"]) is None:
+                    self.conn.execute("UPDATE files SET name = NULL WHERE rowid = ?", (row["rowid"],))
+            for model_id in changed_models:
+                words = [
+                    w
+                    for (raw,) in self.conn.execute(
+                        "SELECT trained_words FROM versions WHERE model_id = ? ORDER BY position", (model_id,)
+                    )
+                    for w in json.loads(raw)
+                ]
+                name = self.conn.execute("SELECT name FROM models WHERE id = ?", (model_id,)).fetchone()[0]
+                self.conn.execute(
+                    "UPDATE model_fts SET name = ?, trained_words = ? WHERE rowid = ?",
+                    (name, " ".join(words), model_id),
+                )
+            if self.sanitised or changed_models:
+                self._bump_revision()
+            self.set_state("text_format", TEXT_FORMAT)
+        self.sanitised.clear()
 
     def _clean_name(self, name: str | None) -> str | None:
         """A model or version name without generator syntax and control characters (counted when changed)."""

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from _hostile import EVIL_CKPT_FILE, INJECTED_WORD, checkpoint, lora, write_dump
 
+from _hostile import EVIL_CKPT_FILE, INJECTED_WORD, checkpoint, lora, write_dump
 from diffagent.agents.params import assemble_call
 from diffagent.bench.text import lora_tags
 from diffagent.catalog import Store, import_dump, validate_call

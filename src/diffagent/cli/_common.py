@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -15,9 +16,11 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 try:  # typer >= 0.20 carries its own copy of click, whose exceptions its parser raises
-    from typer._click import exceptions as click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover (older typer on the real click)
-    from click import exceptions as click  # type: ignore[no-redef]
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+
+    NoArgsIsHelpError = UsageError  # type: ignore[misc]
 
 from ..catalog import Store
 from ..config import store_path
@@ -79,17 +82,20 @@ class OneLineErrors(TyperGroup):
                 raise UserInputError(f"argument {position} is not valid UTF-8")
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) and not isinstance(result, bool) else 0
-        except click.UsageError as exc:
+        except NoArgsIsHelpError as exc:  # a bare group: its help is the answer
+            exc.show()
+            code = exc.exit_code
+        except UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "diffagent"
             _report(f"{exc.format_message()} (see {where} --help)")
             code = exc.exit_code
-        except click.ClickException as exc:
+        except ClickException as exc:
             _report(exc.format_message())
             code = exc.exit_code
         except DiffAgentError as exc:
             _report(str(exc))
             code = exc.exit_code
-        except (click.Abort, KeyboardInterrupt):
+        except (typer.Abort, KeyboardInterrupt):
             _report("interrupted")
             code = 130
         except OSError as exc:

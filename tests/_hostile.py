@@ -11,6 +11,15 @@ EVIL_CKPT_FILE = "../../../../etc/passwd"
 EVIL_LORA_FILE = "x:1><lora:../../evil:5.safetensors"
 
 
+def _file(model_id: int, name: str) -> dict[str, Any]:
+    """A primary file with the hashes and download URL the catalogue filter asks for."""
+    sha = f"{model_id:064X}"
+    return {
+        "id": model_id * 100, "name": name, "primary": True, "hashes": {"AutoV2": sha[-10:], "SHA256": sha},
+        "downloadUrl": f"https://civitai.com/api/download/models/{model_id * 10}",
+    }  # fmt: skip
+
+
 def checkpoint(
     model_id: int = 1, name: str = "Hostile Vision", file_name: str = EVIL_CKPT_FILE
 ) -> dict[str, Any]:
@@ -26,7 +35,7 @@ def checkpoint(
                 "name": "v1",
                 "baseModel": "SD 1.5",
                 "trainedWords": ["photo", "embedding:EvilEmbedding"],
-                "files": [{"id": model_id * 100, "name": file_name, "primary": True, "hashes": {}}],
+                "files": [_file(model_id, file_name)],
                 "images": [
                     {
                         "id": model_id * 1000,
@@ -55,7 +64,7 @@ def lora(
                 "trainedWords": words
                 if words is not None
                 else [INJECTED_WORD, "sneaky style", "x:1><lora:e:5"],
-                "files": [{"id": model_id * 100, "name": file_name, "primary": True, "hashes": {}}],
+                "files": [_file(model_id, file_name)],
             }
         ],
     }

@@ -7,9 +7,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from _hostile import checkpoint, lora, write_dump
 from typer.testing import CliRunner
 
+from _hostile import checkpoint, lora, write_dump
 from diffagent.catalog import Store, import_dump
 from diffagent.cli import app
 from diffagent.errors import StoreError
@@ -101,9 +101,8 @@ def test_a_full_disk_names_the_cause_and_leaves_the_store_intact(tmp_path: Path)
 def test_a_second_writer_waits_then_gets_one_line(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     with Store(path) as first, Store(path, lock_timeout=0.2) as second:
-        with first.transaction():
-            with pytest.raises(StoreError, match="another diffagent process"):
-                import_dump(second, write_dump(tmp_path / "d.jsonl", [checkpoint(1)]))
+        with first.transaction(), pytest.raises(StoreError, match="another diffagent process"):
+            import_dump(second, write_dump(tmp_path / "d.jsonl", [checkpoint(1)]))
         assert import_dump(second, tmp_path / "d.jsonl").changed == 1  # once the first is done
 
 

@@ -27,9 +27,24 @@ from ..config import store_path
 from ..errors import DiffAgentError, UserInputError, one_line
 from ..textsafety import strip_control
 
-__all__ = ["OneLineErrors", "console", "fail", "open_filled_store", "open_store", "progress_bar", "shown"]
+__all__ = [
+    "OneLineErrors",
+    "console",
+    "fail",
+    "open_filled_store",
+    "open_store",
+    "progress_bar",
+    "shown",
+    "stdout",
+]
 
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False)
+"""Progress, summaries and errors, on stderr; ``emoji=False`` keeps ``[cat:dog:0.5]`` as written."""
+
+
+def stdout() -> Console:
+    """A console on stdout for tables, printing catalogue text as written (see :func:`shown`)."""
+    return Console(emoji=False)
 
 
 class CommandFailed(UserInputError):

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ..catalog import CatalogFilter, import_dump, search_cards
-from ._common import console, fail, open_filled_store, open_store, progress_bar, shown
+from ._common import console, fail, open_filled_store, open_store, progress_bar, shown, stdout
 
 app = typer.Typer(help="Fill, inspect and search the model catalogue (SQLite under DIFFAGENT_HOME).")
 
@@ -88,7 +87,7 @@ def stats(as_json: bool = typer.Option(False, "--json", help="print the counts a
     for group in ("by_type", "by_base_model"):
         for name, count in counts[group].items():
             table.add_row(f"{group[3:]}: {shown(name)}", str(count))
-    Console().print(table)
+    stdout().print(table)
 
 
 @app.command()
@@ -111,4 +110,4 @@ def search(
             shown(hit.base_model or ""), str(hit.downloads), f"{hit.score:.2f}",
             shown(", ".join(hit.tags[:6])),
         )  # fmt: skip
-    Console().print(table)
+    stdout().print(table)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from .._io import output_path, write_jsonl
@@ -18,7 +17,7 @@ from ..catalog import Store
 from ..client import open_agent
 from ..execute import FORMATS, to_payload
 from ..schema import Answer
-from ._common import console, fail, open_store, progress_bar, shown
+from ._common import console, fail, open_store, progress_bar, shown, stdout
 
 __all__ = ["AGENT_HELP", "agent_spec", "build_agent", "read_prompts", "select_command"]
 
@@ -120,7 +119,7 @@ def read_prompts(path: Path) -> list[tuple[Any, str]]:
 
 def _print_answer(answer: Answer) -> None:
     api = answer.api
-    stdout = Console()
+    out = stdout()
     table = Table(show_header=False, box=None, padding=(0, 1))
     table.add_column(style="bold")
     table.add_column()
@@ -143,20 +142,20 @@ def _print_answer(answer: Answer) -> None:
     table.add_row("negative", shown(api.negative_prompt) if api.negative_prompt else "[dim](none)[/]")
     if answer.low_confidence:
         table.add_row("note", "[yellow]low confidence: nothing in the catalogue is close to this prompt[/]")
-    stdout.print(table)
+    out.print(table)
     if len(answer.alternatives) > 1:
         alternatives = Table("#", "checkpoint", "base", "score", title="alternatives", title_justify="left")
         for rank, alt in enumerate(answer.alternatives, 1):
             alternatives.add_row(
                 str(rank), shown(alt.checkpoint.name), shown(alt.checkpoint.base_model), f"{alt.score:.3g}"
             )
-        stdout.print(alternatives)
+        out.print(alternatives)
     if answer.evidence:
         evidence = Table("similarity", "example prompt", "image", title="evidence", title_justify="left")
         for item in answer.evidence:
             text = item.prompt if len(item.prompt) <= 90 else item.prompt[:87] + "..."
             evidence.add_row(f"{item.similarity:.2f}", shown(text), shown(item.url or ""))
-        stdout.print(evidence)
+        out.print(evidence)
 
 
 def select_command(

@@ -245,3 +245,18 @@ def test_json_output_of_a_batch_is_valid(tmp_path: Path) -> None:
     """The rows a batch writes are plain JSON even for odd ids (a big integer, unicode)."""
     write_jsonl(tmp_path / "o.jsonl", [{"id": 2**70, "x": "ü"}])
     assert json.loads((tmp_path / "o.jsonl").read_text()) == {"id": 2**70, "x": "ü"}
+
+
+@pytest.mark.parametrize("spec", ["folder", "someone/no-such-model-for-diffagent", "not a name!"])
+def test_a_model_that_is_not_one_is_one_line(tmp_path: Path, spec: str) -> None:
+    pytest.importorskip("torch")
+    from diffagent.train.models import resolve_base_model
+
+    if spec == "folder":
+        (tmp_path / "readme.txt").write_text("not a model")
+        spec = str(tmp_path)
+    with pytest.raises(UserInputError) as failure:
+        resolve_base_model(spec)
+    assert "\n" not in str(failure.value) and (
+        "not a model folder" in str(failure.value) or "no model" in str(failure.value)
+    )

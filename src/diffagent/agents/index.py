@@ -178,13 +178,17 @@ class Checkpoints:
 
 
 def _fit(vectorizer: TfidfVectorizer, texts: list[str]) -> sparse.csr_matrix:
-    """Fit on ``texts``; a corpus too small or too uniform for the document-frequency cuts is fitted
-    without them rather than failing (a tiny test catalogue)."""
+    """Fit on ``texts``. The document-frequency cuts apply where they can (``max_df`` of the corpus keeps at
+    least ``min_df`` documents: not in a catalogue of a handful of models, where every word is rare and
+    common at once); a corpus left with no term is a one-line error, not a silent refit."""
+    min_df, max_df = vectorizer.min_df, vectorizer.max_df
+    kept = max_df * len(texts) if isinstance(max_df, float) else max_df
+    if kept < (min_df * len(texts) if isinstance(min_df, float) else min_df):
+        vectorizer.set_params(min_df=1, max_df=1.0)
     try:
         return vectorizer.fit_transform(texts).tocsr()
-    except ValueError:
-        vectorizer.set_params(min_df=1, max_df=1.0, stop_words=None)
-        return vectorizer.fit_transform(texts).tocsr()
+    except ValueError as exc:  # sklearn: "empty vocabulary" / "no terms remain"
+        raise UserInputError(f"the catalogue's texts give the index no term to work with ({exc})") from None
 
 
 SAMPLERS: tuple[str, ...] = KNOWN_SAMPLERS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ._common import console
+from ._common import console, shown
 
 
 def serve_command(
@@ -16,5 +16,5 @@ def serve_command(
 
     from ..service import create_app
 
-    console.print(f"diffagent on http://{host}:{port} (docs at /docs)", highlight=False)
+    console.print(f"diffagent on http://{shown(host)}:{port} (docs at /docs)", highlight=False)
     uvicorn.run(create_app(), host=host, port=port, log_level="warning")

@@ -9,7 +9,7 @@ import typer
 
 from ..catalog import Store
 from ..train.config import DEFAULT_BASE_MODEL, PromptConfig, RRHFConfig, SFTConfig, help_of
-from ._common import console, fail, open_filled_store, open_store, progress_bar
+from ._common import console, fail, open_filled_store, open_store, progress_bar, shown
 
 if TYPE_CHECKING:
     from ..bench.pairs import Pair
@@ -44,7 +44,7 @@ def ranker_command(
         with progress_bar("index and ranker") as update:
             path, report = train_default(store, examples, progress=update)
     console.print(
-        f"saved {path}: {report['examples']:.0f} examples, ranker on {report['train_queries']:.0f} of them, "
+        f"saved {shown(path)}: {report['examples']:.0f} examples, ranker on {report['train_queries']:.0f} of them, "
         f"held-out model@1 {report.get('held_model@1', float('nan')):.3f} "
         f"model@5 {report.get('held_model@5', float('nan')):.3f}, built in {report['build_s']:.0f} s",
         highlight=False,
@@ -90,7 +90,7 @@ def _report(out_dir: Path, result: TrainResult, pairs: int) -> None:
     else:
         loss = "no step run"
     console.print(
-        f"saved {out_dir}: {summary['steps']} steps on {pairs} instructions in {summary['wall_s']:.0f} s, "
+        f"saved {shown(out_dir)}: {summary['steps']} steps on {pairs} instructions in {summary['wall_s']:.0f} s, "
         + loss,
         highlight=False,
         soft_wrap=True,
@@ -193,7 +193,7 @@ def rrhf_command(
             torch.manual_seed(seed)
             with progress_bar(f"sampling, scoring with {reward.name}") as update:
                 rows = write_jsonl(path, rrhf_rows(model, codec, chosen, cands, reward, config, update))
-            console.print(f"wrote {rows} rows to {path}", highlight=False, soft_wrap=True)
+            console.print(f"wrote {rows} rows to {shown(path)}", highlight=False, soft_wrap=True)
         if score_only:
             return
         rows_read = read_rrhf_rows(path)

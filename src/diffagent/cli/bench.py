@@ -30,7 +30,8 @@ def build(
         report = build_bench(store, out, flt=flt, progress=update)
     dropped = sum(report.dropped.values())
     console.print(
-        f"{shown(out)}: {report.pairs['train']} train, {report.pairs['val']} val, {report.pairs['test']} test pairs"
+        f"{shown(out)}: {report.pairs['train']} train, {report.pairs['val']} val, "
+        f"{report.pairs['test']} test pairs"
         f" ({report.novel} novel); {dropped} of {report.images} images dropped, see card.md",
         highlight=False,
     )

@@ -44,7 +44,8 @@ def ranker_command(
         with progress_bar("index and ranker") as update:
             path, report = train_default(store, examples, progress=update)
     console.print(
-        f"saved {shown(path)}: {report['examples']:.0f} examples, ranker on {report['train_queries']:.0f} of them, "
+        f"saved {shown(path)}: {report['examples']:.0f} examples, "
+        f"ranker on {report['train_queries']:.0f} of them, "
         f"held-out model@1 {report.get('held_model@1', float('nan')):.3f} "
         f"model@5 {report.get('held_model@5', float('nan')):.3f}, built in {report['build_s']:.0f} s",
         highlight=False,
@@ -90,8 +91,8 @@ def _report(out_dir: Path, result: TrainResult, pairs: int) -> None:
     else:
         loss = "no step run"
     console.print(
-        f"saved {shown(out_dir)}: {summary['steps']} steps on {pairs} instructions in {summary['wall_s']:.0f} s, "
-        + loss,
+        f"saved {shown(out_dir)}: {summary['steps']} steps on {pairs} instructions "
+        f"in {summary['wall_s']:.0f} s, " + loss,
         highlight=False,
         soft_wrap=True,
     )

@@ -252,7 +252,8 @@ def load(path: Path, cls: type[T], meta: dict[str, Any]) -> T:
             if tree.get("meta") != meta or tree.get("type") != cls.__qualname__:
                 raise CacheError(f"{path.name} was written for another key or format")
             decode = _decoder(cls)  # type: ignore[arg-type]  # classes are hashable
-            return decode(tree["value"], archive)  # type: ignore[no-any-return]
+            result: T = decode(tree["value"], archive)
+            return result
     except CacheError:
         raise
     except FileNotFoundError as exc:

@@ -75,6 +75,8 @@ class DiffAgent:
 
     def select_batch(self, prompts: Sequence[str], k: int = 5) -> list[Answer]:
         """Answers in the order of ``prompts``, computed together (much faster than one by one)."""
+        if isinstance(prompts, str | bytes):  # a str is a sequence too: one answer per character
+            raise TypeError("select_batch takes a list of prompts, not one prompt; use select(prompt)")
         return self.agent.select_batch(list(prompts), k)
 
     def close(self) -> None:

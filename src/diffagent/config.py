@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UserInputError
+
 __all__ = ["home", "store_path"]
 
 
 def home() -> Path:
     """The folder named by ``DIFFAGENT_HOME`` (default ``~/.diffagent``), created on first use."""
     path = Path(os.environ.get("DIFFAGENT_HOME") or Path.home() / ".diffagent").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"DIFFAGENT_HOME {path} cannot be used as a folder: {exc.strerror}") from None
     return path
 
 

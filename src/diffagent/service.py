@@ -14,13 +14,15 @@ import threading
 import time
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .agents import AGENT_NAMES, Agent
 from .catalog import Store
 from .client import open_agent
 from .config import store_path
+from .errors import UserInputError
 from .execute import FORMATS, to_payload
 from .schema import Answer, api_json_schema
 
@@ -69,6 +71,11 @@ def create_app(store: Store | None = None) -> FastAPI:
     agents = _Agents(store)
     app = FastAPI(title="diffagent", summary="prompt in, executable text-to-image API call out")
     app.state.store = store
+
+    @app.exception_handler(UserInputError)
+    def bad_input(request: Request, exc: UserInputError) -> JSONResponse:
+        """Bad input found past the request schema (a prompt of only tags): a 422 saying why, not a 500."""
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The paper's agent: a language model, trained by SFT then RRHF, that writes the API call.
 
-The prompt holds the user's instruction and the retriever's top candidates (see :mod:`..train.codec`).
+The prompt holds the user's instruction and the retriever's top candidates (see :mod:`diffagent.llm.codec`).
 Three ways to decode:
 
 - ``rerank`` (the default, constrained): the model scores the candidates' full calls in one batched forward

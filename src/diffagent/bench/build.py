@@ -23,6 +23,7 @@ from .._io import atomic_open, write_jsonl
 from ..catalog import CatalogFilter, Store, compatible, validate_call
 from ..config import home
 from ..schema import APICall, Checkpoint, LoRA, normalize_sampler
+from ..textsafety import strip_generator_syntax
 from .pairs import SPLITS, Pair, PairSource
 from .text import NEAR_DUPLICATE_JACCARD, clean_prompt, group_key, lora_tags, shingles
 
@@ -161,8 +162,8 @@ def _pair_from_row(row: tuple, resolver: _Resolver, store: Store) -> Pair | str:
             base_model=checkpoint.base_model or "Other",
         ),
         loras=[loras[k] for k in sorted(loras)],
-        prompt=instruction,
-        negative_prompt=negative or "",
+        prompt=strip_generator_syntax(instruction),  # what a generator may be sent (catalogue text is data)
+        negative_prompt=strip_generator_syntax(negative or ""),
         sampler=canonical,
         steps=steps,
         cfg_scale=float(cfg),

@@ -10,7 +10,8 @@ __all__ = ["NEAR_DUPLICATE_JACCARD", "clean_prompt", "group_key", "lora_tags", "
 # <lora:NAME:W>, <lyco:...>, <hypernet:...>, <locon:...>: extra-network syntax that names a resource.
 _RESOURCE_TAG = re.compile(r"<\s*(lora|lyco|locon|loha|hypernet)\s*:[^>]*>", re.IGNORECASE)
 _LORA_TAG = re.compile(
-    r"<\s*(?:lora|lyco|locon|loha)\s*:\s*([^:>]+?)\s*(?::\s*([-+]?\d*\.?\d+)[^>]*)?>", re.I
+    r"<\s*(?:lora|lyco|locon|loha)\s*:\s*([^:>]+?)\s*(?::\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)[^>]*)?>",
+    re.I,
 )
 _WORD = re.compile(r"[a-z0-9]+")
 

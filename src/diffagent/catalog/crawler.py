@@ -9,6 +9,7 @@ of requests to the configured API root; it is never logged, printed or put in an
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 import httpx
 
@@ -165,7 +166,9 @@ class _Client:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.endpoint = endpoint
-        self._token = token
+        self.shown = _without_userinfo(endpoint)
+        """The endpoint as messages name it: without a ``user:password@`` part."""
+        self._secrets = _secret_forms(token, endpoint)
         self.retry = retry
         self.sleep = sleep
         self.report = report
@@ -187,7 +190,7 @@ class _Client:
             except _Transient as failure:
                 if attempt >= policy.max_retries:
                     raise CrawlError(
-                        f"giving up on {self.endpoint} after {attempt + 1} attempts; "
+                        f"giving up on {self.shown} after {attempt + 1} attempts; "
                         f"last failure: {failure.reason}"
                     ) from None
                 backoff = min(policy.max_delay, policy.base_delay * 2**attempt)
@@ -198,19 +201,19 @@ class _Client:
     def _attempt(self, params: list[tuple[str, str]]) -> dict[str, Any]:
         """One request; raises :class:`_Transient` for what a retry may fix, CrawlError for the rest."""
         try:
-            response = self.http.get(self.endpoint, params=params)
+            response = self.http.get(self.endpoint, params=tuple(params))
         except httpx.TimeoutException:
             raise _Transient("the request timed out") from None
         except httpx.TransportError as exc:
             raise _Transient(f"connection failed ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            raise CrawlError(f"request to {self.endpoint} failed ({type(exc).__name__})") from None
+            raise CrawlError(f"request to {self.shown} failed ({type(exc).__name__})") from None
         status = response.status_code
         if status == 429 or status >= 500:
             after = _retry_after(response.headers.get("Retry-After"))
             if after is not None and after > self.retry.max_retry_after:
                 raise CrawlError(
-                    f"{self.endpoint} asks to wait {after:.0f} s after HTTP {status}; "
+                    f"{self.shown} asks to wait {after:.0f} s after HTTP {status}; "
                     "rerun later to resume the crawl"
                 )
             raise _Transient(f"HTTP {status}", after or 0.0)
@@ -234,11 +237,38 @@ class _Client:
     def _refusal(self, response: httpx.Response) -> str:
         status = response.status_code
         if status in (401, 403):
-            return f"HTTP {status} from {self.endpoint}: the API refused the request; check CIVITAI_API_TOKEN"
+            return f"HTTP {status} from {self.shown}: the API refused the request; check CIVITAI_API_TOKEN"
         detail = " ".join(response.text[:200].split())
-        if self._token:  # a server that echoes the request must not put the token in our message
-            detail = detail.replace(self._token, "***")
-        return f"HTTP {status} from {self.endpoint}" + (f": {detail}" if detail else "")
+        for secret in self._secrets:  # a server that echoes the request must not put a secret in our message
+            detail = detail.replace(secret, "***")
+        return f"HTTP {status} from {self.shown}" + (f": {detail}" if detail else "")
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without the ``user:password@`` part, which must never reach a message."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def _secret_forms(token: str | None, endpoint: str) -> list[str]:
+    """The token and the URL's password as a server may echo them: raw, URL-encoded, base64."""
+    parts = urlsplit(endpoint)
+    password = parts.password
+    secrets = [s for s in (token, password, unquote(password or "")) if s]
+    basic = f"{unquote(parts.username or '')}:{unquote(password)}" if password else None
+    forms = set()
+    for secret in secrets:
+        forms |= {secret, quote(secret, safe=""), quote_plus(secret)}
+        for text in (secret, f"Bearer {secret}", *([basic] if basic else [])):
+            encoded = base64.b64encode(text.encode()).decode()
+            forms |= {
+                encoded,
+                encoded.rstrip("="),
+                base64.urlsafe_b64encode(text.encode()).decode().rstrip("="),
+            }
+    return sorted(forms, key=len, reverse=True)  # longest first: a short form may sit inside a long one
 
 
 def crawl(
@@ -271,10 +301,12 @@ def crawl(
     root = base_url or os.environ.get("DIFFAGENT_CIVITAI_URL") or DEFAULT_API_URL
     parts = urlsplit(root)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UserInputError(f"the API root must be an http(s) URL, not {root!r}")
+        raise UserInputError(f"the API root must be an http(s) URL, not {_without_userinfo(root)!r}")
     endpoint = root.rstrip("/") + "/models"
     if token is None:
         token = os.environ.get("CIVITAI_API_TOKEN", "").strip()
+    if token and not (token.isascii() and token.isprintable()):
+        raise UserInputError("CIVITAI_API_TOKEN holds a character an HTTP header cannot carry (non-ASCII?)")
     key = _STATE_PREFIX + _fingerprint(endpoint, query)
 
     report = CrawlReport()
@@ -297,7 +329,9 @@ def crawl(
                 items = page["items"][:room]
                 following = _next_params(query, page.get("metadata"))
             if following is not None and tuple(following) in visited:
-                raise CrawlError(f"{endpoint} sent a page position it had sent before; the crawl stops there")
+                raise CrawlError(
+                    f"{client.shown} sent a page position it had sent before; the crawl stops there"
+                )
             position.fetched += len(items)
             done = not items or following is None or (limit is not None and position.fetched >= limit)
             with store.transaction():

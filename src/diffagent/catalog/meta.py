@@ -97,7 +97,7 @@ def normalize_hash(value: Any) -> str | None:
 def _size(meta: dict[str, Any]) -> tuple[int | None, int | None]:
     size = _to_str(meta.get("Size"))
     if size:
-        match = re.match(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$", size)
+        match = re.match(r"^\s*(\d{1,9})\s*[xX×]\s*(\d{1,9})\s*$", size)  # no side has ten digits
         if match:
             return int(match.group(1)), int(match.group(2))
     return _to_int(meta.get("width")), _to_int(meta.get("height"))

@@ -9,16 +9,19 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import re
 import sqlite3
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserInputError
+from ..errors import StoreError, UserInputError
+from ..textsafety import is_safe_file_name, strip_control, strip_generator_syntax
 from .meta import normalize_hash, parse_meta
 
 __all__ = ["MalformedRecord", "Store", "VersionRef"]
@@ -121,22 +124,39 @@ def _content_hash(record: dict[str, Any]) -> str:
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
-def _int(value: Any, default: int = 0) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
+def _is_id(value: Any) -> bool:
+    """A Civitai id SQLite can hold: a positive 64-bit integer."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
+
+
+def _int(value: Any, default: Any = 0) -> Any:
+    ok = isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+    return value if ok else default
 
 
 def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of 400 digits
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _label(value: Any) -> str | None:
+    """A short catalogue string shown to users (a type, a base model, a creator): no control characters."""
+    return " ".join(strip_control(value).split()) or None if isinstance(value, str) else None
+
+
 def _strings(value: Any) -> list[str]:
     if not isinstance(value, list):
         return []
-    return [item.strip() for item in value if isinstance(item, str) and item.strip()]
+    return [text for item in value if isinstance(item, str) and (text := _label(item))]
 
 
 def _image_nsfw(image: dict[str, Any]) -> str | None:
@@ -157,26 +177,43 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 class MalformedRecord(ValueError):
-    """A model record without the fields that identify it (an id and a name)."""
+    """A model record without the fields that identify it (an id and a name); ``str()`` is the reason."""
+
+
+TEXT_FORMAT = "1"
+"""Version of the rules that clean catalogue text on the way in; a store written under older rules is
+cleaned once when opened (see :meth:`Store._sanitise_stored_text`)."""
+
+LOCK_TIMEOUT_S = 60.0
+"""How long a write waits for another import or crawl to finish before it gives up with one line."""
 
 
 class Store:
     """The SQLite catalogue. Use as a context manager or call :meth:`close`."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", lock_timeout: float = LOCK_TIMEOUT_S) -> None:
         self.path = Path(path) if str(path) != ":memory:" else None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.executescript(_SCHEMA)
-        # a random name that moves with the file (unlike its path): caches built on it stay valid
-        self.conn.execute(
-            "INSERT OR IGNORE INTO state(key, value) VALUES ('identity', ?)", (uuid.uuid4().hex,)
-        )
+        self.sanitised: Counter[str] = Counter()
+        """Catalogue text neutralised on the way in, by kind (see :mod:`diffagent.textsafety`)."""
+        try:
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(
+                str(path), isolation_level=None, check_same_thread=False, timeout=lock_timeout
+            )
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.executescript(_SCHEMA)
+            # a random name that moves with the file (unlike its path): caches built on it stay valid
+            self.conn.execute(
+                "INSERT OR IGNORE INTO state(key, value) VALUES ('identity', ?)", (uuid.uuid4().hex,)
+            )
+            if self.get_state("text_format") != TEXT_FORMAT:
+                self._sanitise_stored_text()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the catalogue {path}: {_reason(exc)}") from None
 
     def __enter__(self) -> Store:
         return self
@@ -191,14 +228,29 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All or nothing: a crash inside leaves the store as it was before."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """All or nothing: a crash inside leaves the store as it was before.
+
+        Waits up to the lock timeout for another writer (an import or crawl in another process);
+        a full disk or a lock that never frees becomes a one-line :class:`StoreError` naming the cause.
+        """
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(
+                f"cannot write the catalogue {self.path or ':memory:'}: {_reason(exc)}"
+            ) from None
         try:
             yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            if self.conn.in_transaction:  # SQLite has already rolled back after some errors (disk full)
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                where = self.path or ":memory:"
+                raise StoreError(
+                    f"cannot write the catalogue {where}: {_reason(exc)}; nothing changed"
+                ) from exc
             raise
-        self.conn.execute("COMMIT")
 
     def upsert_model(self, record: dict[str, Any]) -> bool:
         """Insert or replace one raw ``/api/v1/models`` item; returns False when it was already stored as is.
@@ -207,11 +259,21 @@ class Store:
         and images with missing or mistyped fields are kept with those fields empty.
         """
         if not isinstance(record, dict):
-            raise MalformedRecord("record is not a JSON object")
-        model_id, name = record.get("id"), record.get("name")
-        if not isinstance(model_id, int) or isinstance(model_id, bool) or not isinstance(name, str):
-            raise MalformedRecord("record lacks an integer 'id' or a string 'name'")
-        digest = _content_hash(record)
+            raise MalformedRecord("not a JSON object")
+        model_id, raw_name = record.get("id"), record.get("name")
+        if not isinstance(model_id, int) or isinstance(model_id, bool) or not isinstance(raw_name, str):
+            raise MalformedRecord("no integer 'id' or string 'name'")
+        if not _is_id(model_id):
+            raise MalformedRecord("id out of range")
+        name = self._clean_name(raw_name)
+        if not name:
+            raise MalformedRecord("empty name")
+        try:
+            digest = _content_hash(record)
+        except UnicodeEncodeError:
+            raise MalformedRecord("lone surrogate in a string") from None
+        except RecursionError:
+            raise MalformedRecord("nested too deeply") from None
         row = self.conn.execute("SELECT content_hash FROM models WHERE id = ?", (model_id,)).fetchone()
         if row is not None and row["content_hash"] == digest:
             return False
@@ -222,6 +284,77 @@ class Store:
         self._bump_revision()
         return True
 
+    def _sanitise_stored_text(self) -> None:
+        """Apply today's text rules to rows stored before them (names, trigger words, file names), once;
+        the revision grows only when something changed, so indexes rebuild exactly then."""
+        with self.transaction():
+            changed_models: set[int] = set()
+            for row in self.conn.execute("SELECT id, name FROM models").fetchall():
+                name = self._clean_name(row["name"])
+                if name and name != row["name"]:
+                    self.conn.execute("UPDATE models SET name = ? WHERE id = ?", (name, row["id"]))
+                    changed_models.add(row["id"])
+            for row in self.conn.execute("SELECT id, model_id, name, trained_words FROM versions").fetchall():
+                name, words = (
+                    self._clean_name(row["name"]),
+                    self._trigger_words(json.loads(row["trained_words"])),
+                )
+                if name != row["name"] or json.dumps(words) != row["trained_words"]:
+                    self.conn.execute(
+                        "UPDATE versions SET name = ?, trained_words = ? WHERE id = ?",
+                        (name, json.dumps(words), row["id"]),
+                    )
+                    changed_models.add(row["model_id"])
+            for row in self.conn.execute("SELECT rowid, name FROM files WHERE name IS NOT NULL").fetchall():
+                if self._file_name(row["name"]) is None:
+                    self.conn.execute("UPDATE files SET name = NULL WHERE rowid = ?", (row["rowid"],))
+            for model_id in changed_models:
+                words = [
+                    w
+                    for (raw,) in self.conn.execute(
+                        "SELECT trained_words FROM versions WHERE model_id = ? ORDER BY position", (model_id,)
+                    )
+                    for w in json.loads(raw)
+                ]
+                name = self.conn.execute("SELECT name FROM models WHERE id = ?", (model_id,)).fetchone()[0]
+                self.conn.execute(
+                    "UPDATE model_fts SET name = ?, trained_words = ? WHERE rowid = ?",
+                    (name, " ".join(words), model_id),
+                )
+            if self.sanitised or changed_models:
+                self._bump_revision()
+            self.set_state("text_format", TEXT_FORMAT)
+        self.sanitised.clear()
+
+    def _clean_name(self, name: str | None) -> str | None:
+        """A model or version name without generator syntax and control characters (counted when changed)."""
+        if name is None:
+            return None
+        clean = strip_generator_syntax(name)
+        if clean != " ".join(name.split()):
+            self.sanitised["names"] += 1
+        return clean or None
+
+    def _trigger_words(self, value: Any) -> list[str]:
+        """Trigger words as a prompt may receive them: ``<lora:x:9>`` and control characters removed."""
+        words = []
+        for word in _strings(value):
+            clean = strip_generator_syntax(word)
+            if clean != word:
+                self.sanitised["trigger words"] += 1
+            if clean:
+                words.append(clean)
+        return words
+
+    def _file_name(self, value: Any) -> str | None:
+        """A file name a payload may name, or None (the payload then builds one from the model name)."""
+        if not isinstance(value, str):
+            return None
+        if not is_safe_file_name(value):
+            self.sanitised["file names"] += 1
+            return None
+        return value
+
     def _insert_model(self, model_id: int, name: str, record: dict[str, Any], digest: str) -> None:
         stats = _dict(record.get("stats"))
         tags = _strings(record.get("tags"))
@@ -229,9 +362,9 @@ class Store:
         self.conn.execute(
             "INSERT INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                model_id, name, _str(record.get("type")), int(record.get("nsfw") is True),
+                model_id, name, _label(record.get("type")), int(record.get("nsfw") is True),
                 int(record.get("poi") is True), _str(record.get("description")), json.dumps(tags),
-                _str(_dict(record.get("creator")).get("username")), _int(stats.get("downloadCount")),
+                _label(_dict(record.get("creator")).get("username")), _int(stats.get("downloadCount")),
                 _int(stats.get("favoriteCount")), _int(stats.get("commentCount")),
                 _int(stats.get("ratingCount")), _num(stats.get("rating")), digest,
                 json.dumps(head, ensure_ascii=False),
@@ -240,7 +373,7 @@ class Store:
         words: list[str] = []
         versions = record.get("modelVersions")
         for position, version in enumerate(versions if isinstance(versions, list) else []):
-            if isinstance(version, dict) and isinstance(version.get("id"), int):
+            if isinstance(version, dict) and _is_id(version.get("id")):
                 words += self._insert_version(model_id, position, version)
         self.conn.execute(
             "INSERT INTO model_fts(rowid, name, tags, trained_words, description) VALUES (?,?,?,?,?)",
@@ -249,12 +382,13 @@ class Store:
 
     def _insert_version(self, model_id: int, position: int, version: dict[str, Any]) -> list[str]:
         version_id = version["id"]
-        words = _strings(version.get("trainedWords"))
+        words = self._trigger_words(version.get("trainedWords"))
         head = {k: v for k, v in version.items() if k not in ("files", "images")}
         self.conn.execute(
             "INSERT OR REPLACE INTO versions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
-                version_id, model_id, position, _str(version.get("name")), _str(version.get("baseModel")),
+                version_id, model_id, position, self._clean_name(_str(version.get("name"))),
+                _label(version.get("baseModel")),
                 _str(version.get("createdAt")), json.dumps(words), _str(version.get("downloadUrl")),
                 _int(_dict(version.get("stats")).get("downloadCount")),
                 _num(_dict(version.get("stats")).get("rating")), json.dumps(head, ensure_ascii=False),
@@ -269,7 +403,8 @@ class Store:
                 "INSERT INTO files (version_id, file_id, name, type, size_kb, format, fp, is_primary,"
                 " autov2, sha256, download_url) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    version_id, _int(item.get("id"), None), _str(item.get("name")), _str(item.get("type")),
+                    version_id, _int(item.get("id"), None), self._file_name(item.get("name")),
+                    _label(item.get("type")),
                     _num(item.get("sizeKB")), _str(meta.get("format")), _str(meta.get("fp")),
                     int(item.get("primary") is True), normalize_hash(hashes.get("AutoV2")),
                     normalize_hash(hashes.get("SHA256")), _str(item.get("downloadUrl")),
@@ -278,10 +413,9 @@ class Store:
         images = version.get("images")
         rows = []
         for image in images if isinstance(images, list) else []:
-            if not isinstance(image, dict) or not isinstance(image.get("id"), int):
+            if not isinstance(image, dict) or not _is_id(image.get("id")):
                 continue
-            meta = image.get("meta")
-            p = parse_meta(meta)
+            p = parse_meta(image.get("meta"))
             rows.append(
                 (
                     image["id"], version_id, model_id, _str(image.get("url")), _image_nsfw(image),
@@ -402,6 +536,16 @@ class Store:
             "by_type": by_type,
             "by_base_model": by_base,
         }
+
+
+def _reason(exc: BaseException) -> str:
+    """SQLite's words for a failure, in a user's terms where they are terse."""
+    text = str(exc) or type(exc).__name__
+    if "database or disk is full" in text:
+        return "the disk is full (free some space and rerun)"
+    if "locked" in text or "busy" in text:
+        return "another diffagent process (an import or a crawl) is writing it; rerun when it is done"
+    return text
 
 
 def _strip_html(text: str | None) -> str:

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from ..schema import APICall, normalize_sampler
+from ..textsafety import is_safe_file_name, text_problem
 from .families import compatible
 from .store import Store, VersionRef
 
@@ -112,6 +113,7 @@ def check_call(store: Store, api: APICall) -> list[Problem]:
             )  # fmt: skip
         if not math.isfinite(lora.weight) or _out_of(lora.weight, LORA_WEIGHT_RANGE):
             problems.append(Problem(f"LoRA weight {lora.weight} is outside {LORA_WEIGHT_RANGE}", False))
+    problems += _text_problems(store, api)
     if normalize_sampler(api.sampler) is None:
         problems.append(Problem(f"sampler {api.sampler!r} is not known to any generator", True))
     if not api.prompt.strip():
@@ -127,6 +129,37 @@ def check_call(store: Store, api: APICall) -> list[Problem]:
         problems.append(Problem(f"clip skip {api.clip_skip} is outside {CLIP_SKIP_RANGE}", False))
     if api.seed < -1:
         problems.append(Problem(f"seed {api.seed} is negative (use -1 for a random seed)", False))
+    return problems
+
+
+def _text_problems(store: Store, api: APICall) -> list[Problem]:
+    """What in the call's text could steer a generator: tags or control characters in the prompts, the
+    trigger words or the names, and catalogue file names a payload would write that are not plain names.
+
+    Any ``<lora:...>``-style tag in a prompt is refused, not only one naming a LoRA the call lacks: the
+    output formats add a tag for each of the call's LoRAs, so a tag in the prompt is a duplicate or an
+    injection.
+    """
+    texts = [
+        ("prompt", api.prompt),
+        ("negative prompt", api.negative_prompt),
+        ("checkpoint name", api.checkpoint.name),
+    ]
+    for lora in api.loras:
+        texts.append((f"LoRA {lora.version_id} name", lora.name))
+        texts += [(f"LoRA {lora.version_id} trigger word", word) for word in lora.trigger_words]
+    problems = []
+    for what, text in texts:
+        # line breaks in a prompt are harmless to a generator; other control characters are not
+        problem = text_problem(re.sub(r"[\t\n\r]", " ", text))
+        if problem is not None:
+            problems.append(Problem(f"the {what} holds {problem}: {text[:60]!r}", False))
+    files = store.primary_files([api.checkpoint.version_id, *(lora.version_id for lora in api.loras)])
+    for version_id, name in files.items():
+        if not is_safe_file_name(name):
+            problems.append(
+                Problem(f"version {version_id}'s file name {name[:60]!r} is not a plain file name", False)
+            )
     return problems
 
 

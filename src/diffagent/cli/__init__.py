@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from ..errors import DiffAgentError
 from . import bench, catalog, evaluate, select, serve, train
-from ._common import fail
+from ._common import OneLineErrors
+
+__all__ = ["app", "main"]
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Pick a real Civitai checkpoint, LoRAs and settings for a text-to-image prompt.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -24,10 +26,5 @@ app.command("serve")(serve.serve_command)
 
 
 def main() -> None:
-    try:
-        app()
-    except DiffAgentError as exc:
-        try:
-            fail(str(exc))
-        except typer.Exit as done:
-            raise SystemExit(done.exit_code) from None
+    """The ``diffagent`` entry point; failures are one line each (see :class:`._common.OneLineErrors`)."""
+    app()

@@ -8,7 +8,7 @@ import typer
 
 from ..catalog import CatalogFilter
 from ..config import home
-from ._common import console, open_filled_store, progress_bar
+from ._common import console, open_filled_store, progress_bar, shown
 
 app = typer.Typer(help="Build DABench (instruction -> API call pairs) from the catalogue.")
 
@@ -31,7 +31,8 @@ def build(
         report = build_bench(store, out, flt=flt, progress=update)
     dropped = sum(report.dropped.values())
     console.print(
-        f"{out}: {report.pairs['train']} train, {report.pairs['val']} val, {report.pairs['test']} test pairs"
+        f"{shown(out)}: {report.pairs['train']} train, {report.pairs['val']} val, "
+        f"{report.pairs['test']} test pairs"
         f" ({report.novel} novel); {dropped} of {report.images} images dropped, see card.md",
         highlight=False,
     )

@@ -6,21 +6,22 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ..catalog import CatalogFilter, import_dump, search_cards
-from ._common import console, fail, open_filled_store, open_store, progress_bar
+from ._common import console, fail, open_filled_store, open_store, progress_bar, shown, stdout
 
 app = typer.Typer(help="Fill, inspect and search the model catalogue (SQLite under DIFFAGENT_HOME).")
 
 
 def _import(path: Path) -> None:
     if not path.is_file():
-        fail(f"no such dump file: {path}")
-    with open_store() as store, progress_bar(f"importing {path.name}") as update:
+        fail(f"no such dump file: {path}" if not path.exists() else f"the dump {path} is not a regular file")
+    with open_store() as store, progress_bar(f"importing {shown(path.name)}") as update:
         report = import_dump(store, path, progress=update)
-    console.print(report.summary(), highlight=False, soft_wrap=True)
+    if report.damaged:
+        fail(report.summary(), code=1)  # what came before the damage is imported; the exit says it was cut
+    console.print(shown(report.summary()), highlight=False, soft_wrap=True)
 
 
 @app.command("import")
@@ -85,8 +86,8 @@ def stats(as_json: bool = typer.Option(False, "--json", help="print the counts a
         table.add_row(key, str(counts[key]))
     for group in ("by_type", "by_base_model"):
         for name, count in counts[group].items():
-            table.add_row(f"{group[3:]}: {name}", str(count))
-    Console().print(table)
+            table.add_row(f"{group[3:]}: {shown(name)}", str(count))
+    stdout().print(table)
 
 
 @app.command()
@@ -105,7 +106,8 @@ def search(
     table = Table("model", "version", "name", "type", "base", "downloads", "score", "tags")
     for hit in hits:
         table.add_row(
-            str(hit.model_id), str(hit.version_id), hit.name, hit.type or "", hit.base_model or "",
-            str(hit.downloads), f"{hit.score:.2f}", ", ".join(hit.tags[:6]),
+            str(hit.model_id), str(hit.version_id), shown(hit.name), shown(hit.type or ""),
+            shown(hit.base_model or ""), str(hit.downloads), f"{hit.score:.2f}",
+            shown(", ".join(hit.tags[:6])),
         )  # fmt: skip
-    Console().print(table)
+    stdout().print(table)

@@ -8,18 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from .._io import write_jsonl
+from .._io import output_path, write_jsonl
 from ..agents import AGENT_NAMES, LLM_DECODINGS, Agent
 from ..bench import SPLITS
 from ..catalog import Store
 from ..client import open_agent
-from ..errors import UserInputError
 from ..execute import FORMATS, to_payload
 from ..schema import Answer
-from ._common import console, fail, open_store, progress_bar
+from ._common import console, fail, open_store, progress_bar, shown, stdout
 
 __all__ = ["AGENT_HELP", "agent_spec", "build_agent", "read_prompts", "select_command"]
 
@@ -66,34 +64,54 @@ def build_agent(
     """Agent ``spec`` (see :func:`agent_spec`, which reads ``model`` and ``unconstrained``) learning from
     DABench ``splits``, with a progress bar over first-use builds."""
     name, options = agent_spec(spec, model, unconstrained)
+    with progress_bar(f"preparing the {spec} agent (first use builds it)") as update:
+        return open_agent(store, name, splits=splits, progress=update, **options)
+
+
+def _batch_item(line: bytes) -> tuple[Any, str]:
+    """``(id, prompt)`` of one batch line; raises ValueError with the reason it is not one."""
     try:
-        with progress_bar(f"preparing the {spec} agent (first use builds it)") as update:
-            return open_agent(store, name, splits=splits, progress=update, **options)
-    except UserInputError as exc:
-        fail(str(exc))
+        item = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError:  # Python refuses integers of more than 4,300 digits
+        raise ValueError("a number is too long") from None
+    if not isinstance(item, dict):
+        raise ValueError("expected an object with 'id' and 'prompt'")
+    item_id, prompt = item.get("id"), item.get("prompt")
+    if isinstance(item_id, bool) or not isinstance(item_id, str | int):
+        raise ValueError("'id' must be a string or an integer")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("'prompt' must be a non-empty string")
+    for what, text in (("id", item_id), ("prompt", prompt)):
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"'{what}' holds a lone surrogate (an escape like \\ud800)") from None
+    return item_id, prompt
 
 
 def read_prompts(path: Path) -> list[tuple[Any, str]]:
-    """``(id, prompt)`` of each line of a batch file; a bad line is a one-line error naming it."""
-    if not path.is_file():
+    """``(id, prompt)`` of each line of a batch file; a bad line is a one-line error naming it, before
+    any answer is computed."""
+    if not path.exists():
         fail(f"no such batch file: {path}")
+    if not path.is_file():
+        fail(f"the batch file {path} is not a regular file")
     items = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                fail(f"{path}:{number}: not JSON ({exc.msg})")
-            if not isinstance(item, dict):
-                fail(f"{path}:{number}: expected an object with 'id' and 'prompt'")
-            if "id" not in item or isinstance(item["id"], bool) or not isinstance(item["id"], str | int):
-                fail(f"{path}:{number}: 'id' must be a string or an integer")
-            prompt = item.get("prompt")
-            if not isinstance(prompt, str) or not prompt.strip():
-                fail(f"{path}:{number}: 'prompt' must be a non-empty string")
-            items.append((item["id"], prompt))
+                items.append(_batch_item(line))
+            except ValueError as exc:
+                fail(f"{path}:{number}: {exc}")
     if not items:
         fail(f"{path}: no prompts")
     return items
@@ -101,38 +119,43 @@ def read_prompts(path: Path) -> list[tuple[Any, str]]:
 
 def _print_answer(answer: Answer) -> None:
     api = answer.api
-    stdout = Console()
+    out = stdout()
     table = Table(show_header=False, box=None, padding=(0, 1))
     table.add_column(style="bold")
     table.add_column()
     ckpt = api.checkpoint
-    table.add_row("checkpoint", f"{ckpt.name} [dim](model {ckpt.model_id}, version {ckpt.version_id})[/]")
-    table.add_row("base model", ckpt.base_model)
-    for lora in api.loras:
-        words = f", triggers: {', '.join(lora.trigger_words)}" if lora.trigger_words else ""
-        table.add_row("LoRA", f"{lora.name} x{lora.weight:g} [dim](version {lora.version_id}{words})[/]")
     table.add_row(
-        "sampler", f"{api.sampler}, {api.steps} steps, CFG {api.cfg_scale:g}, clip skip {api.clip_skip}"
+        "checkpoint", f"{shown(ckpt.name)} [dim](model {ckpt.model_id}, version {ckpt.version_id})[/]"
+    )
+    table.add_row("base model", shown(ckpt.base_model))
+    for lora in api.loras:
+        words = f", triggers: {shown(', '.join(lora.trigger_words))}" if lora.trigger_words else ""
+        table.add_row(
+            "LoRA", f"{shown(lora.name)} x{lora.weight:g} [dim](version {lora.version_id}{words})[/]"
+        )
+    table.add_row(
+        "sampler",
+        f"{shown(api.sampler)}, {api.steps} steps, CFG {api.cfg_scale:g}, clip skip {api.clip_skip}",
     )
     table.add_row("size", f"{api.width}x{api.height}, seed {api.seed}")
-    table.add_row("prompt", api.prompt)
-    table.add_row("negative", api.negative_prompt or "[dim](none)[/]")
+    table.add_row("prompt", shown(api.prompt))
+    table.add_row("negative", shown(api.negative_prompt) if api.negative_prompt else "[dim](none)[/]")
     if answer.low_confidence:
         table.add_row("note", "[yellow]low confidence: nothing in the catalogue is close to this prompt[/]")
-    stdout.print(table)
+    out.print(table)
     if len(answer.alternatives) > 1:
         alternatives = Table("#", "checkpoint", "base", "score", title="alternatives", title_justify="left")
         for rank, alt in enumerate(answer.alternatives, 1):
             alternatives.add_row(
-                str(rank), alt.checkpoint.name, alt.checkpoint.base_model, f"{alt.score:.3g}"
+                str(rank), shown(alt.checkpoint.name), shown(alt.checkpoint.base_model), f"{alt.score:.3g}"
             )
-        stdout.print(alternatives)
+        out.print(alternatives)
     if answer.evidence:
         evidence = Table("similarity", "example prompt", "image", title="evidence", title_justify="left")
         for item in answer.evidence:
             text = item.prompt if len(item.prompt) <= 90 else item.prompt[:87] + "..."
-            evidence.add_row(f"{item.similarity:.2f}", text, item.url or "")
-        stdout.print(evidence)
+            evidence.add_row(f"{item.similarity:.2f}", shown(text), shown(item.url or ""))
+        out.print(evidence)
 
 
 def select_command(
@@ -164,6 +187,8 @@ def select_command(
     if payload is not None and (payload not in FORMATS or batch is not None):
         fail(f"--format takes one of {', '.join(FORMATS)}, for a single PROMPT")
     items = read_prompts(batch) if batch is not None else []
+    if out is not None:
+        output_path(out, inputs=[batch])  # refused before any answer is computed
     with open_store() as store:
         selector = build_agent(store, agent, splits=SPLITS, model=model, unconstrained=unconstrained)
         if batch is None:
@@ -194,5 +219,5 @@ def select_command(
                     for (item_id, _), answer in zip(chunk, answers, strict=True)
                 ]
                 update(start + len(chunk), len(items))
-    write_jsonl(out, rows)
-    console.print(f"{out}: {len(rows)} answers", highlight=False)
+    write_jsonl(out, rows, inputs=[batch])
+    console.print(f"{shown(out)}: {len(rows)} answers", highlight=False)

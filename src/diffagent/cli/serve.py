@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..extras import require
-from ._common import console
+from ._common import console, shown
 
 
 def serve_command(
@@ -18,5 +18,5 @@ def serve_command(
 
     from ..service import create_app
 
-    console.print(f"diffagent on http://{host}:{port} (docs at /docs)", highlight=False)
+    console.print(f"diffagent on http://{shown(host)}:{port} (docs at /docs)", highlight=False)
     uvicorn.run(create_app(), host=host, port=port, log_level="warning")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..catalog import CrawlError, CrawlQuery, CrawlReport, crawl
-from ..errors import DiffAgentError
+from ..catalog import CrawlQuery, CrawlReport, crawl
 from ._common import console, fail, open_store, progress_bar
 
 __all__ = ["run_sync"]
@@ -35,10 +34,6 @@ def run_sync(
     with open_store() as store, progress_bar("crawling Civitai", total=limit or None) as update:
         try:
             report = crawl(store, query, limit=limit or None, base_url=base_url, progress=update)
-        except CrawlError as exc:
-            fail(str(exc), code=1)
-        except DiffAgentError as exc:
-            fail(str(exc))
         except KeyboardInterrupt:
             fail("interrupted; rerun the same command to resume the crawl", code=130)
     console.print(report.summary(), highlight=False, soft_wrap=True)

@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ..catalog import Store
-from ..errors import UserInputError
 from ..extras import require
 from ..llm.config import PromptConfig
 from ..train.config import RRHFConfig, SFTConfig
-from ._common import console, fail, open_filled_store, open_store, progress_bar
+from ._common import console, fail, open_filled_store, open_store, progress_bar, shown
 
 if TYPE_CHECKING:
     from ..bench.pairs import Pair
@@ -56,7 +55,8 @@ def ranker_command(
         with progress_bar("index and ranker") as update:
             path, report = train_default(store, examples, progress=update)
     console.print(
-        f"saved {path}: {report['examples']:.0f} examples, ranker on {report['train_queries']:.0f} of them, "
+        f"saved {shown(path)}: {report['examples']:.0f} examples, "
+        f"ranker on {report['train_queries']:.0f} of them, "
         f"held-out model@1 {report.get('held_model@1', float('nan')):.3f} "
         f"model@5 {report.get('held_model@5', float('nan')):.3f}, built in {report['build_s']:.0f} s",
         highlight=False,
@@ -73,10 +73,7 @@ _RESUME_HELP = "continue from DIFFAGENT_HOME/models/OUT/last-checkpoint (also to
 def _train_pairs(store: Store, pairs: Path | None) -> tuple[list[Pair], str]:
     from ..bench import ensure_bench, load_pairs
 
-    try:
-        store.require_models()
-    except UserInputError as exc:
-        fail(str(exc))
+    store.require_models()
     if pairs is None:
         with progress_bar("building DABench") as update:
             pairs = ensure_bench(store, progress=update) / "train.jsonl"
@@ -105,8 +102,8 @@ def _report(out_dir: Path, result: TrainResult, pairs: int) -> None:
     else:
         loss = "no step run"
     console.print(
-        f"saved {out_dir}: {summary['steps']} steps on {pairs} instructions in {summary['wall_s']:.0f} s, "
-        + loss,
+        f"saved {shown(out_dir)}: {summary['steps']} steps on {pairs} instructions "
+        f"in {summary['wall_s']:.0f} s, " + loss,
         highlight=False,
         soft_wrap=True,
     )
@@ -208,7 +205,7 @@ def rrhf_command(
             torch.manual_seed(seed)
             with progress_bar(f"sampling, scoring with {reward.name}") as update:
                 rows = write_jsonl(path, rrhf_rows(model, codec, chosen, cands, reward, config, update))
-            console.print(f"wrote {rows} rows to {path}", highlight=False, soft_wrap=True)
+            console.print(f"wrote {rows} rows to {shown(path)}", highlight=False, soft_wrap=True)
         if score_only:
             return
         rows_read = read_rrhf_rows(path)

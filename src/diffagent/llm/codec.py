@@ -24,6 +24,7 @@ from ..catalog import CatalogFilter, ModelEntry, Store, default_size, family_spe
 from ..catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, LORA_WEIGHT_RANGE, SIZE_RANGE, STEPS_RANGE
 from ..errors import UserInputError
 from ..schema import APICall, Checkpoint, LoRA, normalize_sampler
+from ..textsafety import prompt_with_words, strip_generator_syntax
 from .config import PromptConfig
 
 __all__ = [
@@ -325,7 +326,8 @@ class LLMCodec:
             loras.append(
                 LoRA(model_id=found.model_id if found else 0, version_id=found.version_id if found else 0,
                      name=found.name if found else name, weight=_clamp(weight, LORA_WEIGHT_RANGE),
-                     trigger_words=list(found.trained_words) if found else [])
+                     trigger_words=[w for w in map(strip_generator_syntax, found.trained_words) if w]
+                     if found else [])
             )  # fmt: skip
             if found and found.trained_words:
                 words.append(found.trained_words[0])
@@ -340,7 +342,7 @@ class LLMCodec:
         return APICall(
             checkpoint=checkpoint,
             loras=loras,
-            prompt=", ".join([instruction, *missing]),
+            prompt=prompt_with_words(instruction, missing),
             negative_prompt=fallback.negative_prompt if fallback else "",
             sampler=normalize_sampler(spec.sampler)
             or spec.sampler

@@ -109,10 +109,30 @@ def resolve_base_model(spec: str) -> str:
         return str(out)
     path = Path(spec).expanduser()
     if path.exists():
+        if not (path / "config.json").is_file() and not (path / METADATA_FILE).is_file():
+            raise UserInputError(f"{spec} is not a model folder (it has no config.json)")
         return str(path)
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec) and (home() / "models" / spec).is_dir():
-        return str(home() / "models" / spec)
-    return spec  # a hub name: works where the hub can be reached or the model is in the local cache
+        return resolve_base_model(str(home() / "models" / spec))
+    return _hub_model(spec)
+
+
+def _hub_model(name: str) -> str:
+    """A hub name found in the local cache, or after one look-up on the hub (not transformers' five
+    retries per file); anything else is a one-line error saying where the name was looked for."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    where = f"no model {name!r}: not a trained model under {home() / 'models'}, not a folder"
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+        raise UserInputError(f"{where}, and not a Hugging Face hub name")
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return name
+    try:
+        get_hf_file_metadata(hf_hub_url(name, "config.json"), timeout=10)
+    except Exception as exc:  # offline, unreachable, unknown repo, gated: all mean "not loadable here"
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise UserInputError(f"{where}, and not reachable on the Hugging Face hub ({reason})") from None
+    return name
 
 
 def read_metadata(folder: str | Path) -> dict[str, Any]:

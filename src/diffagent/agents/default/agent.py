@@ -317,7 +317,9 @@ class RetrievalAgent(Agent):
             for prompt in chunk:
                 if not isinstance(prompt, str) or not prompt.strip():
                     raise UserInputError("the prompt is empty")
-            texts = [clean_prompt(p) or p.strip() for p in chunk]
+            texts = [clean_prompt(p) for p in chunk]
+            if not all(texts):
+                raise UserInputError("the prompt is empty once its generator tags (<lora:...>) are removed")
             sig = self.index.signals(texts)
             picked = candidates(sig, self.allowed)
             scores = self.index.ranker.score(

@@ -10,6 +10,7 @@ co-usage is a ranker feature, and the same tables give each LoRA's usual weight.
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from collections import defaultdict
@@ -21,8 +22,10 @@ from scipy import sparse
 
 from ...bench.text import lora_tags
 from ...catalog import CatalogFilter, Store, VersionRef, compatible
+from ...catalog.validate import LORA_WEIGHT_RANGE
 from ...schema import LoRA
 from .index import FOLDS, Checkpoints, Examples
+from .params import clamp
 from .vectorize import TextVectorizer
 
 __all__ = ["LoraIndex"]
@@ -168,8 +171,9 @@ class LoraIndex:
         found = []
         for name, weight in lora_tags(prompt):
             position = self.by_stem.get(name.strip().lower())
-            if position is not None:
-                found.append((position, weight))
+            if position is not None and (weight is None or math.isfinite(weight)):
+                # a user's weight is kept within what the validator accepts (1e+20 becomes 5)
+                found.append((position, None if weight is None else clamp(weight, LORA_WEIGHT_RANGE)))
         return found
 
     def pick(

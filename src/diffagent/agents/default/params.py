@@ -28,7 +28,9 @@ from typing import Any, ClassVar
 
 from ...catalog import Store, VersionRef, default_size, family, family_spec, is_few_step, recipe
 from ...catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, SIZE_RANGE, STEPS_RANGE
+from ...errors import UserInputError
 from ...schema import APICall, Checkpoint, LoRA, normalize_sampler
+from ...textsafety import prompt_with_words, strip_generator_syntax
 
 __all__ = ["ParamStats", "assemble_call", "clamp", "valid_size"]
 
@@ -241,17 +243,20 @@ class ParamStats:
         return out
 
 
-def _with_trigger_words(prompt: str, words: Iterable[str]) -> str:
-    lowered = prompt.lower()  # a plain substring test: a regex per word overflows re's cache (slow)
-    missing = [w for w in words if w and w.lower() not in lowered]
-    return ", ".join([prompt.strip(), *missing]) if missing else prompt.strip()
-
-
 def assemble_call(
     ref: VersionRef, prompt: str, params: dict[str, Any], loras: Iterable[LoRA] = (), seed: int = -1
 ) -> APICall:
     """An executable call: the catalogue checkpoint ``ref``, ``params`` and LoRAs with trigger words added."""
-    loras = list(loras)
+    # catalogue text is data: trigger words lose generator syntax before they reach the call or its prompt
+    loras = [
+        lora.model_copy(
+            update={"trigger_words": [w for w in map(strip_generator_syntax, lora.trigger_words) if w]}
+        )
+        for lora in loras
+    ]
+    if not strip_generator_syntax(prompt):
+        raise UserInputError("the prompt is empty once its generator tags (<lora:...>) are removed")
+    sent = prompt_with_words(prompt, [w for lora in loras for w in lora.trigger_words])
     return APICall(
         checkpoint=Checkpoint(
             model_id=ref.model_id,
@@ -260,8 +265,8 @@ def assemble_call(
             base_model=ref.base_model or "Other",
         ),
         loras=loras,
-        prompt=_with_trigger_words(prompt, [w for lora in loras for w in lora.trigger_words]),
-        negative_prompt=params["negative_prompt"],
+        prompt=sent,
+        negative_prompt=strip_generator_syntax(params["negative_prompt"] or ""),
         sampler=params["sampler"],
         steps=params["steps"],
         cfg_scale=params["cfg_scale"],

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from diffagent.agents.params import assemble_call
 
 from _hostile import EVIL_CKPT_FILE, INJECTED_WORD, checkpoint, lora, write_dump
+from diffagent.agents.default.params import assemble_call
 from diffagent.bench.text import lora_tags
 from diffagent.catalog import Store, import_dump, validate_call
 from diffagent.errors import UserInputError

@@ -250,7 +250,7 @@ def test_json_output_of_a_batch_is_valid(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec", ["folder", "someone/no-such-model-for-diffagent", "not a name!"])
 def test_a_model_that_is_not_one_is_one_line(tmp_path: Path, spec: str) -> None:
     pytest.importorskip("torch")
-    from diffagent.train.models import resolve_base_model
+    from diffagent.llm.models import resolve_base_model
 
     if spec == "folder":
         (tmp_path / "readme.txt").write_text("not a model")

@@ -9,7 +9,8 @@ loading wrong values; callers rebuild on :class:`CacheError`.
 
 Supported field types: ``np.ndarray``, ``scipy.sparse.csr_matrix`` / ``csc_matrix``, ``str``, ``int``,
 ``float``, ``bool``, ``None``, unions with ``None``, ``list``, ``tuple`` (fixed or ``...``), ``dict`` (any
-supported key type), ``Any`` (plain JSON), and nested dataclasses.
+supported key type), ``Any`` (plain JSON), and nested dataclasses. A ``Sequence[str]`` (or of ``str | None``)
+comes back as a read-only sequence that decodes an item when it is read: for big columns read sparsely.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class _Encoder:
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             hints = _hints(hint)
             return {f.name: self.encode(getattr(value, f.name), hints[f.name]) for f in _fields(hint)}
-        if origin is list and args and args[0] in (str, str | None) and _blob_safe(value):
+        if origin in (list, Sequence) and args and args[0] in (str, str | None) and _blob_safe(value):
             blob = "\x00".join(v or "" for v in value).encode("utf-8", "surrogatepass")
             nulls = [i for i, v in enumerate(value) if v is None]
             return {
@@ -152,9 +153,9 @@ def _decoder(hint: Any) -> Decode:
         return _to_float
     if hint in _SCALARS or hint is Any or hint is type(None):
         return _plain
-    if origin is list:
+    if origin in (list, Sequence):  # a Sequence of strings is read lazily, a list at once
         item = _decoder(_item_hint(args, 0))
-        return functools.partial(_list, item)
+        return functools.partial(_list, item, origin is Sequence)
     if origin is tuple:
         items = [_decoder(a) for a in args if a is not Ellipsis] or [_plain]
         return functools.partial(_tuple, items, len(args) == 2 and args[1] is Ellipsis)
@@ -171,11 +172,17 @@ def _sparse(data: Any, archive: Any) -> Any:
     return make(parts, shape=tuple(data["shape"]))
 
 
-def _list(item: Decode, data: Any, archive: Any) -> Sequence[Any]:
-    if isinstance(data, dict):  # a list of strings, stored as one blob
+def _list(item: Decode, lazy: bool, data: Any, archive: Any) -> Sequence[Any]:
+    if isinstance(data, dict):  # strings, stored as one blob
         if not data["count"]:
             return []
-        return _Strings(_array_ref(data["strings"], archive), data.get("nulls", ()))
+        blob, nulls = _array_ref(data["strings"], archive), data.get("nulls", ())
+        if lazy:
+            return _Strings(blob, nulls)
+        strings: list[Any] = blob.tobytes().decode("utf-8", "surrogatepass").split("\x00")
+        for index in nulls:
+            strings[index] = None
+        return strings
     if item is _plain:
         return list(data)
     return [item(v, archive) for v in data]

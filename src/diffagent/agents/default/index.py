@@ -205,7 +205,7 @@ SAMPLERS: tuple[str, ...] = KNOWN_SAMPLERS
 class Examples:
     """The DABench pairs the agent learns from, as arrays in pair order."""
 
-    texts: list[str]
+    texts: Sequence[str]
     model: np.ndarray
     """Position of the pair's checkpoint model in :class:`Checkpoints`."""
     version_id: np.ndarray
@@ -222,10 +222,10 @@ class Examples:
     clip_skip: np.ndarray
     size_ok: np.ndarray
     """Whether a generator takes the example's size as is (multiples of 8 within range)."""
-    negative: list[str]
+    negative: Sequence[str]
     loras: list[tuple[tuple[int, float], ...]]
     """(LoRA version id, weight) of each pair."""
-    url: list[str | None]
+    url: Sequence[str | None]
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -33,7 +33,9 @@ REAL_DUMP = _real_dump()
 DUMP = REAL_DUMP or FIXTURE_DUMP
 DIFFUSIONDB = SHARED_DATA / "diffusiondb-prompts" / "prompts-10k.json"
 
-needs_dump = pytest.mark.skipif(REAL_DUMP is None, reason="shared Civitai dump not present (or DIFFAGENT_TEST_DUMP=none)")
+needs_dump = pytest.mark.skipif(
+    REAL_DUMP is None, reason="shared Civitai dump not present (or DIFFAGENT_TEST_DUMP=none)"
+)
 
 
 def renumbered(records: list[dict], count: int) -> list[dict]:
@@ -95,7 +97,7 @@ def dump_records() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def small_bench(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
-    """The first dump records (``dump_records``) in an in-memory store, with their DABench built in a temporary folder."""
+    """The ``dump_records`` in an in-memory store, with their DABench built in a temporary folder."""
     from diffagent.bench import build_bench
 
     store = Store()

@@ -172,7 +172,7 @@ def test_novel_flags_threshold() -> None:
 
 
 def whole_dump(test):  # type: ignore[no-untyped-def]
-    """Slow on the whole real dump (tens of seconds to build its DABench); the fixture's takes a fraction of one."""
+    """Slow on the whole real dump (its DABench takes tens of seconds); the fixture's takes under one."""
     return pytest.mark.slow(test) if REAL_DUMP else test
 
 

@@ -35,7 +35,7 @@ def _first_checkpoint_with_images(records: list[dict]) -> int:
 
 @pytest.fixture(scope="module")
 def small(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A store of the dump records, one checkpoint flagged NSFW, with its DABench pairs and a trained agent."""
+    """A store of the dump records, one checkpoint flagged NSFW, its DABench pairs and a trained agent."""
     records = copy.deepcopy(dump_records)
     hidden = _first_checkpoint_with_images(records)
     for record in records:

@@ -228,7 +228,9 @@ def _sft_config(tiny: Path, **overrides) -> SFTConfig:  # type: ignore[no-untype
     return SFTConfig(**{**settings, **overrides})
 
 
-def test_sft_lowers_its_loss_saves_and_resumes(tiny: Path, codec: LLMCodec, small, sft_weights) -> None:  # type: ignore[no-untyped-def]
+def test_sft_lowers_its_loss_saves_and_resumes(
+    tiny: Path, codec: LLMCodec, small: tuple[Store, list[Pair]], sft_weights: list[tuple[dict, dict]]
+) -> None:
     from diffagent.train.sft import train_sft
 
     store, pairs = small
@@ -237,14 +239,13 @@ def test_sft_lowers_its_loss_saves_and_resumes(tiny: Path, codec: LLMCodec, smal
     out, result = train_sft(_sft_config(tiny), codec.prompt, store, chosen, cands)
     assert out == model_dir("sft")
     assert sum(result.losses[-2:]) < sum(result.losses[:2])
-    _assert_every_weight_moved(*sft_weights[0])
-    saved = dict(load_model("sft")[0].named_parameters())
-    initial = dict(load_model(str(tiny))[0].named_parameters())
-    assert saved.keys() == initial.keys() == sft_weights[0][1].keys()
-    for name, weight in sft_weights[0][1].items():  # what was saved is what was trained
-        assert torch.equal(saved[name].detach(), weight) and torch.equal(
-            initial[name].detach(), sft_weights[0][0][name]
-        )
+    before, after = sft_weights[0]
+    _assert_every_weight_moved(before, after)
+    # it started from the base model's weights, and saved what it trained
+    initial = {name: p.detach() for name, p in load_model(str(tiny))[0].named_parameters()}
+    saved = {name: p.detach() for name, p in load_model("sft")[0].named_parameters()}
+    assert saved.keys() == initial.keys() == before.keys()
+    assert all(torch.equal(initial[n], before[n]) and torch.equal(saved[n], after[n]) for n in before)
     meta = json.loads((out / "diffagent.json").read_text())
     assert (meta["stage"], meta["method"], meta["result"]["steps"]) == ("sft", "full", 8)
     assert meta["prompt"]["n_candidates"] == 3
@@ -255,8 +256,12 @@ def test_sft_lowers_its_loss_saves_and_resumes(tiny: Path, codec: LLMCodec, smal
 
 
 def test_lora_sft_then_rrhf_then_the_agent(
-    tiny: Path, codec: LLMCodec, small, tmp_path: Path, sft_weights
-) -> None:  # type: ignore[no-untyped-def]
+    tiny: Path,
+    codec: LLMCodec,
+    small: tuple[Store, list[Pair]],
+    tmp_path: Path,
+    sft_weights: list[tuple[dict, dict]],
+) -> None:
     from diffagent._io import write_jsonl
     from diffagent.agents.llm import build_llm_agent
     from diffagent.train.rrhf import read_rrhf_rows, rrhf_rows, train_rrhf

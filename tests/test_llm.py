@@ -1,5 +1,5 @@
-"""The LLM agent and its training on a tiny random Llama with the real SmolLM2 tokenizer, on a small real
-catalogue (the dump's first 600 models) and the DABench pairs built from it."""
+"""The LLM agent and its training on a tiny random Llama with the real SmolLM2 tokenizer, on a small
+catalogue (``dump_records``: the shared dump's first 600 models, or the fixture) and its DABench pairs."""
 
 from __future__ import annotations
 

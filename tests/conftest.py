@@ -25,8 +25,12 @@ def _real_dump() -> Path | None:
     chosen = os.environ.get("DIFFAGENT_TEST_DUMP", "").strip()
     if chosen.lower() == "none":
         return None
-    path = Path(chosen) if chosen else SHARED_DATA / "civitai-2023-07" / "models.jsonl.gz"
-    return path if path.is_file() else None
+    if not chosen:
+        shared = SHARED_DATA / "civitai-2023-07" / "models.jsonl.gz"
+        return shared if shared.is_file() else None
+    if not Path(chosen).is_file():  # a dump asked for by name never falls back silently
+        raise pytest.UsageError(f"DIFFAGENT_TEST_DUMP={chosen}: no such file (or use 'none')")
+    return Path(chosen)
 
 
 REAL_DUMP = _real_dump()

@@ -7,7 +7,7 @@ CATALOG ?= ../shared/data/civitai-2023-07/models.jsonl.gz
 PROMPT ?= a cozy cabin in a snowy forest at dusk, warm light in the windows, highly detailed
 export DIFFAGENT_HOME ?= $(CURDIR)/.home
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test test-fast lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,12 @@ test: setup
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# Leaves out the tests marked slow (the whole real dump, the real SmolLM2 model); `make test` runs them all.
+test-fast: setup
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check --fix src tests scripts

@@ -1,9 +1,16 @@
-"""Shared fixtures: the real Civitai dump beside the checkout (as CI lays it out) and stores built from it."""
+"""Shared fixtures: a catalogue dump (the real Civitai dump beside the checkout, as CI lays it out, or else
+the small invented one in ``tests/fixtures``) and stores built from it.
+
+``DIFFAGENT_TEST_DUMP`` chooses the dump: unset, the shared one when it is there; ``none``, the fixture even
+when the shared one is there (to prove that the suite runs without it); a path, that dump.
+"""
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,10 +18,55 @@ import pytest
 from diffagent.catalog import Store, import_dump
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DUMP = SHARED_DATA / "civitai-2023-07" / "models.jsonl.gz"
+FIXTURE_DUMP = Path(__file__).resolve().parent / "fixtures" / "catalog.jsonl.gz"
+
+
+def _real_dump() -> Path | None:
+    chosen = os.environ.get("DIFFAGENT_TEST_DUMP", "").strip()
+    if chosen.lower() == "none":
+        return None
+    if not chosen:
+        shared = SHARED_DATA / "civitai-2023-07" / "models.jsonl.gz"
+        return shared if shared.is_file() else None
+    if not Path(chosen).is_file():  # a dump asked for by name never falls back silently
+        raise pytest.UsageError(f"DIFFAGENT_TEST_DUMP={chosen}: no such file (or use 'none')")
+    return Path(chosen)
+
+
+REAL_DUMP = _real_dump()
+DUMP = REAL_DUMP or FIXTURE_DUMP
 DIFFUSIONDB = SHARED_DATA / "diffusiondb-prompts" / "prompts-10k.json"
 
-needs_dump = pytest.mark.skipif(not DUMP.is_file(), reason="shared Civitai dump not present")
+needs_dump = pytest.mark.skipif(
+    REAL_DUMP is None, reason="shared Civitai dump not present (or DIFFAGENT_TEST_DUMP=none)"
+)
+
+
+def renumbered(records: list[dict], count: int) -> list[dict]:
+    """``count`` records: ``records`` and then copies of them under fresh model, version, file and image ids,
+    for tests that need more lines than the fixture dump holds (pages of a crawl, progress of an import)."""
+    out = list(records[:count])
+    step = 1 + max(
+        [r["id"] for r in records]
+        + [v["id"] for r in records for v in r["modelVersions"]]
+        + [i["id"] for r in records for v in r["modelVersions"] for i in v["images"]]
+        + [f.get("id") or 0 for r in records for v in r["modelVersions"] for f in v["files"]]
+    )
+    copies = 0
+    while len(out) < count:
+        copies += 1
+        for record in records[: count - len(out)]:
+            twin = copy.deepcopy(record)
+            twin["id"] += copies * step
+            for version in twin["modelVersions"]:
+                version["id"] += copies * step
+                version["modelId"] = twin["id"]
+                for item in version["files"]:
+                    item["id"] = (item.get("id") or 0) + copies * step
+                for image in version["images"]:
+                    image["id"] += copies * step
+            out.append(twin)
+    return out
 
 
 @pytest.fixture(autouse=True)
@@ -36,9 +88,8 @@ def one_torch_thread():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def dump_records() -> list[dict]:
-    """The first 600 raw model items of the shared dump (checkpoints and LoRAs with sample images)."""
-    if not DUMP.is_file():
-        pytest.skip("shared Civitai dump not present")
+    """The first 600 raw model items of the dump (checkpoints and LoRAs with sample images); all of the
+    fixture's."""
     records = []
     with gzip.open(DUMP, "rt", encoding="utf-8") as handle:
         for line in handle:
@@ -50,7 +101,7 @@ def dump_records() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def small_bench(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
-    """The first dump records in an in-memory store, with their DABench built in a temporary folder."""
+    """The ``dump_records`` in an in-memory store, with their DABench built in a temporary folder."""
     from diffagent.bench import build_bench
 
     store = Store()
@@ -64,9 +115,7 @@ def small_bench(dump_records: list[dict], tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="session")
 def full_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """The whole shared dump imported once per test session (read-only for tests)."""
-    if not DUMP.is_file():
-        pytest.skip("shared Civitai dump not present")
+    """The whole dump imported once per test session (read-only for tests)."""
     store = Store(tmp_path_factory.mktemp("full") / "catalog.sqlite")
     import_dump(store, DUMP)
     return store

@@ -1,4 +1,5 @@
-"""Baseline agents and checkpoint parameter priors on a small real store (the dump's first 600 models)."""
+"""Baseline agents and checkpoint parameter priors on a small store (``dump_records``: the shared dump's
+first 600 models, or the fixture catalogue)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import renumbered
 from diffagent.catalog import CatalogFilter, Resource, Store, import_dump, parse_meta, search_cards
 from diffagent.cli import app
 
@@ -101,13 +102,14 @@ def test_import_skips_and_counts_malformed_lines_and_records(tmp_path: Path) -> 
 
 
 def test_reimport_changes_nothing_and_an_update_is_applied(tmp_path: Path, dump_records: list[dict]) -> None:
-    path = _write_jsonl(tmp_path / "dump.jsonl.gz", dump_records[:80])
+    records = dump_records[:80]
+    path = _write_jsonl(tmp_path / "dump.jsonl.gz", records)
     with Store(tmp_path / "c.sqlite") as store:
         first = import_dump(store, path)
         before = _snapshot(store)
-        assert first.changed == 80 and before[1] > 0
+        assert first.changed == len(records) and before[1] > 0
         second = import_dump(store, path)
-        assert second.changed == 0 and second.unchanged == 80
+        assert second.changed == 0 and second.unchanged == len(records)
         assert _snapshot(store) == before  # revision included
 
         renamed = dict(dump_records[0], name="renamed")
@@ -134,11 +136,12 @@ import_dump(Store(sys.argv[1]), sys.argv[2], progress=progress)
 
 
 def test_an_import_killed_midway_leaves_the_previous_state(tmp_path: Path, dump_records: list[dict]) -> None:
+    records = renumbered(dump_records, 600)  # the kill comes 400 lines in
     db = tmp_path / "c.sqlite"
     with Store(db) as store:
-        import_dump(store, _write_jsonl(tmp_path / "old.jsonl", dump_records[:100]))
+        import_dump(store, _write_jsonl(tmp_path / "old.jsonl", records[:100]))
         before = _snapshot(store)
-    newer = [dict(r, name=r["name"] + " (new)") for r in dump_records[:100]] + dump_records[100:600]
+    newer = [dict(r, name=r["name"] + " (new)") for r in records[:100]] + records[100:600]
     path = _write_jsonl(tmp_path / "new.jsonl.gz", newer)
 
     killed = subprocess.run([sys.executable, "-c", _KILLED_IMPORT, str(db), str(path)], timeout=120)

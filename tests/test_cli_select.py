@@ -1,4 +1,4 @@
-"""``diffagent select`` and ``diffagent eval`` end to end on a small real catalogue."""
+"""``diffagent select`` and ``diffagent eval`` end to end on a small catalogue (``dump_records``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def prepared_home(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DIFFAGENT_HOME with the first 600 dump models and their bench, made once for the module."""
+    """A DIFFAGENT_HOME with the dump records and their bench, made once for the module."""
     home = tmp_path_factory.mktemp("cli-home")
     with Store(home / "catalog.sqlite") as store:
         with store.transaction():

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from typer.testing import CliRunner
 
+from conftest import renumbered
 from diffagent.catalog import CrawlError, CrawlQuery, RetryPolicy, Store, crawl
 from diffagent.cli import app
 
@@ -148,8 +149,9 @@ MALFORMED = [{"name": "a record without an id"}, "not an object", {"id": "7", "n
 
 @pytest.fixture
 def served(dump_records: list[dict]) -> list:
-    """120 real models with three malformed items among them."""
-    items: list = list(dump_records[:120])
+    """120 safe dump models (renumbered copies where the dump holds fewer) with three malformed items among
+    them; the crawl asks for ``nsfw=false``, so an ``nsfw`` model would never come back."""
+    items: list = renumbered([r for r in dump_records if r.get("nsfw") is not True], 120)
     for position, bad in zip((10, 40, 90), MALFORMED, strict=True):
         items.insert(position, bad)
     return items

@@ -1,5 +1,5 @@
-"""The LLM agent and its training on a tiny random Llama with the real SmolLM2 tokenizer, on a small real
-catalogue (the dump's first 600 models) and the DABench pairs built from it."""
+"""The LLM agent and its training on a tiny random Llama with the real SmolLM2 tokenizer, on a small
+catalogue (``dump_records``: the shared dump's first 600 models, or the fixture) and its DABench pairs."""
 
 from __future__ import annotations
 
@@ -194,13 +194,44 @@ def test_response_logprobs_shift_logits_against_labels(tiny: Path) -> None:
         torch.testing.assert_close(scored, alone, atol=1e-5, rtol=1e-5)
 
 
+def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _assert_every_weight_moved(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> None:
+    """TRL's check: a step that lowers the loss but leaves some trainable tensor as it was is a bug."""
+    assert before and before.keys() == after.keys()
+    unchanged = [name for name in before if torch.equal(before[name], after[name])]
+    assert not unchanged, unchanged
+
+
+@pytest.fixture
+def sft_weights(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict, dict]]:
+    """(before, after) trainable weights of each SFT training loop run while the test runs."""
+    from diffagent.train import sft
+
+    runs: list[tuple[dict, dict]] = []
+    loop = sft.train_loop
+
+    def recording(model, *args, **kwargs):  # type: ignore[no-untyped-def]
+        before = _trainable(model)
+        result = loop(model, *args, **kwargs)
+        runs.append((before, _trainable(model)))
+        return result
+
+    monkeypatch.setattr(sft, "train_loop", recording)
+    return runs
+
+
 def _sft_config(tiny: Path, **overrides) -> SFTConfig:  # type: ignore[no-untyped-def]
     settings = {"base_model": str(tiny), "method": "full", "max_steps": 8, "batch_size": 4,
                 "learning_rate": 3e-3, "save_steps": 4, "warmup_ratio": 0.0}  # fmt: skip
     return SFTConfig(**{**settings, **overrides})
 
 
-def test_sft_lowers_its_loss_saves_and_resumes(tiny: Path, codec: LLMCodec, small) -> None:  # type: ignore[no-untyped-def]
+def test_sft_lowers_its_loss_saves_and_resumes(
+    tiny: Path, codec: LLMCodec, small: tuple[Store, list[Pair]], sft_weights: list[tuple[dict, dict]]
+) -> None:
     from diffagent.train.sft import train_sft
 
     store, pairs = small
@@ -209,6 +240,13 @@ def test_sft_lowers_its_loss_saves_and_resumes(tiny: Path, codec: LLMCodec, smal
     out, result = train_sft(_sft_config(tiny), codec.prompt, store, chosen, cands)
     assert out == model_dir("sft")
     assert sum(result.losses[-2:]) < sum(result.losses[:2])
+    before, after = sft_weights[0]
+    _assert_every_weight_moved(before, after)
+    # it started from the base model's weights, and saved what it trained
+    initial = {name: p.detach() for name, p in load_model(str(tiny))[0].named_parameters()}
+    saved = {name: p.detach() for name, p in load_model("sft")[0].named_parameters()}
+    assert saved.keys() == initial.keys() == before.keys()
+    assert all(torch.equal(initial[n], before[n]) and torch.equal(saved[n], after[n]) for n in before)
     meta = json.loads((out / "diffagent.json").read_text())
     assert (meta["stage"], meta["method"], meta["result"]["steps"]) == ("sft", "full", 8)
     assert meta["prompt"]["n_candidates"] == 3
@@ -218,7 +256,13 @@ def test_sft_lowers_its_loss_saves_and_resumes(tiny: Path, codec: LLMCodec, smal
         train_sft(_sft_config(tiny, out="fresh"), codec.prompt, store, chosen, cands, resume=True)
 
 
-def test_lora_sft_then_rrhf_then_the_agent(tiny: Path, codec: LLMCodec, small, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_lora_sft_then_rrhf_then_the_agent(
+    tiny: Path,
+    codec: LLMCodec,
+    small: tuple[Store, list[Pair]],
+    tmp_path: Path,
+    sft_weights: list[tuple[dict, dict]],
+) -> None:
     from diffagent._io import write_jsonl
     from diffagent.agents.llm import build_llm_agent
     from diffagent.train.rrhf import read_rrhf_rows, rrhf_rows, train_rrhf
@@ -230,8 +274,12 @@ def test_lora_sft_then_rrhf_then_the_agent(tiny: Path, codec: LLMCodec, small, t
     train_sft(
         _sft_config(tiny, method="lora", max_steps=2, learning_rate=1e-2), codec.prompt, store, chosen, cands
     )
+    ((before, after),) = sft_weights
+    assert before and all("lora_" in name for name in before)  # only the adapters train
+    _assert_every_weight_moved(before, after)
     model, tokenizer, meta = load_model("sft", trainable=True)
     assert hasattr(model, "peft_config") and meta["method"] == "lora"
+    assert _trainable(model).keys() == after.keys()
 
     class ModelMatch:
         name = "test-model-match"
@@ -254,8 +302,10 @@ def test_lora_sft_then_rrhf_then_the_agent(tiny: Path, codec: LLMCodec, small, t
         assert row["reward"] == "test-model-match" and len(row["responses"]) == len(row["scores"]) >= 2
         assert json.loads(row["responses"][0])[0] == codec.catalog.labels[pair.api.checkpoint.model_id]
         assert row["scores"][0] == max(row["scores"])
+    before = _trainable(model)
     out, result = train_rrhf(config, model, tokenizer, meta, codec, rows)
     assert sum(result.losses[-2:]) < sum(result.losses[:2])
+    _assert_every_weight_moved(before, _trainable(model))
     meta = json.loads((out / "diffagent.json").read_text())
     assert (meta["stage"], meta["method"], meta["source"], meta["data"]["reward"]) == (
         "rrhf",
@@ -292,6 +342,7 @@ def test_no_trained_model_is_a_clear_error(small) -> None:  # type: ignore[no-un
 
 
 @needs_smollm2
+@pytest.mark.slow
 def test_gguf_is_converted_once_into_a_plain_model_folder() -> None:
     folder = Path(resolve_base_model(DEFAULT_BASE_MODEL))
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()

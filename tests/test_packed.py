@@ -87,7 +87,10 @@ def test_packed_logprobs_through_lora_adapters() -> None:
 
 
 def _train(stage: str, method: str, micro_batch: int, out: Path, steps: int = 2, resume: bool = False):  # type: ignore[no-untyped-def]
-    """Steps of the trainer's loop, 5 of the 7 examples each; the step losses and the trained weights."""
+    """Steps of the trainer's loop, 5 of the 7 examples each; the step losses and the trained weights.
+
+    Every trainable weight must have moved (TRL's check): a loss that falls while some tensor stays put
+    means a part of the model is cut off from the gradient."""
     config = TrainConfig(
         method=method, max_steps=steps, batch_size=5, micro_batch=micro_batch, learning_rate=1e-2,
         warmup_ratio=0.0, lora_dropout=0.0,
@@ -98,8 +101,13 @@ def _train(stage: str, method: str, micro_batch: int, out: Path, steps: int = 2,
         examples, loss = sft, sft_batch_loss
     else:
         examples, loss = rrhf, functools.partial(rrhf_batch_loss, ft_weight=0.5)
+    before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     result = train_loop(model, examples, loss, config, out, resume=resume)
-    return result.losses, [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    after = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    assert before and (method == "full" or all("lora_" in name for name in before))
+    if not resume:  # a resumed run starts from the checkpoint's weights, not from these
+        assert [name for name in before if torch.equal(before[name], after[name])] == []
+    return result.losses, list(after.values())
 
 
 def _assert_same_weights(got: list[torch.Tensor], expected: list[torch.Tensor]) -> None:

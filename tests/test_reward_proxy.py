@@ -1,4 +1,5 @@
-"""The offline proxy reward on real pairs of a small catalogue (the first 600 models of the shared dump)."""
+"""The offline proxy reward on the image pairs of a small catalogue (``dump_records``: the shared dump's
+first 600 models, or the fixture catalogue)."""
 
 from __future__ import annotations
 

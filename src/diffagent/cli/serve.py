@@ -1,20 +1,52 @@
-"""``diffagent serve``: the HTTP service (FastAPI under uvicorn)."""
+"""``diffagent serve``: the HTTP service and the web page (FastAPI under uvicorn)."""
 
 from __future__ import annotations
 
 import typer
 
-from ._common import console
+from ..errors import UserInputError
+from ._common import console, fail, open_store, progress_bar
+
+__all__ = ["serve_command"]
 
 
 def serve_command(
-    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    host: str = typer.Option(
+        "127.0.0.1", help="address to listen on (0.0.0.0 exposes it: set DIFFAGENT_API_KEY)"
+    ),
     port: int = typer.Option(8000, min=1, max=65535, help="port to listen on"),
+    workers: int = typer.Option(
+        1, min=1, max=64, help="worker processes, each with its own store connection"
+    ),
+    agent: str = typer.Option("default", help="the agent a request gets when it names none"),
 ) -> None:
-    """Serve POST /select, POST /select/batch, GET /schema and GET /health over HTTP."""
-    import uvicorn
+    """Serve the web page at / and POST /select, POST /select/batch, GET /schema, GET /health over HTTP.
 
-    from ..service import create_app
+    Limits and keys come from the environment: DIFFAGENT_API_KEY (Bearer key required),
+    DIFFAGENT_CORS_ORIGINS (comma-separated; CORS is off without it), DIFFAGENT_RATE_LIMIT and
+    DIFFAGENT_RATE_BURST (requests per second and burst per client), DIFFAGENT_TRUST_PROXY=1 (rate-limit by
+    X-Forwarded-For behind a reverse proxy).
+    """
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        fail("serve requires the serve extra: pip install diffagent[serve]")
+    from ..client import open_agent
+    from ..service import SERVED_AGENTS, ServiceConfig, run_server
 
-    console.print(f"diffagent on http://{host}:{port} (docs at /docs)", highlight=False)
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    if agent not in SERVED_AGENTS:
+        fail(f"the service offers the agents {', '.join(SERVED_AGENTS)}, not {agent!r}")
+    try:
+        config = ServiceConfig.from_env(agent=agent)
+        # build (or load) the agent once here, so that the workers load it from the cache instead of each
+        # building it at once, and the first request does not wait for it
+        with (
+            open_store() as store,
+            progress_bar(f"preparing the {agent} agent (first use builds it)") as update,
+        ):
+            open_agent(store, agent, progress=update)
+    except UserInputError as exc:
+        fail(str(exc))
+    page = f"http://{host}:{port}/"
+    console.print(f"diffagent on {page} (API docs at {page}docs, {workers} worker(s))", highlight=False)
+    run_server(host, port, workers, config)

@@ -72,9 +72,10 @@ async def _in_thread(func: Any, *args: Any) -> Any:
 
 
 class _Strict(BaseModel):
-    """Unknown fields are refused, and so are strings that are not Unicode (a lone surrogate from JSON)."""
+    """Unknown fields, values of another JSON type (`true` for a number) and strings that are not Unicode
+    (a lone surrogate from JSON) are refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @field_validator("*")
     @classmethod
@@ -97,7 +98,7 @@ class Filters(_Strict):
         description="only these base models (e.g. 'SD 1.5'); all if empty",
     )
     allow_nsfw: bool = Field(False, description="allow checkpoints marked NSFW")
-    allow_poi: bool = Field(False, description="allow real-person models (not marked in the catalogue yet)")
+    allow_poi: bool = Field(False, description="allow real-person models (no agent filters them yet)")
     installed: bool = Field(False, description="only models installed locally (needs the model library)")
 
     @field_validator("base_models")
@@ -136,7 +137,7 @@ def _notes(request: Filters, agent: str) -> list[str]:
     if agent != "default" and (request.base_models or request.allow_nsfw):
         notes.append(f"the {agent} agent takes no base-model or NSFW filter; they were not applied")
     if not request.allow_poi:
-        notes.append("real-person models are not marked in the catalogue yet, so they are not filtered out")
+        notes.append("real-person models are not filtered out yet: the agents take no such filter")
     if request.installed:
         notes.append("the installed-models filter needs the model library, not in this service yet")
     return notes

@@ -1,5 +1,5 @@
 // The diffagent page: ask POST /select, show the answer. Every catalogue string goes in with textContent
-// (never innerHTML), links are built from numeric ids only, and images load only from https URLs.
+// (no HTML parsing of data), links are built from numeric ids only, and images load only from https URLs.
 "use strict";
 
 const FORMATS = { a1111: "AUTOMATIC1111", comfyui: "ComfyUI", diffusers: "diffusers" };
@@ -38,6 +38,14 @@ function httpsUrl(value) {
   } catch {
     return null;
   }
+}
+
+// A catalogue image, or a plain box saying so when it cannot load (offline, or gone from Civitai).
+function image(url, alt, placeholderClass) {
+  const img = el("img", { alt, loading: "lazy", referrerpolicy: "no-referrer" });
+  img.addEventListener("error", () => img.replaceWith(el("div", { class: placeholderClass }, "image not reachable")));
+  img.src = url;
+  return img;
 }
 
 function link(href, text) {
@@ -149,9 +157,7 @@ function render(answer) {
   media.replaceChildren();
   const pictures = own.length ? own : answer.evidence.filter((e) => httpsUrl(e.url));
   if (pictures.length) {
-    const img = el("img", { alt: `A catalogue sample made with ${ckpt.name}`, loading: "lazy", referrerpolicy: "no-referrer" });
-    img.src = httpsUrl(pictures[0].url);
-    media.append(img);
+    media.append(image(httpsUrl(pictures[0].url), `A catalogue sample made with ${ckpt.name}`, "no-image"));
   } else {
     media.append(el("div", { class: "no-image" }, "no sample image"));
   }
@@ -205,11 +211,7 @@ function render(answer) {
   for (const item of answer.evidence) {
     const figure = el("figure", { class: "shot" });
     const url = httpsUrl(item.url);
-    if (url) {
-      const img = el("img", { alt: "catalogue sample image", loading: "lazy", referrerpolicy: "no-referrer" });
-      img.src = url;
-      figure.append(img);
-    }
+    if (url) figure.append(image(url, "catalogue sample image", "no-shot"));
     figure.append(
       el(
         "figcaption",

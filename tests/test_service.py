@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from live_server import file_store, serve
 
 from diffagent.catalog import Store, validate_call
 from diffagent.errors import UserInputError
 from diffagent.schema import APICall
 from diffagent.service import ReadOnlyStore, ServiceConfig, create_app
+from live_server import file_store, serve
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,8 @@ def client(catalog_file: Path) -> TestClient:
 
 def test_select_returns_a_valid_call_and_payloads(client: TestClient) -> None:
     response = client.post(
-        "/select", json={"prompt": "a castle at sunset", "format": "comfyui", "formats": ["a1111", "diffusers"]}
+        "/select",
+        json={"prompt": "a castle at sunset", "format": "comfyui", "formats": ["a1111", "diffusers"]},
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -49,7 +50,12 @@ def test_select_returns_a_valid_call_and_payloads(client: TestClient) -> None:
 def test_filters_reach_the_default_agent_and_the_rest_is_noted(client: TestClient) -> None:
     body = client.post(
         "/select",
-        json={"prompt": "a castle at sunset", "agent": "default", "base_models": ["SD 2.1 768"], "installed": True},
+        json={
+            "prompt": "a castle at sunset",
+            "agent": "default",
+            "base_models": ["SD 2.1 768"],
+            "installed": True,
+        },
     ).json()
     assert body["api"]["checkpoint"]["base_model"] == "SD 2.1 768"
     assert all(alt["checkpoint"]["base_model"] == "SD 2.1 768" for alt in body["alternatives"])
@@ -113,7 +119,9 @@ def test_bad_select_bodies_are_4xx(client: TestClient, raw: str) -> None:
     ],
 )
 def test_bad_batch_bodies_are_4xx(client: TestClient, raw: str) -> None:
-    response = client.post("/select/batch", content=raw.encode(), headers={"content-type": "application/json"})
+    response = client.post(
+        "/select/batch", content=raw.encode(), headers={"content-type": "application/json"}
+    )
     assert 400 <= response.status_code < 500, (raw, response.status_code, response.text)
 
 
@@ -127,8 +135,12 @@ def test_long_prompts_and_big_batches_are_refused_without_echo(client: TestClien
     response = client.post("/select/batch", json={"items": items})
     assert response.status_code == 422 and len(response.content) < 200
     assert response.json()["detail"] == "a batch holds at most 1,000 prompts"
-    response = client.post("/select/batch", json={"items": [{"id": 0, "prompt": "x"}, {"id": 1, "prompt": secret}]})
-    assert response.status_code == 422 and response.json()["detail"].startswith("items[1]: the prompt is longer")
+    response = client.post(
+        "/select/batch", json={"items": [{"id": 0, "prompt": "x"}, {"id": 1, "prompt": secret}]}
+    )
+    assert response.status_code == 422 and response.json()["detail"].startswith(
+        "items[1]: the prompt is longer"
+    )
     response = client.post("/select", content=b'{"prompt": "\\ud800 secret"}')
     assert response.status_code == 422 and "secret" not in response.text
 
@@ -148,7 +160,10 @@ def test_bodies_over_the_limit_are_413(client: TestClient) -> None:
     items = [{"id": i, "prompt": f"a landscape painting, number {i}, " + "detail " * 10} for i in range(800)]
     body = json.dumps({"items": items, "k": 1}).encode()
     assert 64 * 1024 < len(body) < 4 * 1024 * 1024
-    assert client.post("/select/batch", content=body, headers={"content-type": "application/json"}).status_code == 200
+    assert (
+        client.post("/select/batch", content=body, headers={"content-type": "application/json"}).status_code
+        == 200
+    )
     huge = b'{"items": [' + b'{"id": 1, "prompt": "a cat"},' * 200_000 + b'{"id": 2, "prompt": "a"}]}'
     response = client.post("/select/batch", content=huge, headers={"content-type": "application/json"})
     assert response.status_code == 413 and len(response.content) < 200
@@ -202,7 +217,10 @@ def test_cors_is_off_unless_configured(catalog_file: Path) -> None:
     preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
     closed = make_client(catalog_file)
     assert "access-control-allow-origin" not in closed.options("/select", headers=preflight).headers
-    assert "access-control-allow-origin" not in closed.get("/health", headers={"Origin": "https://example.org"}).headers
+    assert (
+        "access-control-allow-origin"
+        not in closed.get("/health", headers={"Origin": "https://example.org"}).headers
+    )
     opened = make_client(catalog_file, cors_origins=("https://example.org",))
     answer = opened.options("/select", headers=preflight)
     assert answer.headers["access-control-allow-origin"] == "https://example.org"

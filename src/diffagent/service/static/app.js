@@ -174,6 +174,14 @@ function render(answer) {
   if (api.guidance !== undefined && api.guidance !== null) settings.push(["Guidance", api.guidance]);
   if (api.hires) settings.push(["Hires fix", `×${api.hires.scale} ${api.hires.upscaler || ""}`.trim()]);
   $("settings").replaceChildren(...settings.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, String(value))]));
+  const glance = [
+    ["sampler", api.sampler],
+    ["steps", api.steps],
+    ["CFG", api.cfg_scale],
+    ["size", `${api.width}×${api.height}`],
+    ["LoRAs", api.loras.length ? api.loras.map((lora) => `${lora.name} ×${lora.weight}`).join(", ") : "none"],
+  ];
+  $("summary").replaceChildren(...glance.map(([name, value]) => el("li", {}, el("span", {}, name), String(value))));
   $("sent-prompt").textContent = api.prompt;
   $("negative").textContent = api.negative_prompt || "(none)";
 

@@ -28,7 +28,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and DRIVER),
-    reason="headless Chromium is not installed (apt-get install -y chromium chromium-driver; .ci/run does it)",
+    reason="headless Chromium is absent (apt-get install -y chromium chromium-driver; .ci/run does it)",
 )
 
 PROMPT = "a castle on a cliff at sunset, fantasy landscape, dramatic clouds, highly detailed"

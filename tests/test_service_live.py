@@ -126,11 +126,11 @@ def test_building_one_agent_does_not_block_another(catalog_file: Path) -> None:
     release = threading.Event()
     building = threading.Event()
 
-    def slow_opener(store: Store, key: AgentKey):  # type: ignore[no-untyped-def]
+    def slow_opener(store: Store, key: AgentKey, progress=None):  # type: ignore[no-untyped-def]
         if key.name == "popular":
             building.set()
             release.wait(60)
-        return _open(store, key)
+        return _open(store, key, progress)
 
     pool = AgentPool(ReadOnlyStore(catalog_file), opener=slow_opener)
     tfidf = pool.get(AgentKey("tfidf"))

@@ -32,21 +32,24 @@ def serve_command(
     except ImportError:
         fail("serve requires the serve extra: pip install diffagent[serve]")
     from ..client import open_agent
-    from ..service import SERVED_AGENTS, ServiceConfig, run_server
+    from ..service import SERVED_AGENTS, AgentKey, ServiceConfig, create_app, run_server
 
     if agent not in SERVED_AGENTS:
         fail(f"the service offers the agents {', '.join(SERVED_AGENTS)}, not {agent!r}")
     try:
         config = ServiceConfig.from_env(agent=agent)
-        # build (or load) the agent once here, so that the workers load it from the cache instead of each
-        # building it at once, and the first request does not wait for it
-        with (
-            open_store() as store,
-            progress_bar(f"preparing the {agent} agent (first use builds it)") as update,
-        ):
-            open_agent(store, agent, progress=update)
+        # build (or load) the agent before listening, so that the first request does not wait for it; with
+        # workers, this fills the cache they load from instead of each building the agent at once
+        with progress_bar(f"preparing the {agent} agent (first use builds it)") as update:
+            if workers == 1:
+                app = create_app(config=config)
+                app.state.pool.get(AgentKey(agent), progress=update)
+            else:
+                app = None
+                with open_store() as store:
+                    open_agent(store, agent, progress=update)
     except UserInputError as exc:
         fail(str(exc))
     page = f"http://{host}:{port}/"
     console.print(f"diffagent on {page} (API docs at {page}docs, {workers} worker(s))", highlight=False)
-    run_server(host, port, workers, config)
+    run_server(host, port, workers, config, app)

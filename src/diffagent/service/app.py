@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
 from importlib import resources
@@ -355,5 +356,11 @@ def _wrap(app: FastAPI, config: ServiceConfig) -> FastAPI:
 
 
 def app_factory() -> FastAPI:
-    """``uvicorn --factory diffagent.service:app_factory``: one app per worker process, set by the env."""
-    return create_app()
+    """``uvicorn --factory diffagent.service:app_factory``: one app per worker process, set by the env.
+
+    The worker starts answering at once (``/health`` first) while its agent loads in the background.
+    """
+    app = create_app()
+    key = AgentKey(app.state.config.agent)
+    threading.Thread(target=app.state.pool.get, args=(key,), name="diffagent-warm", daemon=True).start()
+    return app

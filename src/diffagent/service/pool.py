@@ -29,6 +29,8 @@ __all__ = ["AgentKey", "AgentPool"]
 
 log = logging.getLogger("diffagent.service")
 
+Progress = Callable[[int, int], None]
+
 
 @dataclass(frozen=True)
 class AgentKey:
@@ -44,11 +46,12 @@ class AgentKey:
         return {"base_models": list(self.base_models) or None, "allow_nsfw": self.allow_nsfw}
 
 
-Opener = Callable[[Store, AgentKey], Agent]
+Opener = Callable[..., Agent]
+"""``opener(store, key, progress=None)`` builds the agent for ``key``."""
 
 
-def _open(store: Store, key: AgentKey) -> Agent:
-    return open_agent(store, key.name, **key.options())
+def _open(store: Store, key: AgentKey, progress: Progress | None = None) -> Agent:
+    return open_agent(store, key.name, progress=progress, **key.options())
 
 
 class AgentPool:
@@ -75,8 +78,10 @@ class AgentPool:
         """Whether agents for a newer revision are being built."""
         return self._refresh is not None and self._refresh.is_alive()
 
-    def get(self, key: AgentKey) -> Agent:
-        """The agent for ``key``, built first if it is not loaded (only callers of this key wait for it)."""
+    def get(self, key: AgentKey, progress: Progress | None = None) -> Agent:
+        """The agent for ``key``, built first if it is not loaded (only callers of this key wait for it).
+
+        ``progress(done, total)`` follows the build, where the agent reports one."""
         self._check_revision()
         with self._table:
             agent = self.loaded.get(key)
@@ -90,7 +95,7 @@ class AgentPool:
                 if agent is not None:
                     return agent
                 revision = self.revision
-            agent = self._build(key)
+            agent = self._build(key, progress)
             with self._table:
                 if self.revision == revision:  # else a refresh swapped the table meanwhile: do not mix
                     self.loaded[key] = agent
@@ -98,10 +103,10 @@ class AgentPool:
                         self.loaded.popitem(last=False)
             return agent
 
-    def _build(self, key: AgentKey) -> Agent:
+    def _build(self, key: AgentKey, progress: Progress | None = None) -> Agent:
         with self._bench:
             ensure_bench(self.store)
-        return self.opener(self.store, key)
+        return self.opener(self.store, key, progress=progress)
 
     def _check_revision(self) -> None:
         now = time.monotonic()

@@ -9,7 +9,9 @@ same timer when the connection opens and stops it only while a request is being 
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
+from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -52,24 +54,45 @@ class IdleTimeoutH11(H11Protocol):
             self._arm()  # a request is being answered: the request timeout governs it
 
 
-def run_server(host: str, port: int, workers: int = 1, config: ServiceConfig | None = None) -> None:
-    """Serve until interrupted; ``workers > 1`` starts that many processes, each opening the store itself."""
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus diffagent's own loggers (the access log among them) at INFO."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["diffagent"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def run_server(
+    host: str, port: int, workers: int = 1, config: ServiceConfig | None = None, app: object | None = None
+) -> None:
+    """Serve until interrupted: ``app`` (default: a new one) in this process, or ``workers > 1`` processes
+    that each open the store and build their app through :func:`~diffagent.service.app_factory`."""
     import uvicorn
 
     config = config or ServiceConfig.from_env()
-    common = {
+    common: dict[str, Any] = {
         "host": host,
         "port": port,
         "http": IdleTimeoutH11,
         "timeout_keep_alive": max(1, round(config.idle_timeout_s)),
-        "log_level": "info",
+        "log_config": _log_config(),
         "access_log": False,  # ours (AccessLog) leaves the query string, which may hold a prompt, out
         "proxy_headers": False,
     }
     if workers > 1:
-        os.environ.setdefault("DIFFAGENT_SERVE_AGENT", config.agent)
-        uvicorn.run("diffagent.service:app_factory", factory=True, workers=workers, **common)
+        os.environ["DIFFAGENT_SERVE_AGENT"] = config.agent  # the workers read their settings from the env
+        # a worker imports the stack and opens the store before it answers the supervisor's first ping
+        uvicorn.run(
+            "diffagent.service:app_factory",
+            factory=True,
+            workers=workers,
+            timeout_worker_healthcheck=60,
+            **common,
+        )
     else:
-        from .app import create_app
+        if app is None:
+            from .app import create_app
 
-        uvicorn.run(create_app(config=config), **common)
+            app = create_app(config=config)
+        uvicorn.run(app, **common)

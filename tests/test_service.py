@@ -60,7 +60,6 @@ def test_filters_reach_the_default_agent_and_the_rest_is_noted(client: TestClien
     assert body["api"]["checkpoint"]["base_model"] == "SD 2.1 768"
     assert all(alt["checkpoint"]["base_model"] == "SD 2.1 768" for alt in body["alternatives"])
     assert any("installed" in note for note in body["notes"])
-    assert any("real-person" in note for note in body["notes"])
     unknown = client.post("/select", json={"prompt": "x", "agent": "default", "base_models": ["Nope 9"]})
     assert unknown.status_code == 422 and "filter" in unknown.json()["detail"]
     tfidf = client.post("/select", json={"prompt": "x", "base_models": ["SD 1.5"], "allow_poi": True}).json()
@@ -301,3 +300,20 @@ def test_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIFFAGENT_API_KEY", " ")
     with pytest.raises(UserInputError, match="empty"):
         ServiceConfig.from_env()
+
+
+def test_real_person_models_are_left_out_unless_allowed(client: TestClient, dump_records: list[dict]) -> None:
+    people = {r["id"] for r in dump_records if r.get("poi") is True}
+    named = [r["name"] for r in dump_records if r.get("poi") is True and r.get("type") == "Checkpoint"]
+    asked_for = 0
+    for name in named:
+        allowed = client.post("/select", json={"prompt": name, "agent": "default", "allow_poi": True}).json()
+        if allowed["api"]["checkpoint"]["model_id"] not in people:
+            continue
+        asked_for += 1
+        safe = client.post("/select", json={"prompt": name, "agent": "default"}).json()
+        calls = [safe["api"], *safe["alternatives"]]
+        assert all(c["checkpoint"]["model_id"] not in people for c in calls), name
+        assert all(lo["model_id"] not in people for c in calls for lo in c["loras"]), name
+        assert safe["api"]["checkpoint"] == safe["alternatives"][0]["checkpoint"]
+    assert asked_for >= 1  # the catalogue's own names do bring real-person models up when allowed

@@ -34,7 +34,7 @@ from ..catalog import CatalogFilter, Store, latest_versions
 from ..config import store_path
 from ..errors import UserInputError
 from ..execute import FORMATS, to_payload
-from ..schema import Answer, api_json_schema
+from ..schema import Answer, APICall, api_json_schema
 from .config import ServiceConfig
 from .limits import AccessLog, BearerAuth, BodyLimit, RateLimit
 from .pool import AgentKey, AgentPool
@@ -99,7 +99,7 @@ class Filters(_Strict):
         description="only these base models (e.g. 'SD 1.5'); all if empty",
     )
     allow_nsfw: bool = Field(False, description="allow checkpoints marked NSFW")
-    allow_poi: bool = Field(False, description="allow real-person models (no agent filters them yet)")
+    allow_poi: bool = Field(False, description="allow models the catalogue marks as real people")
     installed: bool = Field(False, description="only models installed locally (needs the model library)")
 
     @field_validator("base_models")
@@ -137,11 +137,37 @@ def _notes(request: Filters, agent: str) -> list[str]:
     notes = []
     if agent != "default" and (request.base_models or request.allow_nsfw):
         notes.append(f"the {agent} agent takes no base-model or NSFW filter; they were not applied")
-    if not request.allow_poi:
-        notes.append("real-person models are not filtered out yet: the agents take no such filter")
     if request.installed:
         notes.append("the installed-models filter needs the model library, not in this service yet")
     return notes
+
+
+def _without_real_people(store: Store, answer: Answer) -> Answer:
+    """The answer without calls that use a model the catalogue marks as a real person (``poi``).
+
+    The agents take no such filter yet, so the service applies it to what they rank: a call naming such a
+    checkpoint or LoRA is dropped, and the best remaining alternative becomes the answer.
+    """
+    calls = [answer.api, *answer.alternatives]
+    ids = sorted({c.checkpoint.model_id for c in calls} | {lo.model_id for c in calls for lo in c.loras})
+    marks = ",".join("?" * len(ids))
+    people = {
+        row[0] for row in store.conn.execute(f"SELECT id FROM models WHERE poi = 1 AND id IN ({marks})", ids)
+    }
+    if not people:
+        return answer
+
+    def clean(call: APICall) -> bool:
+        return call.checkpoint.model_id not in people and not any(lo.model_id in people for lo in call.loras)
+
+    kept = [alt for alt in answer.alternatives if clean(alt)]
+    if clean(answer.api):
+        api = answer.api
+    elif kept:
+        api = APICall.model_validate(kept[0].model_dump(exclude={"score"}))
+    else:
+        raise UserInputError("every candidate uses a real-person model; set allow_poi to see them")
+    return answer.model_copy(update={"api": api, "alternatives": kept})
 
 
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -220,7 +246,7 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
         return Response(status_code=204)
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:  # on the event loop: answers even when every thread is busy
         return {
             "status": "ok",
             "revision": pool.revision,
@@ -263,7 +289,10 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
 
         def work() -> dict[str, Any]:
             name, agent = agent_for(request, request.agent)
-            return answer_body(agent.select(request.prompt, request.k), request, _notes(request, name))
+            answer = agent.select(request.prompt, request.k)
+            if not request.allow_poi:
+                answer = _without_real_people(store, answer)
+            return answer_body(answer, request, _notes(request, name))
 
         try:
             return await asyncio.wait_for(_in_thread(work), config.request_timeout_s)
@@ -298,6 +327,8 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
                 return _timeout(config.request_timeout_s)
             chunk = prompts[start : start + config.batch_chunk]
             answers += await _in_thread(agent.select_batch, chunk, request.k)
+        if not request.allow_poi:
+            answers = await _in_thread(lambda: [_without_real_people(store, a) for a in answers])
         each_ms = (time.perf_counter() - began) * 1000 / len(answers)
         return {
             "results": [

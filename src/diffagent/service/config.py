@@ -42,6 +42,8 @@ class ServiceConfig:
     """A body still incomplete after this long gets 408 (a slow or stalled client)."""
     idle_timeout_s: float = 5.0
     """A connection with no request in progress is closed after this long (env DIFFAGENT_IDLE_TIMEOUT)."""
+    max_concurrency: int = 256
+    """Connections and requests in progress at once; beyond it, 503 (uvicorn's ``limit_concurrency``)."""
     rate_per_s: float = 20.0
     """Tokens each client regains per second (env DIFFAGENT_RATE_LIMIT; 0 turns the limit off)."""
     rate_burst: int = 40

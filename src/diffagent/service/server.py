@@ -76,6 +76,7 @@ def run_server(
         "port": port,
         "http": IdleTimeoutH11,
         "timeout_keep_alive": max(1, round(config.idle_timeout_s)),
+        "limit_concurrency": config.max_concurrency or None,
         "log_config": _log_config(),
         "access_log": False,  # ours (AccessLog) leaves the query string, which may hold a prompt, out
         "proxy_headers": False,

@@ -81,10 +81,15 @@ def start_server(port: int, workers: int, agent: str) -> subprocess.Popen[str]:
         if server.poll() is not None:
             raise SystemExit(f"the server exited: {server.stderr.read() if server.stderr else ''}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                # with workers, each loads its agent in the background: wait until one answers
-                httpx.post(f"http://127.0.0.1:{port}/select", json={"prompt": "warm up"}, timeout=600)
-                return server
+            # each worker loads its agent in the background: wait until 20 new connections in a row
+            # (spread over the workers) find it ready
+            ready = 0
+            while ready < 20 and time.monotonic() < deadline:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
+                ready = ready + 1 if health["ready"] else 0
+                time.sleep(0.05 if health["ready"] else 0.5)
+            httpx.post(f"http://127.0.0.1:{port}/select", json={"prompt": "warm up"}, timeout=600)
+            return server
         except httpx.TransportError:
             pass
         time.sleep(0.2)

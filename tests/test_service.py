@@ -172,7 +172,14 @@ def test_health_is_cheap_and_open(catalog_file: Path) -> None:
     client = make_client(catalog_file, api_key="s3cret")
     health = client.get("/health")
     assert health.status_code == 200
-    assert set(health.json()) == {"status", "revision", "refreshing", "agents_loaded", "auth_required"}
+    assert set(health.json()) == {
+        "status",
+        "revision",
+        "refreshing",
+        "agents_loaded",
+        "ready",
+        "auth_required",
+    }
     assert health.json()["auth_required"] is True
     assert health.json()["revision"] == Store(catalog_file).revision
 

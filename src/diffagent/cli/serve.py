@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import typer
 
+from ..config import store_path
 from ..errors import UserInputError
 from ._common import console, fail, open_store, progress_bar
 
 __all__ = ["serve_command"]
+
+
+def _fill_cache(agent: str) -> None:
+    from ..client import open_agent
+
+    with open_store() as store:
+        open_agent(store, agent)
+
+
+def _fill_cache_in_child(agent: str) -> None:
+    """Build the agent's cache under DIFFAGENT_HOME in a process of its own, which then exits."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=_fill_cache, args=(agent,))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        fail(f"preparing the {agent} agent failed (exit code {child.exitcode})")
 
 
 def serve_command(
@@ -31,8 +50,7 @@ def serve_command(
         import uvicorn  # noqa: F401
     except ImportError:
         fail("serve requires the serve extra: pip install diffagent[serve]")
-    from ..client import open_agent
-    from ..service import SERVED_AGENTS, AgentKey, ServiceConfig, create_app, run_server
+    from ..service import SERVED_AGENTS, AgentKey, ReadOnlyStore, ServiceConfig, create_app, run_server
 
     if agent not in SERVED_AGENTS:
         fail(f"the service offers the agents {', '.join(SERVED_AGENTS)}, not {agent!r}")
@@ -44,10 +62,11 @@ def serve_command(
             if workers == 1:
                 app = create_app(config=config)
                 app.state.pool.get(AgentKey(agent), progress=update)
-            else:
+            else:  # in a child process, so that this supervisor does not keep the agent's memory
                 app = None
-                with open_store() as store:
-                    open_agent(store, agent, progress=update)
+                with ReadOnlyStore(store_path()) as store:
+                    store.require_models()
+                _fill_cache_in_child(agent)
     except UserInputError as exc:
         fail(str(exc))
     page = f"http://{host}:{port}/"

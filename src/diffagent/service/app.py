@@ -252,6 +252,7 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
             "revision": pool.revision,
             "refreshing": pool.refreshing,
             "agents_loaded": sorted({key.name for key in list(pool.loaded)}),
+            "ready": AgentKey(config.agent) in pool.loaded,
             "auth_required": config.api_key is not None,
         }
 

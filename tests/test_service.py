@@ -258,7 +258,7 @@ def test_page_is_served_with_a_strict_policy(client: TestClient) -> None:
 
 def test_a_bad_request_does_not_break_the_keep_alive_connection(catalog_file: Path) -> None:
     app = create_app(ReadOnlyStore(catalog_file), ServiceConfig(agent="tfidf", rate_per_s=0))
-    with serve(app) as url, httpx.Client(base_url=url) as http:
+    with serve(app) as url, httpx.Client(base_url=url, timeout=120) as http:
         bad = http.post("/select", content=b'{"prompt": "\\ud800", "k": NaN}')
         good = http.post("/select", json={"prompt": "a cat"})
         assert (bad.status_code, good.status_code) == (422, 200)

@@ -72,8 +72,8 @@ def test_a_batch_stops_when_its_client_goes_away(
     config = ServiceConfig(agent="tfidf", rate_per_s=0, batch_chunk=1)
     app = create_app(ReadOnlyStore(catalog_file), config)
     items = [{"id": i, "prompt": f"a detailed fantasy castle on a hill, number {i}"} for i in range(1000)]
+    app.state.pool.get(AgentKey("tfidf"))  # built before, so that only the batch is timed
     with caplog.at_level(logging.INFO, logger="diffagent.service"), serve(app) as url:
-        assert httpx.post(f"{url}/select", json={"prompt": "warm up"}).status_code == 200
         _post_and_leave(url, "/select/batch", json.dumps({"items": items}).encode())
         for _ in range(600):
             if any("abandoned" in r.getMessage() for r in caplog.records):
@@ -87,9 +87,9 @@ def test_a_batch_stops_when_its_client_goes_away(
 def test_a_batch_past_the_request_timeout_gets_503(catalog_file: Path) -> None:
     config = ServiceConfig(agent="tfidf", rate_per_s=0, batch_chunk=1, request_timeout_s=0.2)
     client = httpx.Client(timeout=60)
-    with serve(create_app(ReadOnlyStore(catalog_file), config)) as url:
-        client.post(f"{url}/select", json={"prompt": "warm up"})  # may time out while the agent builds
-        client.post(f"{url}/select", json={"prompt": "warm up"})
+    app = create_app(ReadOnlyStore(catalog_file), config)
+    app.state.pool.get(AgentKey("tfidf"))  # built before, so that the deadline falls inside the batch
+    with serve(app) as url:
         items = [{"id": i, "prompt": f"a detailed fantasy castle, number {i}"} for i in range(1000)]
         response = client.post(f"{url}/select/batch", json={"items": items})
     assert response.status_code == 503
@@ -150,3 +150,15 @@ def test_the_pool_keeps_only_the_most_recent_agents(catalog_file: Path) -> None:
     for name in ("tfidf", "popular", "tfidf", "random"):
         pool.get(AgentKey(name))
     assert [key.name for key in pool.loaded] == ["tfidf", "random"]
+
+
+def test_a_body_that_stalls_gets_408(catalog_file: Path) -> None:
+    config = ServiceConfig(agent="tfidf", rate_per_s=0, body_timeout_s=0.5)
+    with serve(create_app(ReadOnlyStore(catalog_file), config)) as url:
+        sock = socket.create_connection(_address(url))
+        sock.sendall(b'POST /select HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"prompt": ')
+        sock.settimeout(20)
+        answer = sock.recv(4096)
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"did not arrive within 0.5 s" in answer

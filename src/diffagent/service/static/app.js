@@ -200,7 +200,7 @@ function render(answer) {
   );
 
   $("alternatives").replaceChildren(
-    ...answer.alternatives.map((alt) =>
+    ...answer.alternatives.map((alt, rank) =>
       el(
         "li",
         {},
@@ -209,6 +209,7 @@ function render(answer) {
         el("span", { class: "badge" }, alt.checkpoint.base_model),
         " ",
         el("span", { class: "score" }, `${(alt.score * 100).toFixed(1)}%`),
+        rank === 0 && alt.checkpoint.version_id === ckpt.version_id ? el("span", { class: "chosen" }, " the answer") : null,
         el("div", { class: "hint" }, `${alt.sampler}, ${alt.steps} steps, CFG ${alt.cfg_scale}, ${alt.width}×${alt.height}`),
       ),
     ),

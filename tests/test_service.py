@@ -77,6 +77,8 @@ RAW_BAD_BODIES = [
     '{"prompt": ""}',
     '{"prompt": "   \\n\\t "}',
     '{"prompt": "\\ud800"}',
+    '{"prompt": "a cat\\u0000"}',
+    '{"prompt": "a \\u001b[31mcat"}',
     '{"prompt": "a cat", "k": NaN}',
     '{"prompt": "a cat", "k": Infinity}',
     '{"prompt": "a cat", "k": 1e400}',

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -59,11 +60,17 @@ _PAGE_HEADERS = {
 }
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""Control characters a prompt has no use for, and that a generator or a terminal could misread."""
+
+
 def _clean_prompt(value: str, limit: int) -> str:
     if not value.strip():
         raise ValueError("the prompt is empty")
     if len(value) > limit:
         raise ValueError(f"the prompt is longer than {limit:,} characters")
+    if _CONTROL.search(value):
+        raise ValueError("the prompt holds control characters (only tab and line breaks are allowed)")
     return value
 
 

@@ -60,8 +60,10 @@ def test_filters_reach_the_default_agent_and_the_rest_is_noted(client: TestClien
     assert body["api"]["checkpoint"]["base_model"] == "SD 2.1 768"
     assert all(alt["checkpoint"]["base_model"] == "SD 2.1 768" for alt in body["alternatives"])
     assert any("installed" in note for note in body["notes"])
+    loaded = len(client.app.state.pool.loaded)
     unknown = client.post("/select", json={"prompt": "x", "agent": "default", "base_models": ["Nope 9"]})
-    assert unknown.status_code == 422 and "filter" in unknown.json()["detail"]
+    assert unknown.status_code == 422 and unknown.json()["detail"].startswith("unknown base model")
+    assert len(client.app.state.pool.loaded) == loaded  # refused before building an agent for it
     tfidf = client.post("/select", json={"prompt": "x", "base_models": ["SD 1.5"], "allow_poi": True}).json()
     assert tfidf["notes"] == ["the tfidf agent takes no base-model or NSFW filter; they were not applied"]
 

@@ -219,10 +219,23 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
     app.add_exception_handler(Exception, _server_error)
     base_models: dict[int, list[dict[str, Any]]] = {}
 
+    def catalog_base_models() -> list[dict[str, Any]]:
+        """Base models of the catalogue's (safe) checkpoints, most common first; once per revision."""
+        revision = store.revision
+        if revision not in base_models:
+            entries = latest_versions(store, _CHECKPOINTS)
+            counts = Counter(entry.base_model for entry in entries if entry.base_model)
+            base_models.clear()
+            base_models[revision] = [{"name": n, "checkpoints": c} for n, c in counts.most_common()]
+        return base_models[revision]
+
     def agent_for(request: Filters, name: str | None) -> tuple[str, Agent]:
         name = name or config.agent
         if name not in SERVED_AGENTS:
             raise UserInputError(f"unknown agent; choose one of: {', '.join(SERVED_AGENTS)}")
+        known = {entry["name"] for entry in catalog_base_models()} if request.base_models else set()
+        if not known.issuperset(request.base_models):  # refused before any agent is built for it
+            raise UserInputError("unknown base model; GET /info lists those of the catalogue")
         key = (
             AgentKey(name, tuple(request.base_models), request.allow_nsfw)
             if name == "default"
@@ -265,15 +278,10 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
 
     @app.get("/info")
     def info() -> dict[str, Any]:
-        revision = store.revision
-        if revision not in base_models:
-            counts = Counter(entry.base_model or "Other" for entry in latest_versions(store, _CHECKPOINTS))
-            base_models.clear()
-            base_models[revision] = [{"name": n, "checkpoints": c} for n, c in counts.most_common()]
         return {
             "agents": list(SERVED_AGENTS),
             "agent": config.agent,
-            "base_models": base_models[revision],
+            "base_models": catalog_base_models(),
             "formats": list(FORMATS),
             "generate": config.generate_backend,
             "limits": {

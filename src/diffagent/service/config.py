@@ -52,8 +52,10 @@ class ServiceConfig:
     """Rate-limit by ``X-Forwarded-For`` (only behind a proxy that sets it; env DIFFAGENT_TRUST_PROXY)."""
     revision_check_s: float = 5.0
     """How often the catalogue revision is compared with the one the agents were built from."""
-    max_agents: int = 8
-    """Agents (name and filter combinations) kept loaded; the least recently used goes first."""
+    max_agents: int = 4
+    """Agents (name and filter combinations) kept loaded; the least recently used goes first. Each filter
+    combination of the default agent holds its own copy of the index (a server with one default agent on
+    the whole dump holds about 500 MB: docs/benchmarks.md)."""
     generate_backend: str | None = None
     """The image backend behind ``POST /generate``, reported to the page (which shows "generate" only then).
 

@@ -95,12 +95,19 @@ class AgentPool:
                 if agent is not None:
                     return agent
                 revision = self.revision
-            agent = self._build(key, progress)
+            try:
+                agent = self._build(key, progress)
+            except BaseException:
+                with self._table:
+                    self._key_locks.pop(key, None)
+                raise
             with self._table:
                 if self.revision == revision:  # else a refresh swapped the table meanwhile: do not mix
                     self.loaded[key] = agent
                     while len(self.loaded) > self.max_agents:
                         self.loaded.popitem(last=False)
+                # callers waiting on the lock hold it already; later ones find the agent loaded
+                self._key_locks.pop(key, None)
             return agent
 
     def _build(self, key: AgentKey, progress: Progress | None = None) -> Agent:

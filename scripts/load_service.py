@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -42,8 +43,8 @@ def prompts(limit: int) -> list[str]:
     if DIFFUSIONDB.is_file():
         data = json.loads(DIFFUSIONDB.read_text(encoding="utf-8"))
         rows = data if isinstance(data, list) else list(data.values())
-        texts = [r.get("text") or r.get("prompt") if isinstance(r, dict) else str(r) for r in rows]
-        texts = [t[:1000] for t in texts if isinstance(t, str) and t.strip()]
+        raw = [r.get("text") or r.get("prompt") if isinstance(r, dict) else r for r in rows]
+        texts = [t[:1000] for t in raw if isinstance(t, str) and t.strip()]
         if texts:
             return texts[:limit]
     return FALLBACK_PROMPTS
@@ -99,7 +100,7 @@ def start_server(port: int, workers: int, agent: str) -> subprocess.Popen[str]:
 
 def run_level(
     url: str, path: str, bodies: list[dict], clients: int, total: int, max_seconds: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """``total`` requests from ``clients`` threads (a keep-alive connection each), until the deadline."""
     latencies: list[float] = []
     errors = [0]

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -24,7 +25,7 @@ def file_store(records: list[dict], path: Path) -> Path:
 
 
 @contextmanager
-def serve(app: object, idle_timeout_s: int = 5) -> Iterator[str]:
+def serve(app: Any, idle_timeout_s: int = 5) -> Iterator[str]:
     """Serve ``app`` until the block ends; yields its base URL, ``http://127.0.0.1:PORT``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +28,11 @@ def make_client(catalog_file: Path, **settings: object) -> TestClient:
     return TestClient(create_app(ReadOnlyStore(catalog_file), config))
 
 
+def state(client: TestClient) -> Any:
+    """The app's state (its store and agent pool)."""
+    return client.app.state  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="module")
 def client(catalog_file: Path) -> TestClient:
     return make_client(catalog_file)
@@ -40,7 +46,7 @@ def test_select_returns_a_valid_call_and_payloads(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     api = APICall.model_validate(body["api"])
-    assert validate_call(client.app.state.store, api) == []
+    assert validate_call(state(client).store, api) == []
     assert body["payload"]["6"]["class_type"] == "KSampler"
     assert set(body["payloads"]) == {"a1111", "diffusers"}
     assert body["payloads"]["a1111"]["steps"] == api.steps
@@ -60,10 +66,10 @@ def test_filters_reach_the_default_agent_and_the_rest_is_noted(client: TestClien
     assert body["api"]["checkpoint"]["base_model"] == "SD 2.1 768"
     assert all(alt["checkpoint"]["base_model"] == "SD 2.1 768" for alt in body["alternatives"])
     assert any("installed" in note for note in body["notes"])
-    loaded = len(client.app.state.pool.loaded)
+    loaded = len(state(client).pool.loaded)
     unknown = client.post("/select", json={"prompt": "x", "agent": "default", "base_models": ["Nope 9"]})
     assert unknown.status_code == 422 and unknown.json()["detail"].startswith("unknown base model")
-    assert len(client.app.state.pool.loaded) == loaded  # refused before building an agent for it
+    assert len(state(client).pool.loaded) == loaded  # refused before building an agent for it
     tfidf = client.post("/select", json={"prompt": "x", "base_models": ["SD 1.5"], "allow_poi": True}).json()
     assert tfidf["notes"] == ["the tfidf agent takes no base-model or NSFW filter; they were not applied"]
 

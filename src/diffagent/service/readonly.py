@@ -21,8 +21,8 @@ class ReadOnlyStore(Store):
     """A :class:`Store` over an existing file, opened read-only, with a connection for each thread."""
 
     def __init__(self, path: str | Path) -> None:  # no super().__init__: it creates the schema (a write)
-        self.path = Path(path)
-        if not self.path.is_file():
+        self.path = self._file = Path(path)
+        if not self._file.is_file():
             raise UserInputError(
                 f"no catalogue at {self.path}: run `diffagent catalog import PATH` or `make run` first"
             )
@@ -36,7 +36,7 @@ class ReadOnlyStore(Store):
         """This thread's connection, opened on first use."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            uri = f"{self._file.resolve().as_uri()}?mode=ro"
             try:
                 conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             except sqlite3.OperationalError as exc:

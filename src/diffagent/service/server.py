@@ -64,7 +64,7 @@ def _log_config() -> dict[str, Any]:
 
 
 def run_server(
-    host: str, port: int, workers: int = 1, config: ServiceConfig | None = None, app: object | None = None
+    host: str, port: int, workers: int = 1, config: ServiceConfig | None = None, app: Any = None
 ) -> None:
     """Serve until interrupted: ``app`` (default: a new one) in this process, or ``workers > 1`` processes
     that each open the store and build their app through :func:`~diffagent.service.app_factory`."""

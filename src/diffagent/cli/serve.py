@@ -1,22 +1,72 @@
-"""``diffagent serve``: the HTTP service (FastAPI under uvicorn)."""
+"""``diffagent serve``: the HTTP service and the web page (FastAPI under uvicorn)."""
 
 from __future__ import annotations
 
 import typer
 
+from ..config import store_path
+from ..errors import UserInputError
 from ..extras import require
-from ._common import console, shown
+from ._common import console, fail, open_store, progress_bar
+
+__all__ = ["serve_command"]
+
+
+def _fill_cache(agent: str) -> None:
+    from ..client import open_agent
+
+    with open_store() as store:
+        open_agent(store, agent)
+
+
+def _fill_cache_in_child(agent: str) -> None:
+    """Build the agent's cache under DIFFAGENT_HOME in a process of its own, which then exits."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=_fill_cache, args=(agent,))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        fail(f"preparing the {agent} agent failed (exit code {child.exitcode})")
 
 
 def serve_command(
-    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    host: str = typer.Option(
+        "127.0.0.1", help="address to listen on (0.0.0.0 exposes it: set DIFFAGENT_API_KEY)"
+    ),
     port: int = typer.Option(8000, min=1, max=65535, help="port to listen on"),
+    workers: int = typer.Option(
+        1, min=1, max=64, help="worker processes, each with its own store connection"
+    ),
+    agent: str = typer.Option("default", help="the agent a request gets when it names none"),
 ) -> None:
-    """Serve POST /select, POST /select/batch, GET /schema and GET /health over HTTP."""
+    """Serve the web page at / and POST /select, POST /select/batch, GET /schema, GET /health over HTTP.
+
+    Limits and keys come from the environment: DIFFAGENT_API_KEY (Bearer key required),
+    DIFFAGENT_CORS_ORIGINS (comma-separated; CORS is off without it), DIFFAGENT_RATE_LIMIT and
+    DIFFAGENT_RATE_BURST (requests per second and burst per client), DIFFAGENT_TRUST_PROXY=1 (rate-limit by
+    X-Forwarded-For behind a reverse proxy).
+    """
     require("serve", "diffagent serve")
-    import uvicorn
+    from ..service import SERVED_AGENTS, AgentKey, ReadOnlyStore, ServiceConfig, create_app, run_server
 
-    from ..service import create_app
-
-    console.print(f"diffagent on http://{shown(host)}:{port} (docs at /docs)", highlight=False)
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    if agent not in SERVED_AGENTS:
+        fail(f"the service offers the agents {', '.join(SERVED_AGENTS)}, not {agent!r}")
+    try:
+        config = ServiceConfig.from_env(agent=agent)
+        # build (or load) the agent before listening, so that the first request does not wait for it; with
+        # workers, this fills the cache they load from instead of each building the agent at once
+        with progress_bar(f"preparing the {agent} agent (first use builds it)") as update:
+            if workers == 1:
+                app = create_app(config=config)
+                app.state.pool.get(AgentKey(agent), progress=update)
+            else:  # in a child process, so that this supervisor does not keep the agent's memory
+                app = None
+                with ReadOnlyStore(store_path()) as store:
+                    store.require_models()
+                _fill_cache_in_child(agent)
+    except UserInputError as exc:
+        fail(str(exc))
+    page = f"http://{host}:{port}/"
+    console.print(f"diffagent on {page} (API docs at {page}docs, {workers} worker(s))", highlight=False)
+    run_server(host, port, workers, config, app)

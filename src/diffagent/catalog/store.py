@@ -415,7 +415,8 @@ class Store:
         for image in images if isinstance(images, list) else []:
             if not isinstance(image, dict) or not _is_id(image.get("id")):
                 continue
-            p = parse_meta(image.get("meta"))
+            raw_meta: Any = image.get("meta")
+            p = parse_meta(raw_meta)
             rows.append(
                 (
                     image["id"], version_id, model_id, _str(image.get("url")), _image_nsfw(image),
@@ -423,7 +424,7 @@ class Store:
                     p.negative_prompt, p.sampler, p.steps, p.cfg_scale, p.seed, p.width, p.height,
                     p.clip_skip, p.model_hash, p.model_name,
                     json.dumps([r.__dict__ for r in p.resources]),
-                    json.dumps(meta, ensure_ascii=False) if isinstance(meta, dict) else None,
+                    json.dumps(raw_meta, ensure_ascii=False) if isinstance(raw_meta, dict) else None,
                 )
             )  # fmt: skip
         self.conn.executemany(

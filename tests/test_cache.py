@@ -26,7 +26,7 @@ TEXTS = [
     "Ä café naïve crème brûlée, 日本語 猫",
     "(masterpiece:1.2), best quality, 1girl, solo <lora:add_detail:0.5>",
     "a cat [/] on a mat",
-] * 3
+] * 10  # enough to be stored as one blob
 
 
 @dataclass

@@ -72,13 +72,24 @@ class _Encoder:
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             hints = _hints(hint)
             return {f.name: self.encode(getattr(value, f.name), hints[f.name]) for f in _fields(hint)}
-        if origin in (list, Sequence) and args and args[0] in (str, str | None) and _blob_safe(value):
+        if origin in (list, Sequence) and args and args[0] in (str, str | None) and _blobbed(value):
             blob = "\x00".join(v or "" for v in value).encode("utf-8", "surrogatepass")
             nulls = [i for i, v in enumerate(value) if v is None]
             return {
                 "strings": self.array(np.frombuffer(blob, dtype=np.uint8)),
                 "count": len(value),
                 "nulls": nulls,
+            }
+        if origin is list and args and _is_record(args[0]):  # a table: one column per field
+            hints = _hints(args[0])
+            return {
+                "rows": len(value),
+                "columns": {
+                    f.name: self.encode(
+                        [getattr(v, f.name) for v in value], types.GenericAlias(list, (hints[f.name],))
+                    )
+                    for f in _fields(args[0])
+                },
             }
         if origin in (list, tuple):
             return [self.encode(v, _item_hint(args, i)) for i, v in enumerate(value)]
@@ -93,7 +104,18 @@ class _Encoder:
         return value
 
 
-def _blob_safe(values: list[str | None]) -> bool:
+def _is_record(hint: Any) -> bool:
+    """A dataclass stored column by column in a list: its field names are written once, not per row."""
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
+_BLOB_MIN = 64
+"""Shorter lists of strings stay in the JSON tree: an archive member costs more to read than they do."""
+
+
+def _blobbed(values: list[str | None]) -> bool:
+    if len(values) < _BLOB_MIN:
+        return False
     return all(v is None or (isinstance(v, str) and "\x00" not in v) for v in values)
 
 
@@ -153,6 +175,11 @@ def _decoder(hint: Any) -> Decode:
         return _to_float
     if hint in _SCALARS or hint is Any or hint is type(None):
         return _plain
+    if origin is list and args and _is_record(args[0]):
+        record: Any = args[0]
+        hints = _hints(record)
+        columns = [(f.name, _decoder(types.GenericAlias(list, (hints[f.name],)))) for f in _fields(record)]
+        return functools.partial(_table, record, columns)
     if origin in (list, Sequence):  # a Sequence of strings is read lazily, a list at once
         item = _decoder(_item_hint(args, 0))
         return functools.partial(_list, item, origin is Sequence)
@@ -170,6 +197,14 @@ def _sparse(data: Any, archive: Any) -> Any:
     make = sparse.csr_matrix if data["sparse"] == "csr" else sparse.csc_matrix
     parts = tuple(_array_ref(data[name], archive) for name in ("data", "indices", "indptr"))
     return make(parts, shape=tuple(data["shape"]))
+
+
+def _table(record: Any, columns: list[tuple[str, Decode]], data: Any, archive: Any) -> list[Any]:
+    """Rows of a dataclass from its columns (fields are passed by position, in declaration order)."""
+    if not data["rows"]:
+        return []
+    values = [decode(data["columns"][name], archive) for name, decode in columns]
+    return [record(*row) for row in zip(*values, strict=True)]
 
 
 def _list(item: Decode, lazy: bool, data: Any, archive: Any) -> Sequence[Any]:

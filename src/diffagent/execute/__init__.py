@@ -10,12 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import UserInputError
+from ..filenames import safe_file_name, safe_stem
 from ..schema import APICall
 from ._common import Files, ModelFile, split_sampler
 from .a1111 import to_a1111
 from .comfyui import comfyui_body, to_comfyui
 from .diffusers import to_diffusers
-from .names import safe_file_name, safe_stem
 
 __all__ = [
     "FORMATS",

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..filenames import safe_file_name
 from ..schema import APICall, normalize_sampler
-from .names import safe_file_name
 
 __all__ = [
     "SEED_RANGE",

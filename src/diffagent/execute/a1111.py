@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..filenames import safe_stem
 from ..schema import APICall
 from ._common import Files, get, model_file, optional, split_sampler
-from .names import safe_stem
 
 __all__ = ["A1111_SCHEDULES", "join_sampler", "to_a1111"]
 

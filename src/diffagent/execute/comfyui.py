@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..filenames import safe_stem
 from ..schema import APICall
 from ._common import Files, get, model_file, optional, resolve_seed, split_sampler
-from .names import safe_stem
 
 __all__ = ["COMFY_SAMPLERS", "comfyui_body", "to_comfyui", "with_embeddings"]
 

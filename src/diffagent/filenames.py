@@ -1,4 +1,5 @@
-"""One rule for every file name a payload names: catalogue text is data, never a path or generator syntax.
+"""One rule for every file name diffagent writes or a payload names: catalogue text is data, never a path or
+generator syntax (a base module: library downloads and execute payloads both use it).
 
 A catalogue file called ``../../etc/passwd`` or ``x:9> <lora:evil`` must reach AUTOMATIC1111, ComfyUI and
 diffusers as a plain name inside the generator's model folder, nothing else.

@@ -30,11 +30,14 @@ _SCHEDULE_SUFFIXES = (" Karras", " Exponential", " SGMUniform")
 
 @dataclass(frozen=True)
 class ModelFile:
-    """A model file a payload names: its (already safe) file name and, when installed, path and SHA256."""
+    """A model file a payload names: its file name (made safe where it is used) and, when known, its path
+    and hashes."""
 
     name: str
     path: Path | None = None
     sha256: str | None = None
+    autov3: str | None = None
+    """SHA256 of a safetensors file's tensor data; AUTOMATIC1111 writes its first 12 digits as a LoRA hash."""
 
     @property
     def autov2(self) -> str | None:
@@ -50,7 +53,7 @@ def model_file(version_id: int, name: str, files: Files | None) -> ModelFile:
     """The file for a version, its name made safe; a name made from the model name when none is known."""
     found = (files or {}).get(version_id)
     if isinstance(found, ModelFile):
-        return ModelFile(safe_file_name(found.name), found.path, found.sha256)
+        return ModelFile(safe_file_name(found.name), found.path, found.sha256, found.autov3)
     if isinstance(found, str):
         return ModelFile(safe_file_name(found))
     return ModelFile(safe_file_name(f"{name}.safetensors"))

@@ -16,7 +16,7 @@ from .config import store_path
 from .errors import UserInputError
 from .schema import Answer
 
-__all__ = ["DiffAgent", "open_agent"]
+__all__ = ["DiffAgent", "installed_versions", "open_agent"]
 
 
 def open_agent(
@@ -25,12 +25,14 @@ def open_agent(
     *,
     splits: Sequence[str] = SPLITS,
     progress: Callable[[int, int], None] | None = None,
+    installed: bool = False,
     **options: Any,
 ) -> Agent:
     """Agent ``name`` over ``store``, learning from the DABench ``splits`` (built first if missing).
 
     The one place that wires catalogue, bench and agent together: the CLI, the service and
-    :class:`DiffAgent` all come through here.
+    :class:`DiffAgent` all come through here. ``installed`` restricts it to the checkpoints and LoRAs of
+    the user's library (``diffagent library scan``); only the default agent takes that restriction.
     """
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
@@ -40,7 +42,24 @@ def open_agent(
     examples = [pair for split in dict.fromkeys(splits) for pair in load_pairs(folder / f"{split}.jsonl")]
     if name == "default" and progress is not None:
         options = {"progress": progress, **options}
+    if installed:
+        if name != "default":
+            raise UserInputError(f"--installed works with the default agent, not {name!r}")
+        options = {"versions": installed_versions(store), **options}
     return load_agent(name, store, examples, **options)
+
+
+def installed_versions(store: Store) -> frozenset[int]:
+    """Catalogue versions the user's library holds a file of; refuses when it holds no checkpoint."""
+    from .library import Library
+
+    with Library() as library:
+        files = library.by_version(store)
+    if not any(f.version is not None and f.version.model_type == "Checkpoint" for f in files.values()):
+        raise UserInputError(
+            "no installed checkpoint is in the catalogue: run `diffagent library scan DIR` on your models"
+        )
+    return frozenset(files)
 
 
 class DiffAgent:
@@ -48,7 +67,8 @@ class DiffAgent:
 
     ``agent`` names any registered agent (``default``, ``tfidf``, ``llm`` ...); ``splits`` are the DABench
     splits it learns from (all of them, as ``diffagent select`` does); other keyword options go to the
-    agent (the default agent takes ``base_models=["SD 1.5"]`` and ``allow_nsfw=True``).
+    agent (the default agent takes ``base_models=["SD 1.5"]`` and ``allow_nsfw=True``); ``installed=True``
+    answers with the user's own scanned model files only.
     ``progress(done, total)`` follows the first-use builds.
     """
 
@@ -58,11 +78,14 @@ class DiffAgent:
         *,
         splits: Sequence[str] = SPLITS,
         progress: Callable[[int, int], None] | None = None,
+        installed: bool = False,
         **options: Any,
     ) -> None:
         self.store = Store(store_path())
         try:
-            self.agent: Agent = open_agent(self.store, agent, splits=splits, progress=progress, **options)
+            self.agent: Agent = open_agent(
+                self.store, agent, splits=splits, progress=progress, installed=installed, **options
+            )
         except BaseException:
             self.store.close()
             raise

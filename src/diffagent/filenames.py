@@ -15,18 +15,18 @@ __all__ = ["safe_file_name", "safe_stem"]
 _MAX_BYTES = 200
 """Below every common file system's 255-byte limit, with room for a ``.part`` suffix."""
 
-# Path separators, A1111 tag syntax (< > :), Windows-reserved characters, and ComfyUI's embedding
-# delimiters (comma, parentheses) become underscores; control characters are dropped below.
-_UNSAFE = re.compile(r"[/\\<>:\"|?*,()\[\]{}]+|\s+")
+# Path separators, A1111 tag syntax (< > :) and the characters Windows forbids become underscores;
+# control characters are dropped and runs of white space become one space.
+_UNSAFE = re.compile(r'[/\\<>:"|?*]+')
 
 
 def safe_file_name(name: str, fallback: str = "model.safetensors") -> str:
     """``name`` as a single safe file name: no separators, no ``..``, no control or tag characters.
 
-    Spaces become underscores too, so that the name survives a prompt tag or an ``embedding:`` word.
+    Ordinary names (spaces, parentheses, any script) are kept, so a user's own file is named as it is.
     """
     text = "".join(ch for ch in unicodedata.normalize("NFC", name) if unicodedata.category(ch)[0] != "C")
-    text = _UNSAFE.sub("_", text)
+    text = re.sub(r"\s+", " ", _UNSAFE.sub("_", text))
     text = re.sub(r"\.{2,}", ".", text).strip(" ._")  # no '..', no hidden or dot-only names
     while len(text.encode()) > _MAX_BYTES:
         stem, dot, ext = text.rpartition(".")
@@ -35,7 +35,7 @@ def safe_file_name(name: str, fallback: str = "model.safetensors") -> str:
 
 
 def safe_stem(name: str) -> str:
-    """The safe name without its extension: what ``<lora:NAME:W>`` and ``embedding:NAME`` take."""
+    """The safe name without its extension: what ``<lora:NAME:W>`` takes."""
     clean = safe_file_name(name)
     stem, dot, _ = clean.rpartition(".")
     return stem if dot and stem else clean

@@ -30,7 +30,8 @@ COMFY_SAMPLERS = {
 def with_embeddings(text: str, api: APICall, files: Files | None) -> str:
     """``text`` with each mention of a textual inversion the call uses written ``embedding:FILE_STEM``."""
     for item in optional(api, "embeddings") or ():
-        stem = safe_stem(model_file(get(item, "version_id"), get(item, "name", "embedding"), files).name)
+        name = model_file(get(item, "version_id"), get(item, "name", "embedding"), files).name
+        stem = re.sub(r"[\s,()\[\]{}]+", "_", safe_stem(name))  # ComfyUI reads the name up to a space
         words = {get(item, "name", ""), stem, *(get(item, "trigger_words") or ())} - {""}
         pattern = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
         text = re.sub(

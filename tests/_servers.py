@@ -104,6 +104,7 @@ def tiny_png(rgb: tuple[int, int, int] = (200, 30, 30), size: int = 8) -> bytes:
 
 class _JSONHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once, as a real server's do
 
     def log_message(self, *args: object) -> None:
         pass

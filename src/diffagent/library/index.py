@@ -146,20 +146,21 @@ class Library:
             if progress is not None:
                 progress(done, total)
 
-        for path in stale:
-            hashes = hash_file(path, advance)
-            self.conn.execute(
-                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)",
-                (
-                    str(path),
-                    stats[path].st_size,
-                    stats[path].st_mtime_ns,
-                    hashes.sha256,
-                    hashes.autov3,
-                    time.time(),
-                ),
-            )
-        self._forget_missing(roots, set(map(str, paths)))
+        self.conn.execute("BEGIN")  # one commit per 100 files, not one per file
+        try:
+            for number, path in enumerate(stale, 1):
+                hashes = hash_file(path, advance)
+                stat = stats[path]
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)",
+                    (str(path), stat.st_size, stat.st_mtime_ns, hashes.sha256, hashes.autov3, time.time()),
+                )
+                if number % 100 == 0:  # what a long first scan hashed survives an interruption
+                    self.conn.execute("COMMIT")
+                    self.conn.execute("BEGIN")
+            self._forget_missing(roots, set(map(str, paths)))
+        finally:
+            self.conn.execute("COMMIT")
         files = [self._installed(str(p), store) for p in paths]
         return ScanReport([f for f in files if f is not None], len(stale), total)
 

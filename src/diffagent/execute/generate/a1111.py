@@ -20,7 +20,7 @@ from ...filenames import safe_stem
 from ...schema import APICall
 from .._common import Files, model_file
 from ..a1111 import join_sampler, to_a1111
-from .base import GenerationError, Image
+from .base import GenerationError, Image, http_client
 
 __all__ = ["generate_a1111"]
 
@@ -79,7 +79,7 @@ def generate_a1111(
 ) -> list[Image]:
     """Images from ``url``'s ``/sdapi/v1/txt2img`` for ``api``, after checking the server has its files."""
     own = client is None
-    client = client or httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=900.0))
+    client = client or http_client(url, 900.0)
     try:
         body = to_a1111(api, files)
         body["override_settings"]["sd_model_checkpoint"] = _checkpoint_title(

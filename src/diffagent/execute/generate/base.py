@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
+
 from ...errors import DiffAgentError
 
-__all__ = ["GenerationError", "Image"]
+__all__ = ["GenerationError", "Image", "http_client"]
 
 
 class GenerationError(DiffAgentError):
@@ -19,3 +21,11 @@ class Image:
 
     png: bytes
     seed: int
+
+
+def http_client(url: str, read_timeout: float) -> httpx.Client:
+    """A client for a generator server; certificates are loaded only for ``https`` (loading them costs
+    about 75 ms, more than the rest of a local call)."""
+    return httpx.Client(
+        base_url=url, timeout=httpx.Timeout(30.0, read=read_timeout), verify=url.startswith("https:")
+    )

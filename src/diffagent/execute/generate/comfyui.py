@@ -19,7 +19,7 @@ import httpx
 from ...schema import APICall
 from .._common import Files
 from ..comfyui import to_comfyui
-from .base import GenerationError, Image
+from .base import GenerationError, Image, http_client
 
 __all__ = ["generate_comfyui", "node_errors_line"]
 
@@ -75,7 +75,7 @@ def generate_comfyui(
 ) -> list[Image]:
     """Images from a ComfyUI server for ``api`` (the graph of :func:`diffagent.execute.to_comfyui`)."""
     own = client is None
-    client = client or httpx.Client(base_url=url, timeout=30.0)
+    client = client or http_client(url, 30.0)
     graph = to_comfyui(api, files)
     seed = graph["6"]["inputs"]["seed"]
     try:

@@ -350,3 +350,21 @@ def comfyui_handler(state: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
             self._send(404, {})
 
     return Handler
+
+
+def by_hash_handler(
+    known: dict[str, dict[str, Any]], seen: list[dict[str, Any]]
+) -> type[BaseHTTPRequestHandler]:
+    """Civitai's ``GET /api/v1/model-versions/by-hash/{hash}``: the version for a known SHA256 (any case),
+    404 ``{"error": ...}`` otherwise."""
+
+    class Handler(_JSONHandler):
+        def do_GET(self) -> None:
+            seen.append({"path": self.path, "headers": dict(self.headers)})
+            prefix = "/api/v1/model-versions/by-hash/"
+            digest = self.path[len(prefix) :].lower() if self.path.startswith(prefix) else None
+            if digest in known:
+                return self._send(200, known[digest])
+            self._send(404, {"error": f"Model not found for hash {digest}"})
+
+    return Handler

@@ -83,6 +83,31 @@ def test_scan_and_list(home: tuple[Path, Path, list[int]]) -> None:
     assert sorted(f.get("version_id", 0) for f in json.loads(listed.stdout)) == sorted([0, *versions])
 
 
+def test_scan_online_names_unknown_files_civitai_knows(
+    home: tuple[Path, Path, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from _servers import by_hash_handler
+
+    _, models, _ = home
+    (models / "stray.ckpt").write_bytes(b"unknown weights")
+    digest = hashlib.sha256(b"unknown weights").hexdigest()
+    known = {
+        digest: {
+            "id": 9,
+            "modelId": 90,
+            "name": "v9",
+            "baseModel": "Pony",
+            "model": {"name": "Far", "type": "LORA"},
+        }
+    }
+    with serve(by_hash_handler(known, [])) as url:
+        monkeypatch.setenv("DIFFAGENT_CIVITAI_URL", f"{url}/api/v1")
+        result = runner.invoke(app, ["library", "scan", str(models), "--json", "--online"])
+    assert result.exit_code == 0, result.output
+    (unknown,) = json.loads(result.stdout)["unknown"]
+    assert unknown["civitai"]["version_id"] == 9 and unknown["civitai"]["base_model"] == "Pony"
+
+
 def test_scan_of_a_missing_folder_is_one_line(home: tuple[Path, Path, list[int]], tmp_path: Path) -> None:
     result = runner.invoke(app, ["library", "scan", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "not a folder" in result.output

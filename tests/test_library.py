@@ -197,3 +197,37 @@ def test_an_existing_file_with_other_content_is_never_replaced(
         and (dest / "styleA.safetensors").read_bytes() == b"mine"
         and not seen
     )
+
+
+def test_unknown_hashes_are_looked_up_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    from _servers import by_hash_handler
+    from diffagent.library import lookup_hashes
+
+    known = {
+        "a" * 64: {
+            "id": 5,
+            "modelId": 50,
+            "name": "v1",
+            "baseModel": "SDXL 1.0",
+            "model": {"name": "M", "type": "LORA"},
+        }
+    }
+    seen: list[dict] = []
+    with serve(by_hash_handler(known, seen)) as url:
+        monkeypatch.setenv("DIFFAGENT_CIVITAI_URL", f"{url}/api/v1")
+        monkeypatch.setenv("CIVITAI_API_TOKEN", "tok")
+        found = lookup_hashes(["a" * 64, "b" * 64, "a" * 64])
+    assert found == {
+        "a" * 64: {
+            "model_id": 50,
+            "version_id": 5,
+            "name": "M",
+            "version": "v1",
+            "type": "LORA",
+            "base_model": "SDXL 1.0",
+        }
+    }
+    assert len(seen) == 2 and seen[0]["headers"]["Authorization"] == "Bearer tok"
+    monkeypatch.setenv("DIFFAGENT_CIVITAI_URL", "http://127.0.0.1:9/api/v1")
+    with pytest.raises(DownloadError, match="look-up failed"):
+        lookup_hashes(["c" * 64])

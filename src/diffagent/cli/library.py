@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..library import InstalledFile, Library, download_version
+from ..library import InstalledFile, Library, download_version, lookup_hashes
 from ._common import console, fail, open_store, progress_bar
 
 app = typer.Typer(
@@ -41,6 +41,9 @@ def _table(files: list[InstalledFile], title: str) -> Table:
 def scan(
     folders: list[Path] = typer.Argument(..., help="model folders, e.g. stable-diffusion-webui/models"),
     as_json: bool = typer.Option(False, "--json", help='print {"files", "matched", "unknown"}'),
+    online: bool = typer.Option(
+        False, "--online", help="look unknown files up on Civitai by hash (only hashes are sent)"
+    ),
 ) -> None:
     """Hash every .safetensors / .ckpt / .pt under FOLDERS (cached: rescans read only changed files) and
     match each to a catalogue version, whatever the file is called."""
@@ -49,10 +52,25 @@ def scan(
         fail(f"not a folder: {', '.join(missing)}")
     with open_store() as store, Library() as library, progress_bar("hashing model files") as update:
         report = library.scan(folders, store, progress=update)
+    result = report.to_json()
+    if online and report.unknown:
+        found = lookup_hashes(f.hashes.sha256 for f in report.unknown)
+        for item in result["unknown"]:
+            if item["sha256"] in found:
+                item["civitai"] = found[item["sha256"]]
     if as_json:
-        typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
+        typer.echo(json.dumps(result, ensure_ascii=False))
         return
     Console().print(_table(report.files, f"{len(report.files)} model files"))
+    for item in result["unknown"]:
+        if "civitai" in item:
+            info = item["civitai"]
+            console.print(
+                f"{_printable(item['path'])}: on Civitai as {_printable(str(info['name']))}"
+                f" (version {info['version_id']}, {_printable(str(info['base_model']))}); not in the local"
+                " catalogue: `diffagent catalog sync` to add it",
+                highlight=False,
+            )
     console.print(
         f"{len(report.matched)} matched, {len(report.unknown)} unknown;"
         f" {report.hashed} hashed now ({report.hashed_bytes / 2**20:.1f} MiB), the rest from the cache",

@@ -3,6 +3,7 @@
 from .download import DownloadError, download_version
 from .hashing import FileHashes, hash_file
 from .index import MODEL_SUFFIXES, InstalledFile, Library, ScanReport
+from .lookup import lookup_hashes
 
 __all__ = [
     "MODEL_SUFFIXES",
@@ -13,4 +14,5 @@ __all__ = [
     "ScanReport",
     "download_version",
     "hash_file",
+    "lookup_hashes",
 ]

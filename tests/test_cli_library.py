@@ -50,7 +50,7 @@ def library_home(
         with store.transaction():
             for record in dump_records:
                 store.upsert_model(record)
-        chosen = _installable(store, 3)[1:]  # not the most downloaded: --installed must change the answer
+        chosen = _installable(store, 12)[-2:]  # not the most downloaded: --installed must change the answer
         for n, (version_id, _name) in enumerate(chosen):
             content = f"checkpoint {version_id}".encode() * 1000
             digest = hashlib.sha256(content).hexdigest()
@@ -127,6 +127,24 @@ def test_select_installed_names_only_installed_checkpoints(home: tuple[Path, Pat
         assert answer.api.checkpoint.version_id in versions
         assert all(alt.checkpoint.version_id in versions for alt in answer.alternatives)
         assert answer.api.loras == []  # no LoRA is installed
+
+
+def test_select_installed_names_a_better_fit_to_download(home: tuple[Path, Path, list[int]]) -> None:
+    _, models, versions = home
+    runner.invoke(app, ["library", "scan", str(models)])
+    hints = []
+    for prompt in (
+        "a castle on a hill at sunset",
+        "portrait photo of an old man",
+        "anime girl, cherry blossoms",
+    ):
+        result = runner.invoke(app, ["select", prompt, "--installed"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        hints += [line for line in result.output.splitlines() if line.startswith("better fit to download")]
+    assert hints, "two little-downloaded checkpoints are not the catalogue's best for every prompt"
+    for hint in hints:
+        version = int(hint.rsplit(" ", 1)[1])
+        assert version not in versions and hint.endswith(f"library download {version}")
 
 
 def test_select_format_names_the_installed_file(home: tuple[Path, Path, list[int]]) -> None:

@@ -4,6 +4,7 @@ Forge or ComfyUI, and print the paths of the PNGs written."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -16,7 +17,7 @@ from ..library import Library
 from ..schema import APICall
 from ._common import console, open_store, progress_bar
 
-__all__ = ["generate_command", "resolve_files"]
+__all__ = ["download_hint", "generate_command", "resolve_files"]
 
 
 def resolve_files(store: Store, api: APICall) -> dict[int, ModelFile]:
@@ -34,6 +35,19 @@ def resolve_files(store: Store, api: APICall) -> dict[int, ModelFile]:
         elif version_id in names:
             files[version_id] = ModelFile(names[version_id], None, hashes.get(version_id))
     return files
+
+
+def download_hint(store: Store, prompt: str, chosen: APICall, **options: Any) -> str | None:
+    """A line naming the catalogue's best checkpoint for ``prompt`` when the installed choice is not
+    among the unrestricted agent's top three (a clear gap, not a near tie), with the command to get it."""
+    best = open_agent(store, "default", splits=SPLITS, **options).select(prompt, 5).alternatives
+    if not best or chosen.checkpoint.model_id in {alt.checkpoint.model_id for alt in best[:3]}:
+        return None
+    top = best[0].checkpoint
+    return (
+        f"better fit to download: {top.name} ({top.base_model}, version {top.version_id}):"
+        f" diffagent library download {top.version_id}"
+    )
 
 
 def generate_command(
@@ -68,6 +82,9 @@ def generate_command(
         if seed is not None:
             api = api.model_copy(update={"seed": seed})
         files = resolve_files(store, api)
+        hint = download_hint(store, prompt, api, **options) if installed else None
+    if hint:
+        console.print(hint, markup=False, highlight=False)
     console.print(
         f"{api.checkpoint.name} ({api.checkpoint.base_model}), {len(api.loras)} LoRA(s), {api.sampler},"
         f" {api.steps} steps, {api.width}x{api.height} on {backend}",

@@ -190,6 +190,12 @@ def select_command(
                 typer.echo(answer.model_dump_json())
             else:
                 _print_answer(answer)
+                if installed:
+                    from .generate import download_hint
+
+                    hint = download_hint(store, prompt, answer.api)
+                    if hint:
+                        console.print(hint, markup=False, highlight=False)
             return
         rows = []
         with progress_bar(f"answering with {agent}", total=len(items)) as update:

@@ -1,5 +1,5 @@
-"""A tiny Stable Diffusion 1.x pipeline with random weights, saved the way Civitai ships checkpoints: one
-``.safetensors`` file in the original (LDM) layout, which is what ``from_single_file`` reads.
+"""Tiny Stable Diffusion 1.x and SDXL pipelines with random weights, saved the way Civitai ships
+checkpoints: one ``.safetensors`` file in the original (LDM) layout, which ``from_single_file`` reads.
 
 The key mapping below is the inverse of the LDM -> diffusers conversion that diffusers applies on load,
 written for any number of blocks so that a two-block model stands in for the real four-block one.
@@ -28,7 +28,8 @@ def unet_to_ldm(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]
     attn_up = ["CrossAttn" in kind for kind in config["up_block_types"]]
     fixed = {"conv_in.": "input_blocks.0.0.", "time_embedding.linear_1.": "time_embed.0.",
              "time_embedding.linear_2.": "time_embed.2.", "conv_norm_out.": "out.0.",
-             "conv_out.": "out.2."}  # fmt: skip
+             "conv_out.": "out.2.", "add_embedding.linear_1.": "label_emb.0.0.",
+             "add_embedding.linear_2.": "label_emb.0.2."}  # fmt: skip
     out = {}
     for key, value in state.items():
         parts = key.split(".")
@@ -101,6 +102,42 @@ def vae_to_ldm(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def clip_to_ldm(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A transformers CLIP text encoder in the original layout: nested under ``text_model.``."""
+    return {prefix + (k if k.startswith("text_model.") else f"text_model.{k}"): v for k, v in state.items()}
+
+
+def open_clip_to_ldm(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A transformers ``CLIPTextModelWithProjection`` in OpenCLIP's layout (SDXL's second encoder):
+    ``resblocks``, fused ``in_proj`` attention, ``text_projection`` transposed."""
+    import torch
+
+    out: dict[str, Any] = {}
+    fused: dict[str, dict[str, Any]] = {}
+    names = {"text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+             "text_model.embeddings.position_embedding.weight": "positional_embedding",
+             "text_model.final_layer_norm.weight": "ln_final.weight",
+             "text_model.final_layer_norm.bias": "ln_final.bias"}  # fmt: skip
+    for key, value in state.items():
+        if key in names:
+            out[prefix + names[key]] = value
+        elif key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T.contiguous()
+        elif key.startswith("text_model.encoder.layers."):
+            layer, rest = key[len("text_model.encoder.layers.") :].split(".", 1)
+            base = f"{prefix}transformer.resblocks.{layer}."
+            if rest.startswith("self_attn.") and rest[10] in "qkv" and rest[11:17] == "_proj.":
+                fused.setdefault(base + "attn.in_proj_" + rest.rsplit(".", 1)[1], {})[rest[10]] = value
+                continue
+            for ours, theirs in (("self_attn.", "attn."), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"),
+                                 ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):  # fmt: skip
+                rest = rest.replace(ours, theirs)
+            out[base + rest] = value
+    for key, parts in fused.items():
+        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
 def tiny_vocab(folder: Path) -> None:
     """A byte-level CLIP vocabulary without merges: ``CLIPTokenizer`` loads it like the real one."""
     from diffagent.execute.generate.diffusers_configs import _bytes_to_unicode
@@ -143,10 +180,7 @@ def tiny_sd1(path: Path) -> dict[str, dict[str, Any]]:
     state = {
         **unet_to_ldm(unet.state_dict(), dict(unet.config)),
         **vae_to_ldm(vae.state_dict(), dict(vae.config)),
-        **{  # the original layout nests the encoder in text_model. (transformers >= 5.6 flattens it)
-            "cond_stage_model.transformer." + (k if k.startswith("text_model.") else f"text_model.{k}"): v
-            for k, v in text.state_dict().items()
-        },
+        **clip_to_ldm(text.state_dict(), "cond_stage_model.transformer."),
     }
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     configs = {k: dict(v) for k, v in CONFIGS["SD1"].items()}
@@ -162,5 +196,66 @@ def tiny_sd1(path: Path) -> dict[str, dict[str, Any]]:
         "architectures": ["CLIPTextModel"],
         "model_type": "clip_text_model",
         **text_config,
+    }
+    return configs
+
+
+def tiny_sdxl(path: Path) -> dict[str, dict[str, Any]]:
+    """Write a random tiny SDXL checkpoint (two text encoders, text-time embedding) to ``path``; returns
+    its configs in the shape of ``CONFIGS["SDXL"]``."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from diffagent.execute.generate.diffusers_configs import CONFIGS
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=80, attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=80, norm_num_groups=32,
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=32, sample_size=32,
+    )  # fmt: skip
+    text_config = {
+        "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
+        "max_position_embeddings": 77, "vocab_size": 514, "hidden_act": "gelu", "projection_dim": 32,
+        "layer_norm_eps": 1e-05, "bos_token_id": 512, "eos_token_id": 513, "pad_token_id": 513,
+    }  # fmt: skip
+    # the second encoder is wider, as in SDXL (768 and 1280): diffusers tells the two apart by width
+    text_2_config = {**text_config, "hidden_size": 48}
+    text = CLIPTextModel(CLIPTextConfig(**text_config))
+    text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_2_config))
+    state = {
+        **unet_to_ldm(unet.state_dict(), dict(unet.config)),
+        **vae_to_ldm(vae.state_dict(), dict(vae.config)),
+        **clip_to_ldm(text.state_dict(), "conditioner.embedders.0.transformer."),
+        **open_clip_to_ldm(text_2.state_dict(), "conditioner.embedders.1.model."),
+    }
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    configs = {k: dict(v) for k, v in CONFIGS["SDXL"].items()}
+    configs["unet"] = {
+        "_class_name": "UNet2DConditionModel",
+        **{k: v for k, v in unet.config.items() if not k.startswith("_")},
+    }
+    configs["vae"] = {
+        "_class_name": "AutoencoderKL",
+        **{k: v for k, v in vae.config.items() if not k.startswith("_")},
+    }
+    configs["text_encoder"] = {
+        "architectures": ["CLIPTextModel"],
+        "model_type": "clip_text_model",
+        **text_config,
+    }
+    configs["text_encoder_2"] = {
+        "architectures": ["CLIPTextModelWithProjection"],
+        "model_type": "clip_text_model",
+        **text_2_config,
     }
     return configs

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("diffusers")
 
-from _tiny_sd import tiny_sd1, tiny_vocab
+from _tiny_sd import tiny_sd1, tiny_sdxl, tiny_vocab
 from diffagent.execute import ModelFile
 from diffagent.execute.generate import (
     GenerationError,
@@ -144,6 +144,37 @@ def test_a_checkpoint_that_is_not_installed_is_refused(sd1: Path, tmp_path: Path
 
     with pytest.raises(UserInputError, match="--url is for"):
         generate(_call(), "diffusers", {}, tmp_path, url="http://127.0.0.1:7860")
+
+
+def test_sdxl_generates_with_both_text_encoders_from_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+) -> None:
+    import os
+
+    import torch
+    from safetensors.torch import load_file
+
+    from diffagent.execute import to_diffusers
+    from diffagent.execute.generate.diffusers import load_pipeline
+
+    checkpoint = tmp_path / "tiny-xl.safetensors"
+    monkeypatch.setitem(diffusers_configs.CONFIGS, "SDXL", tiny_sdxl(checkpoint))
+    tiny_vocab(Path(os.environ["DIFFAGENT_HOME"]) / "clip-tokenizer")
+    xl = {"model_id": 3, "version_id": 30, "name": "Tiny XL", "base_model": "Pony"}
+    files = {30: ModelFile(checkpoint.name, checkpoint)}
+    call = _call(checkpoint=xl, sampler="Euler a", steps=2)
+    (first,) = generate(call, "diffusers", files, tmp_path / "out")
+    (again,) = generate(call, "diffusers", files, tmp_path / "out")
+    assert _pixels(first) == _pixels(again) and "Model: tiny-xl" in read_parameters(first.read_bytes())
+    pipe = load_pipeline(to_diffusers(call, files))
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline"
+    saved = load_file(str(checkpoint))
+    assert torch.equal(
+        pipe.text_encoder_2.text_projection.weight, saved["conditioner.embedders.1.model.text_projection"].T
+    )
+    assert torch.equal(
+        pipe.unet.add_embedding.linear_1.weight, saved["model.diffusion_model.label_emb.0.0.weight"]
+    )
 
 
 REAL_PARAMETERS = {  # of the reference models (SD 1.5, SD 2.1, SDXL base 1.0), as published

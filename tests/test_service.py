@@ -26,7 +26,7 @@ def test_select_returns_a_valid_call_and_payload(client: TestClient) -> None:
     body = response.json()
     api = APICall.model_validate(body["api"])
     assert validate_call(client.app.state.store, api) == []
-    assert body["payload"]["6"]["class_type"] == "KSampler"
+    assert body["payload"]["prompt"]["6"]["class_type"] == "KSampler"  # the body POST /prompt takes
     assert 1 <= len(body["alternatives"]) <= 5
 
 

@@ -243,3 +243,22 @@ def test_primary_file_names_come_from_the_store() -> None:
         {"id": 1, "name": "m", "type": "Checkpoint", "modelVersions": [{"id": 5, "files": files}]}
     )
     assert store.primary_files([5, 6]) == {5: "main.safetensors"}
+
+
+def test_exported_names() -> None:
+    import diffagent.execute as execute
+    import diffagent.execute.generate as generate
+    import diffagent.library as library
+
+    assert execute.__all__ == [
+        "FORMATS", "Files", "ModelFile", "safe_file_name", "safe_stem", "split_sampler", "to_a1111",
+        "to_comfyui", "to_diffusers", "to_payload",
+    ]  # fmt: skip
+    assert generate.__all__ == [
+        "BACKENDS", "DEFAULT_URLS", "GenerationError", "Image", "generate", "infotext", "read_parameters",
+        "run_backend", "with_parameters", "write_images",
+    ]  # fmt: skip
+    assert library.__all__ == [
+        "MODEL_SUFFIXES", "DownloadError", "FileHashes", "InstalledFile", "Library", "ScanReport",
+        "download_version", "hash_file", "lookup_hashes",
+    ]  # fmt: skip

@@ -64,6 +64,21 @@ def test_infotext_is_what_a1111_writes() -> None:
     assert f'Lora hashes: "styleA: {LORA_V3[:12]}"' in settings
 
 
+def test_infotext_carries_hires_and_vae_as_a1111_names_them() -> None:
+    from test_execute import _call as full_call
+
+    call = full_call(
+        hires={"scale": 1.5, "upscaler": "4x-UltraSharp", "denoising_strength": 0.4, "steps": 12},
+        vae={"model_id": 9, "version_id": 99, "name": "vae-ft-mse"},
+    )
+    settings = infotext(call, 1, {99: "vae-ft-mse-840000.safetensors"}).split("\n")[2]
+    assert "VAE: vae-ft-mse-840000," in settings
+    assert (
+        "Denoising strength: 0.4, Hires upscale: 1.5, Hires steps: 12, Hires upscaler: 4x-UltraSharp"
+        in settings
+    )
+
+
 def test_parameters_chunk_round_trips_and_replaces_an_old_one() -> None:
     png = tiny_png()
     once = with_parameters(png, "first")

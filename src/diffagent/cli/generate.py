@@ -15,7 +15,7 @@ from ..execute import ModelFile
 from ..execute.generate import BACKENDS, generate
 from ..library import Library
 from ..schema import APICall
-from ._common import console, open_store, progress_bar
+from ._common import console, fail, open_store, progress_bar
 
 __all__ = ["download_hint", "generate_command", "resolve_files"]
 
@@ -66,8 +66,6 @@ def generate_command(
     seed: int = typer.Option(None, "--seed", help="seed (default: the answer's, -1 = random)"),
 ) -> None:
     """Select the best call for PROMPT (default agent), generate with BACKEND, print the PNG paths."""
-    from ._common import fail
-
     if not prompt.strip():
         fail("the prompt is empty")
     if backend not in BACKENDS:

@@ -15,7 +15,7 @@ from ... import __version__
 from ...errors import DiffAgentError
 from ...filenames import safe_stem
 from ...schema import APICall
-from .._common import Files, model_file
+from .._common import Files, get, model_file, optional
 from ..a1111 import lora_tags
 
 __all__ = ["infotext", "read_parameters", "with_parameters"]
@@ -42,8 +42,21 @@ def infotext(api: APICall, seed: int, files: Files | None = None) -> str:
     if checkpoint.autov2:
         fields.append(("Model hash", checkpoint.autov2))
     fields.append(("Model", safe_stem(checkpoint.name)))
+    vae = optional(api, "vae")
+    if vae is not None:
+        fields.append(
+            ("VAE", safe_stem(model_file(get(vae, "version_id"), get(vae, "name", "vae"), files).name))
+        )
     if api.clip_skip > 1:
         fields.append(("Clip skip", api.clip_skip))
+    hires = optional(api, "hires")
+    if hires is not None:
+        fields += [
+            ("Denoising strength", get(hires, "denoising_strength", 0.5)),
+            ("Hires upscale", get(hires, "scale", 2.0)),
+            ("Hires steps", get(hires, "steps") or 0),
+            ("Hires upscaler", get(hires, "upscaler") or "Latent"),
+        ]
     lora_hashes = []
     for lora in api.loras:
         found = model_file(lora.version_id, lora.name, files)

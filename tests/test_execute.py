@@ -81,6 +81,8 @@ HOSTILE = [
     "/abs/path.ckpt",
     "embedding:x, (y:1.5)",
     "   ",
+    "NUL.safetensors",
+    "con",
 ]
 
 
@@ -90,6 +92,7 @@ def test_hostile_names_become_plain_file_names(name: str) -> None:
     assert clean and "/" not in clean and "\\" not in clean and ".." not in clean
     assert not any(ch in clean for ch in "<>:\n\x00\x1b") and not clean.startswith(".")
     assert ":" not in safe_stem(name) and ">" not in safe_stem(name)
+    assert clean.split(".")[0].upper() not in {"NUL", "CON"}
 
 
 def test_safe_names_keep_ordinary_names_and_fit_file_systems() -> None:

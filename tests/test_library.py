@@ -231,3 +231,30 @@ def test_unknown_hashes_are_looked_up_online(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("DIFFAGENT_CIVITAI_URL", "http://127.0.0.1:9/api/v1")
     with pytest.raises(DownloadError, match="look-up failed"):
         lookup_hashes(["c" * 64])
+
+
+def test_the_token_does_not_follow_a_redirect_to_another_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Civitai answers a download with a redirect to a storage host; the Bearer token stays behind."""
+    from http.server import BaseHTTPRequestHandler
+
+    cdn_seen: list[dict] = []
+    store = _store({7: ("styleA.safetensors", BODY, "LORA")})
+    with serve(download_handler(BODY, [], cdn_seen)) as cdn:
+
+        class Redirect(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(307)
+                self.send_header("Location", f"{cdn}{self.path}?signed=1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        with serve(Redirect) as api:
+            monkeypatch.setenv("DIFFAGENT_CIVITAI_URL", f"{api}/api/v1")
+            path, _ = download_version(store, 7, tmp_path, token="secret-token", sleep=lambda _s: None)
+    assert path.read_bytes() == BODY
+    assert cdn_seen and all("Authorization" not in request["headers"] for request in cdn_seen)

@@ -12,6 +12,16 @@ import unicodedata
 
 __all__ = ["safe_file_name", "safe_stem"]
 
+_RESERVED = {
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    *(f"COM{n}" for n in range(1, 10)),
+    *(f"LPT{n}" for n in range(1, 10)),
+}
+"""Names Windows keeps for devices, whatever the extension (``nul.safetensors`` opens the null device)."""
+
 _MAX_BYTES = 200
 """Below every common file system's 255-byte limit, with room for a ``.part`` suffix."""
 
@@ -31,7 +41,10 @@ def safe_file_name(name: str, fallback: str = "model.safetensors") -> str:
     while len(text.encode()) > _MAX_BYTES:
         stem, dot, ext = text.rpartition(".")
         text = (stem[:-1] + dot + ext) if dot and len(ext) <= 12 and stem else text[:-1]
-    return text if re.search(r"\w", text) else fallback
+    if not re.search(r"\w", text):
+        return fallback
+    stem = text.split(".", 1)[0].upper()
+    return f"_{text}" if stem in _RESERVED else text
 
 
 def safe_stem(name: str) -> str:

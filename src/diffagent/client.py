@@ -38,14 +38,14 @@ def open_agent(
     if unknown or not splits:
         raise UserInputError(f"splits must be some of {', '.join(SPLITS)}, not {list(splits)}")
     store.require_models()
+    if installed:  # checked before the first-use builds, which take a while
+        if name != "default":
+            raise UserInputError(f"--installed works with the default agent, not {name!r}")
+        options = {"versions": installed_versions(store), **options}
     folder = ensure_bench(store, progress=progress)
     examples = [pair for split in dict.fromkeys(splits) for pair in load_pairs(folder / f"{split}.jsonl")]
     if name == "default" and progress is not None:
         options = {"progress": progress, **options}
-    if installed:
-        if name != "default":
-            raise UserInputError(f"--installed works with the default agent, not {name!r}")
-        options = {"versions": installed_versions(store), **options}
     return load_agent(name, store, examples, **options)
 
 

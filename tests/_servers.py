@@ -182,7 +182,14 @@ def a1111_handler(state: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
             }
             import base64
 
-            info = {"seed": seed, "all_seeds": [seed], "sd_model_name": state["used"]["checkpoint"]}
+            used = state["used"]["checkpoint"]
+            text = (
+                f"{body.get('prompt')}\nNegative prompt: {body.get('negative_prompt')}\n"
+                f"Steps: {body['steps']}, Sampler: {sampler}, Seed: {seed},"
+                f" Model hash: {used.rsplit('[', 1)[-1].rstrip(']')},"
+                f" Model: {used.split(' [')[0].rsplit('.', 1)[0]}"
+            )
+            info = {"seed": seed, "all_seeds": [seed], "sd_model_name": used, "infotexts": [text]}
             self._send(
                 200,
                 {

@@ -118,6 +118,7 @@ def test_a1111_finds_the_checkpoint_by_hash_and_sends_the_1_9_sampler(tmp_path: 
     assert "<lora:styleA:0.8>" in body["prompt"]
     text = read_parameters(path.read_bytes())
     assert "Seed: 987654," in text and path.name.endswith("-987654.png")  # the seed the server drew
+    assert f"Model hash: {CKPT_SHA[:10]}, Model: renamed-on-server" in text  # the server's own infotext
 
 
 def test_a1111_before_1_9_gets_the_joined_sampler_name(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def write_images(api: APICall, images: Sequence[Image], files: Files | None, out
     stamp = time.strftime("%Y%m%d-%H%M%S")
     paths = []
     for image in images:
-        data = with_parameters(image.png, infotext(api, image.seed, files))
+        data = with_parameters(image.png, image.parameters or infotext(api, image.seed, files))
         for n in range(1000):
             path = out_dir / f"diffagent-{stamp}-{image.seed}{f'-{n}' if n else ''}.png"
             try:

@@ -4,7 +4,8 @@ The server silently ignores a checkpoint it does not have and replaces an unknow
 default, so the image would be made with whatever is loaded. Hence the checks first: the checkpoint is
 found in ``/sdapi/v1/sd-models`` by hash or file name, each LoRA in ``/sdapi/v1/loras``, the sampler in
 ``/sdapi/v1/samplers`` (joined ``DPM++ 2M Karras`` for servers before 1.9, split after), and anything
-missing is refused with one line naming the file to install. Only then ``POST /sdapi/v1/txt2img``.
+missing is refused with one line naming the file to install. Only then ``POST /sdapi/v1/txt2img``; the
+PNGs keep the server's own ``parameters`` text (``info.infotexts``), whose hashes are of the files it used.
 """
 
 from __future__ import annotations
@@ -104,7 +105,12 @@ def generate_a1111(
             client.close()
     info = json.loads(result.get("info") or "{}")
     seeds = info.get("all_seeds") or [info.get("seed", api.seed)]
+    texts = info.get("infotexts") or []
     return [
-        Image(base64.b64decode(data.split(",", 1)[-1]), int(seeds[min(i, len(seeds) - 1)]))
+        Image(
+            base64.b64decode(data.split(",", 1)[-1]),
+            int(seeds[min(i, len(seeds) - 1)]),
+            texts[i] if i < len(texts) and isinstance(texts[i], str) else None,
+        )
         for i, data in enumerate(result.get("images") or [])
     ]

@@ -21,6 +21,9 @@ class Image:
 
     png: bytes
     seed: int
+    parameters: str | None = None
+    """The generator's own ``parameters`` text where it writes one (AUTOMATIC1111: it knows the hashes of
+    the files it loaded); else diffagent writes it from the call."""
 
 
 def http_client(url: str, read_timeout: float) -> httpx.Client:

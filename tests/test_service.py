@@ -47,7 +47,7 @@ def test_select_returns_a_valid_call_and_payloads(client: TestClient) -> None:
     body = response.json()
     api = APICall.model_validate(body["api"])
     assert validate_call(state(client).store, api) == []
-    assert body["payload"]["6"]["class_type"] == "KSampler"
+    assert body["payload"]["prompt"]["6"]["class_type"] == "KSampler"  # the body POST /prompt takes
     assert set(body["payloads"]) == {"a1111", "diffusers"}
     assert body["payloads"]["a1111"]["steps"] == api.steps
     assert 1 <= len(body["alternatives"]) <= 5

@@ -16,7 +16,7 @@ from .config import store_path
 from .errors import UserInputError
 from .schema import Answer
 
-__all__ = ["DiffAgent", "open_agent"]
+__all__ = ["DiffAgent", "installed_versions", "open_agent"]
 
 
 def open_agent(
@@ -25,12 +25,14 @@ def open_agent(
     *,
     splits: Sequence[str] = SPLITS,
     progress: Callable[[int, int], None] | None = None,
+    installed: bool = False,
     **options: Any,
 ) -> Agent:
     """Agent ``name`` over ``store``, learning from the DABench ``splits`` (built first if missing).
 
     The one place that wires catalogue, bench and agent together: the CLI, the service and
-    :class:`DiffAgent` all come through here.
+    :class:`DiffAgent` all come through here. ``installed`` restricts it to the checkpoints and LoRAs of
+    the user's library (``diffagent library scan``); only the default agent takes that restriction.
     """
     from .bench.build import ensure_bench  # numpy and scipy: only once an agent is wanted
 
@@ -38,6 +40,10 @@ def open_agent(
     if unknown or not splits:
         raise UserInputError(f"splits must be some of {', '.join(SPLITS)}, not {list(splits)}")
     store.require_models()
+    if installed:  # checked before the first-use builds, which take a while
+        if name != "default":
+            raise UserInputError(f"--installed works with the default agent, not {name!r}")
+        options = {"versions": installed_versions(store), **options}
     folder = ensure_bench(store, progress=progress)
     examples = PairFiles(folder, splits)
     if name == "default" and progress is not None:
@@ -45,12 +51,26 @@ def open_agent(
     return load_agent(name, store, examples, **options)
 
 
+def installed_versions(store: Store) -> frozenset[int]:
+    """Catalogue versions the user's library holds a file of; refuses when it holds no checkpoint."""
+    from .library import Library
+
+    with Library() as library:
+        files = library.by_version(store)
+    if not any(f.version is not None and f.version.model_type == "Checkpoint" for f in files.values()):
+        raise UserInputError(
+            "no installed checkpoint is in the catalogue: run `diffagent library scan DIR` on your models"
+        )
+    return frozenset(files)
+
+
 class DiffAgent:
     """An agent over the catalogue in ``DIFFAGENT_HOME``; usable as a context manager.
 
     ``agent`` names any registered agent (``default``, ``tfidf``, ``llm`` ...); ``splits`` are the DABench
     splits it learns from (all of them, as ``diffagent select`` does); other keyword options go to the
-    agent (the default agent takes ``base_models=["SD 1.5"]`` and ``allow_nsfw=True``).
+    agent (the default agent takes ``base_models=["SD 1.5"]`` and ``allow_nsfw=True``); ``installed=True``
+    answers with the user's own scanned model files only.
     ``progress(done, total)`` follows the first-use builds.
     """
 
@@ -60,11 +80,14 @@ class DiffAgent:
         *,
         splits: Sequence[str] = SPLITS,
         progress: Callable[[int, int], None] | None = None,
+        installed: bool = False,
         **options: Any,
     ) -> None:
         self.store = Store(store_path())
         try:
-            self.agent: Agent = open_agent(self.store, agent, splits=splits, progress=progress, **options)
+            self.agent: Agent = open_agent(
+                self.store, agent, splits=splits, progress=progress, installed=installed, **options
+            )
         except BaseException:
             self.store.close()
             raise

@@ -20,6 +20,14 @@ class CatalogFilter:
     image_nsfw: tuple[str, ...] = ("None",)
     require_file: bool = True
     """Keep only versions with a primary file that has hashes and a download URL."""
+    version_ids: frozenset[int] | None = None
+    """Only these versions (``--installed``: the user's library); None admits every version."""
+
+    def admits(self, version_id: int, base_model: str | None) -> bool:
+        """Whether one version passes the version-level parts of the filter (base model, version ids)."""
+        return (self.base_models is None or base_model in self.base_models) and (
+            self.version_ids is None or version_id in self.version_ids
+        )
 
     def versions_where(self, v: str = "v", m: str = "m") -> tuple[str, list[object]]:
         """SQL condition and parameters on ``versions`` alias ``v`` joined to its ``models`` alias ``m``."""
@@ -33,6 +41,11 @@ class CatalogFilter:
             params += self.base_models
         if not self.allow_nsfw_models:
             clauses.append(f"{m}.nsfw = 0")
+        if self.version_ids is not None:
+            clauses.append(
+                f"{v}.id IN ({','.join('?' * len(self.version_ids))})" if self.version_ids else "0"
+            )
+            params += sorted(self.version_ids)
         if self.require_file:
             clauses.append(
                 f"EXISTS (SELECT 1 FROM files f WHERE f.version_id = {v}.id AND f.is_primary = 1"

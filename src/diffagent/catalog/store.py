@@ -515,6 +515,16 @@ class Store:
         )
         return {version_id: name for version_id, name in rows}  # primary rows come last and win
 
+    def primary_sha256(self, version_ids: list[int]) -> dict[int, str]:
+        """Version id -> SHA256 of its primary model file, where the catalogue has one."""
+        marks = ",".join("?" * len(version_ids))
+        rows = self.conn.execute(
+            f"SELECT version_id, sha256 FROM files WHERE version_id IN ({marks}) AND sha256 IS NOT NULL"
+            " ORDER BY is_primary",
+            version_ids,
+        )
+        return {version_id: digest for version_id, digest in rows}  # primary rows come last and win
+
     def stats(self) -> dict[str, Any]:
         """Counts in the shape of ``diffagent catalog stats --json`` (by_base_model counts versions)."""
 

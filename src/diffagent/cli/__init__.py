@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from . import bench, catalog, evaluate, select, serve, train
+from . import bench, catalog, evaluate, generate, library, select, serve, train
 from ._common import OneLineErrors
-
-__all__ = ["app", "main"]
 
 __all__ = ["app", "main"]
 
@@ -20,9 +18,11 @@ app = typer.Typer(
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(bench.app, name="bench")
 app.add_typer(train.app, name="train")
+app.add_typer(library.app, name="library")
 app.command("select")(select.select_command)
 app.command("eval")(evaluate.eval_command)
 app.command("serve")(serve.serve_command)
+app.command("generate")(generate.generate_command)
 
 
 def main() -> None:

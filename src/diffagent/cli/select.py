@@ -59,13 +59,19 @@ def agent_spec(spec: str, model: str | None, unconstrained: bool) -> tuple[str, 
 
 
 def build_agent(
-    store: Store, spec: str, *, splits: tuple[str, ...], model: str | None = None, unconstrained: bool = False
+    store: Store,
+    spec: str,
+    *,
+    splits: tuple[str, ...],
+    model: str | None = None,
+    unconstrained: bool = False,
+    installed: bool = False,
 ) -> Agent:
     """Agent ``spec`` (see :func:`agent_spec`, which reads ``model`` and ``unconstrained``) learning from
-    DABench ``splits``, with a progress bar over first-use builds."""
+    DABench ``splits``, with a progress bar over first-use builds; ``installed``: the library's files only."""
     name, options = agent_spec(spec, model, unconstrained)
     with progress_bar(f"preparing the {spec} agent (first use builds it)") as update:
-        return open_agent(store, name, splits=splits, progress=update, **options)
+        return open_agent(store, name, splits=splits, progress=update, installed=installed, **options)
 
 
 def _batch_item(line: bytes) -> tuple[Any, str]:
@@ -174,6 +180,9 @@ def select_command(
     payload: str = typer.Option(
         None, "--format", help=f"print what a generator runs instead: {', '.join(FORMATS)}"
     ),
+    installed: bool = typer.Option(
+        False, "--installed", help="only checkpoints and LoRAs of your library (diffagent library scan)"
+    ),
 ) -> None:
     """One API call for PROMPT, or one per line of --batch IN.jsonl written to --out OUT.jsonl."""
     if (prompt is None) == (batch is None):
@@ -190,17 +199,28 @@ def select_command(
     if out is not None:
         output_path(out, inputs=[batch])  # refused before any answer is computed
     with open_store() as store:
-        selector = build_agent(store, agent, splits=SPLITS, model=model, unconstrained=unconstrained)
+        selector = build_agent(
+            store, agent, splits=SPLITS, model=model, unconstrained=unconstrained, installed=installed
+        )
         if batch is None:
             answer = selector.select(prompt, k)
             if payload is not None:
-                api = answer.api
-                files = store.primary_files([api.checkpoint.version_id, *(lo.version_id for lo in api.loras)])
-                typer.echo(json.dumps(to_payload(api, payload, files), indent=2, ensure_ascii=False))
+                from .generate import (
+                    resolve_files,
+                )  # installed files by their own names, else the catalogue's
+
+                files = resolve_files(store, answer.api)
+                typer.echo(json.dumps(to_payload(answer.api, payload, files), indent=2, ensure_ascii=False))
             elif as_json:
                 typer.echo(answer.model_dump_json())
             else:
                 _print_answer(answer)
+                if installed:
+                    from .generate import download_hint
+
+                    hint = download_hint(store, prompt, answer.api)
+                    if hint:
+                        console.print(hint, markup=False, highlight=False)
             return
         rows = []
         with progress_bar(f"answering with {agent}", total=len(items)) as update:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -398,7 +398,9 @@ class RetrievalAgent(Agent):
             for v, _ in examples.loras[i]
             if v in self.index.loras.by_version
         ][:3]
-        loras = self.index.loras.pick(ref, model, relevance, explicit, near, self.flt.allow_nsfw_models)
+        loras = self.index.loras.pick(
+            ref, model, relevance, explicit, near, self.flt.allow_nsfw_models, versions=self.flt.version_ids
+        )
         return assemble_call(ref, text, params, loras)
 
     def _params_for(
@@ -468,13 +470,15 @@ def build_default_agent(
     *,
     base_models: Sequence[str] | None = None,
     allow_nsfw: bool = False,
+    versions: Collection[int] | None = None,
     rebuild: bool = False,
     progress: Progress | None = None,
 ) -> RetrievalAgent:
     """The default agent over ``store``, learning from ``examples`` only; its index and ranker are loaded
     from ``DIFFAGENT_HOME/default-agent`` or built there first (``progress(done, total)`` meanwhile).
 
-    ``base_models`` and ``allow_nsfw`` restrict the checkpoints it may name (NSFW models are out by default).
+    ``base_models`` and ``allow_nsfw`` restrict the checkpoints it may name (NSFW models are out by default);
+    ``versions`` (the user's installed files) restricts checkpoints and LoRAs to those versions.
     """
     pairs = _examples(examples)
     store.require_models()
@@ -483,6 +487,7 @@ def build_default_agent(
         types=("Checkpoint",),
         base_models=tuple(base_models) if base_models else None,
         allow_nsfw_models=allow_nsfw,
+        version_ids=frozenset(versions) if versions is not None else None,
     )
     return RetrievalAgent(store, index, flt)
 

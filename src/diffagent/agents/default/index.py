@@ -157,18 +157,17 @@ class Checkpoints:
     def allowed(self, flt: CatalogFilter) -> np.ndarray:
         """Boolean mask of the models with a version that passes ``flt`` (base models, NSFW)."""
         mask = np.ones(len(self), dtype=bool) if flt.allow_nsfw_models else ~self.nsfw
-        if flt.base_models is not None:
-            wanted = set(flt.base_models)
-            mask &= np.array([any(v.base_model in wanted for v in refs) for refs in self.versions])
+        if flt.base_models is not None or flt.version_ids is not None:
+            mask &= np.array(
+                [any(flt.admits(v.version_id, v.base_model) for v in refs) for refs in self.versions]
+            )
         return mask
 
     def version(self, model: int, flt: CatalogFilter, preferred: Sequence[int] = ()) -> VersionRef:
         """The version to name for model index ``model``: the first of ``preferred`` that passes the
         filter, else the newest that does (the caller masked out models with none)."""
         refs = [
-            ref
-            for ref in self.versions[model]
-            if flt.base_models is None or ref.base_model in flt.base_models
+            ref for ref in self.versions[model] if flt.admits(ref.version_id, ref.base_model)
         ] or self.versions[model]
         for version_id in preferred:
             for ref in refs:

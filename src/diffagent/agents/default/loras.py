@@ -185,6 +185,7 @@ class LoraIndex:
         from_neighbour: Sequence[int],
         allow_nsfw: bool,
         limit: int = 3,
+        versions: frozenset[int] | None = None,
     ) -> list[LoRA]:
         """Up to ``limit`` LoRAs for ``checkpoint``, compatible ones only, none when nothing fits.
 
@@ -210,6 +211,8 @@ class LoraIndex:
                 ref.base_model, checkpoint.base_model
             ):
                 continue
+            if versions is not None and ref.version_id not in versions:
+                continue  # --installed: only LoRAs the user has
             out.append(
                 LoRA(
                     model_id=ref.model_id,

@@ -1,0 +1,93 @@
+"""``diffagent generate``: select an API call for a prompt, then run it on diffusers, AUTOMATIC1111 /
+Forge or ComfyUI, and print the paths of the PNGs written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..bench import SPLITS
+from ..catalog import Store
+from ..client import open_agent
+from ..execute import ModelFile
+from ..execute.generate import BACKENDS, generate
+from ..library import Library
+from ..schema import APICall
+from ._common import console, fail, open_store, progress_bar
+
+__all__ = ["download_hint", "generate_command", "resolve_files"]
+
+
+def resolve_files(store: Store, api: APICall) -> dict[int, ModelFile]:
+    """Each version the call names -> its file: the installed one (path and hashes) when the library has
+    it, else the catalogue's primary file name and SHA256 (a generator server may hold it)."""
+    wanted = [api.checkpoint.version_id, *(lora.version_id for lora in api.loras)]
+    with Library() as library:
+        installed = library.by_version(store)
+    names, hashes = store.primary_files(wanted), store.primary_sha256(wanted)
+    files: dict[int, ModelFile] = {}
+    for version_id in wanted:
+        if version_id in installed:
+            item = installed[version_id]
+            files[version_id] = ModelFile(item.path.name, item.path, item.hashes.sha256, item.hashes.autov3)
+        elif version_id in names:
+            files[version_id] = ModelFile(names[version_id], None, hashes.get(version_id))
+    return files
+
+
+def download_hint(store: Store, prompt: str, chosen: APICall, **options: Any) -> str | None:
+    """A line naming the catalogue's best checkpoint for ``prompt`` when the installed choice is not
+    among the unrestricted agent's top three (a clear gap, not a near tie), with the command to get it."""
+    best = open_agent(store, "default", splits=SPLITS, **options).select(prompt, 5).alternatives
+    if not best or chosen.checkpoint.model_id in {alt.checkpoint.model_id for alt in best[:3]}:
+        return None
+    top = best[0].checkpoint
+    return (
+        f"better fit to download: {top.name} ({top.base_model}, version {top.version_id}):"
+        f" diffagent library download {top.version_id}"
+    )
+
+
+def generate_command(
+    prompt: str = typer.Argument(..., help="the text-to-image prompt"),
+    backend: str = typer.Option("diffusers", "--backend", help=f"one of: {', '.join(BACKENDS)}"),
+    url: str = typer.Option(
+        None, "--url", help="server root (a1111 default http://127.0.0.1:7860, comfyui http://127.0.0.1:8188)"
+    ),
+    out: Path = typer.Option(Path("outputs"), "--out", help="folder for the PNGs"),
+    installed: bool = typer.Option(
+        False, "--installed", help="only checkpoints and LoRAs you have (library scan)"
+    ),
+    base_models: list[str] = typer.Option(
+        [], "--base-model", help="restrict to this base model (repeatable)"
+    ),
+    seed: int = typer.Option(None, "--seed", help="seed (default: the answer's, -1 = random)"),
+) -> None:
+    """Select the best call for PROMPT (default agent), generate with BACKEND, print the PNG paths."""
+    if not prompt.strip():
+        fail("the prompt is empty")
+    if backend not in BACKENDS:
+        fail(f"--backend takes one of: {', '.join(BACKENDS)}")
+    options = {"base_models": base_models} if base_models else {}
+    with open_store() as store:
+        with progress_bar("preparing the default agent (first use builds it)") as update:
+            agent = open_agent(
+                store, "default", splits=SPLITS, progress=update, installed=installed, **options
+            )
+        api = agent.select(prompt, 1).api
+        if seed is not None:
+            api = api.model_copy(update={"seed": seed})
+        files = resolve_files(store, api)
+        hint = download_hint(store, prompt, api, **options) if installed else None
+    if hint:
+        console.print(hint, markup=False, highlight=False)
+    console.print(
+        f"{api.checkpoint.name} ({api.checkpoint.base_model}), {len(api.loras)} LoRA(s), {api.sampler},"
+        f" {api.steps} steps, {api.width}x{api.height} on {backend}",
+        markup=False,
+        highlight=False,
+    )
+    for path in generate(api, backend, files, out, url):
+        typer.echo(str(path))

@@ -22,7 +22,7 @@ KNOWN = {
     "SD 2.0": "SD2", "SD 2.1": "SD2", "SD 2.0 768": "SD2-768", "SD 2.1 768": "SD2-768",
     "SDXL 0.9": "SDXL", "SDXL 1.0": "SDXL", "SDXL Turbo": "SDXL", "SDXL Lightning": "SDXL",
     "SDXL Hyper": "SDXL", "SDXL 1.0 LCM": "SDXL", "Playground v2": "SDXL",
-    "Pony": "Pony", "Pony V7": "Pony", "Illustrious": "Illustrious", "NoobAI": "NoobAI",
+    "Pony": "Pony", "Pony V7": "AuraFlow", "Illustrious": "Illustrious", "NoobAI": "NoobAI",
     "SD 3": "SD3", "SD 3.5": "SD3", "SD 3.5 Large": "SD3", "SD 3.5 Medium": "SD3",
     "Flux.1 S": "Flux1", "Flux.1 D": "Flux1", "Flux.1 Krea": "Flux1", "Flux.1 Kontext": "Flux1",
     "Flux.2 D": "Flux2", "Chroma": "Chroma", "HiDream": "HiDream", "Kolors": "Kolors", "Qwen": "Qwen",

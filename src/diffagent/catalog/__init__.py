@@ -13,6 +13,8 @@ from .families import (
     family_spec,
     is_few_step,
     recipe,
+    settle,
+    single_file_config,
     size_ok,
     snap_size,
 )
@@ -58,6 +60,8 @@ __all__ = [
     "parse_meta",
     "recipe",
     "search_cards",
+    "settle",
+    "single_file_config",
     "size_ok",
     "snap_size",
     "validate_call",

@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ...catalog import Store, VersionRef, default_size, family, family_spec, is_few_step, recipe
+from ...catalog import Store, VersionRef, default_size, family, family_spec, is_few_step, recipe, settle
 from ...catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, SIZE_RANGE, STEPS_RANGE
 from ...schema import APICall, Checkpoint, LoRA, normalize_sampler
 
@@ -249,8 +249,16 @@ def _with_trigger_words(prompt: str, words: Iterable[str]) -> str:
 def assemble_call(
     ref: VersionRef, prompt: str, params: dict[str, Any], loras: Iterable[LoRA] = (), seed: int = -1
 ) -> APICall:
-    """An executable call: the catalogue checkpoint ``ref``, ``params`` and LoRAs with trigger words added."""
+    """An executable call: the catalogue checkpoint ``ref``, ``params`` and LoRAs with trigger words added,
+    settled by the checkpoint's family (:func:`diffagent.catalog.settle`: buckets, clip skip, Pony's score
+    tags, Flux's guidance and no negative prompt)."""
     loras = list(loras)
+    fields = ("negative_prompt", "sampler", "steps", "cfg_scale", "width", "height", "clip_skip")
+    settled = settle(
+        ref.base_model,
+        f"{ref.model_name} {ref.version_name or ''}",
+        {"prompt": prompt.strip(), **{name: params[name] for name in fields}},
+    )
     return APICall(
         checkpoint=Checkpoint(
             model_id=ref.model_id,
@@ -259,13 +267,7 @@ def assemble_call(
             base_model=ref.base_model or "Other",
         ),
         loras=loras,
-        prompt=_with_trigger_words(prompt, [w for lora in loras for w in lora.trigger_words]),
-        negative_prompt=params["negative_prompt"],
-        sampler=params["sampler"],
-        steps=params["steps"],
-        cfg_scale=params["cfg_scale"],
-        width=params["width"],
-        height=params["height"],
-        clip_skip=params["clip_skip"],
+        prompt=_with_trigger_words(settled["prompt"], [w for lora in loras for w in lora.trigger_words]),
         seed=seed,
+        **{name: settled[name] for name in (*fields, "guidance", "scheduler")},
     )

@@ -1,6 +1,6 @@
 """The catalogue: Civitai models, versions, files and sample images in an embedded SQLite store."""
 
-from .crawler import CrawlError, CrawlQuery, CrawlReport, RetryPolicy, crawl
+from .crawler import CrawlError, CrawlQuery, CrawlReport, RetryPolicy, crawl, lookup_hash
 from .families import (
     FAMILIES,
     Family,
@@ -18,7 +18,7 @@ from .families import (
     size_ok,
     snap_size,
 )
-from .filters import CatalogFilter, ModelEntry, latest_versions
+from .filters import CatalogFilter, ModelEntry, base_models_named, latest_versions
 from .importer import ImportReport, import_dump
 from .meta import GenParams, Resource, normalize_hash, parse_meta
 from .search import CardHit, search_cards
@@ -44,6 +44,7 @@ __all__ = [
     "Store",
     "VersionRef",
     "architecture",
+    "base_models_named",
     "check_call",
     "compatibility",
     "compatible",
@@ -56,6 +57,7 @@ __all__ = [
     "is_few_step",
     "is_hallucination",
     "latest_versions",
+    "lookup_hash",
     "normalize_hash",
     "parse_meta",
     "recipe",

@@ -9,7 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..catalog import CatalogFilter, import_dump, search_cards
+from ..catalog import (
+    CatalogFilter,
+    CrawlError,
+    family,
+    import_dump,
+    lookup_hash,
+    normalize_hash,
+    search_cards,
+)
 from ._common import console, fail, open_filled_store, open_store, progress_bar
 
 app = typer.Typer(help="Fill, inspect and search the model catalogue (SQLite under DIFFAGENT_HOME).")
@@ -109,3 +117,55 @@ def search(
             str(hit.downloads), f"{hit.score:.2f}", ", ".join(hit.tags[:6]),
         )  # fmt: skip
     Console().print(table)
+
+
+def _printable(value: object) -> str:
+    """Catalogue and API text for a terminal: control characters (escape sequences) removed."""
+    return "".join(ch for ch in str(value) if ch.isprintable())
+
+
+@app.command()
+def lookup(
+    digest: str = typer.Argument(..., metavar="HASH", help="AutoV1, AutoV2, AutoV3, SHA256, CRC32 or BLAKE3"),
+    offline: bool = typer.Option(False, "--offline", help="look in the local catalogue only"),
+    as_json: bool = typer.Option(False, "--json", help="print the version as JSON"),
+    base_url: str | None = typer.Option(
+        None, help="API root (default: DIFFAGENT_CIVITAI_URL or https://civitai.com/api/v1)"
+    ),
+) -> None:
+    """The catalogue version a model file's hash belongs to; asks Civitai's by-hash look-up when the
+    local catalogue does not hold it (token from CIVITAI_API_TOKEN)."""
+    if normalize_hash(digest) is None:
+        fail("a file hash is hexadecimal: AutoV1, AutoV2, AutoV3, SHA256, CRC32 or BLAKE3")
+    with open_store() as store:
+        ref = store.version_by_hash(digest)
+    if ref is not None:
+        found = {
+            "source": "catalogue", "model_id": ref.model_id, "version_id": ref.version_id,
+            "model_name": ref.model_name, "version_name": ref.version_name, "type": ref.model_type,
+            "base_model": ref.base_model,
+        }  # fmt: skip
+    elif offline:
+        fail(f"no file with hash {digest} in the local catalogue", code=1)
+    else:
+        try:
+            answer = lookup_hash(digest, base_url=base_url)
+        except CrawlError as exc:
+            fail(str(exc), code=1)
+        if answer is None:
+            fail(f"no file with hash {digest} in the catalogue or on Civitai", code=1)
+        model = answer.get("model") if isinstance(answer.get("model"), dict) else {}
+        found = {
+            "source": "civitai", "model_id": answer.get("modelId"), "version_id": answer.get("id"),
+            "model_name": model.get("name"), "version_name": answer.get("name"), "type": model.get("type"),
+            "base_model": answer.get("baseModel"),
+        }  # fmt: skip
+    found["family"] = family(found["base_model"] if isinstance(found["base_model"], str) else None)
+    if as_json:
+        typer.echo(json.dumps(found, ensure_ascii=False))
+        return
+    typer.echo(
+        f"{_printable(found['model_name'])} / {_printable(found['version_name'])}: model {found['model_id']},"
+        f" version {found['version_id']}, {_printable(found['type'])}, base model"
+        f" {_printable(found['base_model'])} (from the {found['source']})"
+    )

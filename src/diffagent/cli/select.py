@@ -61,11 +61,22 @@ def agent_spec(spec: str, model: str | None, unconstrained: bool) -> tuple[str, 
 
 
 def build_agent(
-    store: Store, spec: str, *, splits: tuple[str, ...], model: str | None = None, unconstrained: bool = False
+    store: Store,
+    spec: str,
+    *,
+    splits: tuple[str, ...],
+    model: str | None = None,
+    unconstrained: bool = False,
+    base_models: tuple[str, ...] = (),
 ) -> Agent:
     """Agent ``spec`` (see :func:`agent_spec`, which reads ``model`` and ``unconstrained``) learning from
-    DABench ``splits``, with a progress bar over first-use builds."""
+    DABench ``splits``, with a progress bar over first-use builds; ``base_models`` restrict the default
+    agent's checkpoints (Civitai strings or family names)."""
     name, options = agent_spec(spec, model, unconstrained)
+    if base_models:
+        if name != "default":
+            fail("--base-model restricts the default agent's checkpoints; drop it or use --agent default")
+        options["base_models"] = base_models
     try:
         with progress_bar(f"preparing the {spec} agent (first use builds it)") as update:
             return open_agent(store, name, splits=splits, progress=update, **options)
@@ -114,6 +125,9 @@ def _print_answer(answer: Answer) -> None:
     table.add_row(
         "sampler", f"{api.sampler}, {api.steps} steps, CFG {api.cfg_scale:g}, clip skip {api.clip_skip}"
     )
+    if api.guidance is not None or api.scheduler is not None:
+        extra = [f"guidance {api.guidance:g}" if api.guidance is not None else "", api.scheduler or ""]
+        table.add_row("schedule", ", ".join(part for part in extra if part))
     table.add_row("size", f"{api.width}x{api.height}, seed {api.seed}")
     table.add_row("prompt", api.prompt)
     table.add_row("negative", api.negative_prompt or "[dim](none)[/]")
@@ -151,6 +165,11 @@ def select_command(
     payload: str = typer.Option(
         None, "--format", help=f"print what a generator runs instead: {', '.join(FORMATS)}"
     ),
+    base_model: list[str] = typer.Option(
+        [],
+        "--base-model",
+        help="only checkpoints of this base model or family, e.g. 'SDXL 1.0', Pony (repeat)",
+    ),
 ) -> None:
     """One API call for PROMPT, or one per line of --batch IN.jsonl written to --out OUT.jsonl."""
     if (prompt is None) == (batch is None):
@@ -165,7 +184,14 @@ def select_command(
         fail(f"--format takes one of {', '.join(FORMATS)}, for a single PROMPT")
     items = read_prompts(batch) if batch is not None else []
     with open_store() as store:
-        selector = build_agent(store, agent, splits=SPLITS, model=model, unconstrained=unconstrained)
+        selector = build_agent(
+            store,
+            agent,
+            splits=SPLITS,
+            model=model,
+            unconstrained=unconstrained,
+            base_models=tuple(base_model),
+        )
         if batch is None:
             answer = selector.select(prompt, k)
             if payload is not None:

@@ -28,7 +28,7 @@ import numpy as np
 from ..._io import atomic_open
 from ...bench.pairs import Pair
 from ...bench.text import clean_prompt
-from ...catalog import CatalogFilter, Store, VersionRef
+from ...catalog import CatalogFilter, Store, VersionRef, base_models_named
 from ...catalog.validate import CFG_RANGE, STEPS_RANGE
 from ...config import home
 from ...errors import UserInputError
@@ -430,14 +430,15 @@ def build_default_agent(
     """The default agent over ``store``, learning from ``examples`` only; its index and ranker are loaded
     from ``DIFFAGENT_HOME/default-agent`` or built there first (``progress(done, total)`` meanwhile).
 
-    ``base_models`` and ``allow_nsfw`` restrict the checkpoints it may name (NSFW models are out by default).
+    ``base_models`` and ``allow_nsfw`` restrict the checkpoints it may name (NSFW models are out by default);
+    a base model is a Civitai string (``SDXL 1.0``) or a family name for all of its strings (``Pony``).
     """
     pairs = _examples(examples)
     store.require_models()
     index = _load_or_build(store, pairs, rebuild, progress)
     flt = CatalogFilter(
         types=("Checkpoint",),
-        base_models=tuple(base_models) if base_models else None,
+        base_models=base_models_named(store, tuple(base_models)) if base_models else None,
         allow_nsfw_models=allow_nsfw,
     )
     return RetrievalAgent(store, index, pairs, flt)

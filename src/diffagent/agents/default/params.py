@@ -11,10 +11,11 @@ and CFG of a few-step checkpoint (Turbo / LCM / Lightning) only from its own ima
 Agents use it as the prior for the parameters of any checkpoint they choose; :func:`assemble_call` turns
 a catalogue version and such parameters into an APICall.
 
-An image counts for the checkpoint version its ``Model hash`` (AutoV2) names, or, with no hash, for the
-page it hangs on when that page is a checkpoint (the rule DABench uses for its ground truth). Pass
-``image_ids`` to learn only from some images (an agent under evaluation passes the source images of its
-training pairs, so that no test image leaks into its parameters).
+An image counts for the checkpoint version its Civitai resources name (``civitaiResources``), else the
+one its ``Model hash`` (AutoV2) names, or, with neither, for the page it hangs on when that page is a
+checkpoint (the rule DABench uses for its ground truth). Pass ``image_ids`` to learn only from some
+images (an agent under evaluation passes the source images of its training pairs, so that no test image
+leaks into its parameters).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ WITH resolved AS (
     SELECT i.id AS image_id, i.sampler, i.steps, i.cfg_scale, i.gen_width, i.gen_height, i.clip_skip,
            i.negative_prompt,
            COALESCE(
+               (SELECT cv.id FROM versions cv JOIN models cm ON cm.id = cv.model_id
+                WHERE cv.id = i.checkpoint_version AND cm.type = 'Checkpoint'),
                (SELECT f.version_id FROM files f
                 JOIN versions fv ON fv.id = f.version_id JOIN models fm ON fm.id = fv.model_id
                 WHERE f.autov2 = i.model_hash AND fm.type = 'Checkpoint'

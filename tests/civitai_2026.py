@@ -132,11 +132,14 @@ class Civitai2026:
                         return self._send(request, 200, answer)
         return self._send(request, 404, {"error": f"Model not found: {digest}"})
 
-    @staticmethod
     def _send(
-        request: BaseHTTPRequestHandler, status: int, body: object, headers: dict | None = None
+        self, request: BaseHTTPRequestHandler, status: int, body: object, headers: dict | None = None
     ) -> None:
         data = json.dumps(body).encode()
+        if status == 200:
+            path = urlsplit(request.path).path.removeprefix("/api/v1/")
+            key = "by-hash" if path.startswith("model-versions/") else path
+            self.sent[key] = self.sent.get(key, 0) + len(data)
         request.send_response(status)
         request.send_header("Content-Type", "application/json")
         request.send_header("Content-Length", str(len(data)))

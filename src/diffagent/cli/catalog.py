@@ -73,11 +73,20 @@ def sync(
     base_url: str | None = typer.Option(
         None, help="API root (default: DIFFAGENT_CIVITAI_URL or https://civitai.com/api/v1)"
     ),
+    images_per_version: int = typer.Option(
+        50,
+        min=0,
+        max=200,
+        help="example images asked of /images for a version whose page has no meta (0: none)",
+    ),
 ) -> None:
     """Crawl the live Civitai API into the store (token from CIVITAI_API_TOKEN; rerun to resume)."""
     from .sync import run_sync
 
-    run_sync(types=types, base_models=base_models, limit=limit, nsfw=nsfw, sort=sort, base_url=base_url)
+    run_sync(
+        types=types, base_models=base_models, limit=limit, nsfw=nsfw, sort=sort, base_url=base_url,
+        images_per_version=images_per_version,
+    )  # fmt: skip
 
 
 @app.command()

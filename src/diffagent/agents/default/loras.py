@@ -202,6 +202,7 @@ class LoraIndex:
         for position in from_neighbour:
             ranked.setdefault(position, (0.5, None))
         out: list[LoRA] = []
+
         def order(item: tuple[int, tuple[float, float | None]]) -> float:
             partial = compatibility(self.refs[item[0]].base_model, checkpoint.base_model) == "partial"
             return -item[1][0] * (_PARTIAL if partial else 1.0)

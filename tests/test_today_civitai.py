@@ -313,3 +313,31 @@ def test_lookup_is_local_first_then_by_hash_online(
         app, ["catalog", "lookup", "0123456789"], env={**env, "CIVITAI_API_TOKEN": "wrong"}
     )
     assert refused.exit_code == 1 and "CIVITAI_API_TOKEN" in refused.output and "wrong" not in refused.output
+
+
+def test_service_takes_base_models_like_the_cli(
+    crawled_home: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from diffagent.service import create_app
+
+    home, _ = crawled_home
+    monkeypatch.setenv("DIFFAGENT_HOME", str(home))
+    with Store(home / "catalog.sqlite") as store:
+        client = TestClient(create_app(store))
+        flux = client.post("/select", json={"prompt": "a paper boat", "base_models": ["Flux.1 D"]})
+        assert flux.status_code == 200, flux.text
+        api = flux.json()["api"]
+        assert api["checkpoint"]["base_model"] == "Flux.1 D" and api["guidance"] == 3.5
+        batch = client.post(
+            "/select/batch", json={"items": [{"id": 1, "prompt": "1girl"}], "base_models": ["Pony"]}
+        )
+        assert batch.json()["results"][0]["api"]["clip_skip"] == 2
+        assert client.post("/select", json={"prompt": "x", "base_models": ["SD 3.5"]}).status_code == 422
+        assert (
+            client.post(
+                "/select", json={"prompt": "x", "agent": "tfidf", "base_models": ["Pony"]}
+            ).status_code
+            == 422
+        )

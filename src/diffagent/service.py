@@ -1,6 +1,7 @@
 """The HTTP service: the same answers as ``diffagent select``, over JSON.
 
-    POST /select        {"prompt": "...", "k": 5, "agent": "default", "format": null} -> Answer
+    POST /select        {"prompt": "...", "k": 5, "agent": "default", "format": null, "base_models": []}
+                        -> Answer
     POST /select/batch  {"items": [{"id": 1, "prompt": "..."}], "k": 5} -> {"results": [...]}
     GET  /schema        JSON Schema of the API call
     GET  /health        catalogue counts and the agents already loaded
@@ -21,6 +22,7 @@ from .agents import AGENT_NAMES, Agent
 from .catalog import Store
 from .client import open_agent
 from .config import store_path
+from .errors import UserInputError
 from .execute import FORMATS, to_payload
 from .schema import Answer, api_json_schema
 
@@ -32,6 +34,9 @@ class SelectRequest(BaseModel):
     k: int = Field(5, ge=1, le=50, description="ranked alternatives to return")
     agent: str = Field("default", description=f"one of: {', '.join(AGENT_NAMES)}")
     format: str | None = Field(None, description=f"also return a generator payload: {', '.join(FORMATS)}")
+    base_models: list[str] = Field(
+        default_factory=list, max_length=20, description="only checkpoints of these base models or families"
+    )
 
 
 class BatchItem(BaseModel):
@@ -43,23 +48,46 @@ class BatchRequest(BaseModel):
     items: list[BatchItem] = Field(min_length=1, max_length=10_000)
     k: int = Field(5, ge=1, le=50)
     agent: str = "default"
+    base_models: list[str] = Field(default_factory=list, max_length=20)
+
+
+_RESTRICTED_AGENTS = 4
+"""Default agents kept per distinct ``base_models`` restriction (each holds its own copy of the index)."""
 
 
 class _Agents:
-    """Agents by name, built on first request (every bench split is theirs to learn from)."""
+    """Agents by name (and base-model restriction), built on first request (every bench split is theirs
+    to learn from)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.loaded: dict[str, Agent] = {}
+        self.restricted: dict[tuple[str, ...], Agent] = {}
         self.lock = threading.Lock()
 
-    def get(self, name: str) -> Agent:
+    def get(self, name: str, base_models: list[str] | None = None) -> Agent:
         if name not in AGENT_NAMES or name == "llm":  # the LLM agent needs a trained model: use the CLI
             raise HTTPException(422, f"unknown agent {name!r}; choose one of the retrieval agents")
+        if base_models:
+            if name != "default":
+                raise HTTPException(422, "base_models restricts the default agent's checkpoints")
+            return self._restricted(tuple(base_models))
         with self.lock:
             if name not in self.loaded:
                 self.loaded[name] = open_agent(self.store, name)
             return self.loaded[name]
+
+    def _restricted(self, base_models: tuple[str, ...]) -> Agent:
+        with self.lock:
+            if base_models not in self.restricted:
+                try:
+                    agent = open_agent(self.store, "default", base_models=base_models)
+                except UserInputError as exc:
+                    raise HTTPException(422, str(exc)) from None
+                if len(self.restricted) >= _RESTRICTED_AGENTS:
+                    self.restricted.pop(next(iter(self.restricted)))
+                self.restricted[base_models] = agent
+            return self.restricted[base_models]
 
 
 def create_app(store: Store | None = None) -> FastAPI:
@@ -82,7 +110,7 @@ def create_app(store: Store | None = None) -> FastAPI:
     def select(request: SelectRequest) -> dict[str, Any]:
         if request.format is not None and request.format not in FORMATS:
             raise HTTPException(422, f"format must be one of: {', '.join(FORMATS)}")
-        answer: Answer = agents.get(request.agent).select(request.prompt, request.k)
+        answer: Answer = agents.get(request.agent, request.base_models).select(request.prompt, request.k)
         body = answer.model_dump()
         if request.format is not None:
             api = answer.api
@@ -92,7 +120,7 @@ def create_app(store: Store | None = None) -> FastAPI:
 
     @app.post("/select/batch")
     def select_batch(request: BatchRequest) -> dict[str, Any]:
-        agent = agents.get(request.agent)
+        agent = agents.get(request.agent, request.base_models)
         began = time.perf_counter()
         answers = agent.select_batch([item.prompt for item in request.items], request.k)
         each_ms = (time.perf_counter() - began) * 1000 / len(answers)

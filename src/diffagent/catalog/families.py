@@ -176,7 +176,11 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"^qwen", "Qwen"),
     (r"^aura ?flow", "AuraFlow"),
     (r"^pixart", "PixArt"),
+    (r"^hunyuan ?video", "Video"),
     (r"^hunyuan", "Hunyuan"),
+    (r"^z ?image", "ZImage"),
+    # generators Civitai runs as a hosted service: versions without a checkpoint anyone can load
+    (r"^(imagen|veo|sora|openai|gpt|nano ?banana|seedream|seedance|kling|vidu|mini ?max|grok)", "Hosted"),
     (r"^lumina", "Lumina"),
     (r"^(wan|ltx|cogvideo|mochi)", "Video"),
 )

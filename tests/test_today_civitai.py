@@ -341,3 +341,20 @@ def test_service_takes_base_models_like_the_cli(
             ).status_code
             == 422
         )
+
+
+def test_a_store_from_an_older_release_gains_the_new_hash_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:  # as an older release left it: no AutoV1/V3/CRC32/BLAKE3 columns
+        for column in ("autov1", "autov3", "crc32", "blake3"):
+            conn.execute(f"DROP INDEX files_{column}")
+            conn.execute(f"ALTER TABLE files DROP COLUMN {column}")
+        conn.execute("ALTER TABLE images DROP COLUMN checkpoint_version")
+    model = _fixture_model("Flux Realism LoRA")
+    with Store(path) as store:
+        store.upsert_model(model)
+        digest = model["modelVersions"][0]["files"][0]["hashes"]["AutoV3"]
+        assert store.version_by_hash(digest).version_id == model["modelVersions"][0]["id"]  # type: ignore[union-attr]

@@ -73,7 +73,8 @@ def test_settle_applies_each_familys_rules() -> None:
     assert flux["cfg_scale"] <= 3.5 and flux["guidance"] == 3.5 and flux["scheduler"] == "simple"
     assert flux["negative_prompt"] == "" and 0.8 <= flux["width"] * flux["height"] / 1e6 <= 1.3
     schnell = settle("Flux.1 S", "Flux schnell", base)
-    assert schnell["guidance"] is None and schnell["steps"] <= 8
+    assert schnell["guidance"] is None and schnell["cfg_scale"] == 1.0
+    assert settle("SD 1.5", "x", {**base, "steps": 8, "cfg_scale": 1.5})["steps"] == 8  # the evidence decides
     pony = settle("Pony", "Pony Diffusion V6 XL", base)
     assert pony["clip_skip"] == 2 and pony["prompt"].startswith("score_9, score_8_up, score_7_up, a cat")
     kept = settle("Pony", "x", {**base, "prompt": "1girl, score_9, smiling"})

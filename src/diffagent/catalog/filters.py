@@ -97,6 +97,8 @@ def base_models_named(store: Store, names: tuple[str, ...] | list[str]) -> tuple
         found = [b for b in present if b.lower() == wanted or (whole is not None and family(b) == whole)]
         if not found:
             known = ", ".join(sorted(present)[:30]) or "none"
-            raise UserInputError(f"no version in the catalogue has base model {name!r}; present: {known}")
+            raise UserInputError(
+                f"the base-model filter names {name!r}, which no catalogue version has; present: {known}"
+            )
         out += [b for b in found if b not in out]
     return tuple(out)

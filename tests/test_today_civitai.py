@@ -359,3 +359,11 @@ def test_a_store_from_an_older_release_gains_the_new_hash_columns(tmp_path: Path
         store.upsert_model(model)
         digest = model["modelVersions"][0]["files"][0]["hashes"]["AutoV3"]
         assert store.version_by_hash(digest).version_id == model["modelVersions"][0]["id"]  # type: ignore[union-attr]
+
+
+def test_bench_build_takes_a_family_name(crawled_home: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    _, env = crawled_home
+    result = runner.invoke(app, ["bench", "build", "--base-model", "Flux1", "--out", str(tmp_path)], env=env)
+    assert result.exit_code == 0, result.output
+    pairs = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert pairs and {family(p["api"]["checkpoint"]["base_model"]) for p in pairs} == {"Flux1"}

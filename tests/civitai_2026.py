@@ -22,7 +22,8 @@ class Civitai2026:
     Refuses what the real API refuses (``limit`` out of range: 400; ``page * limit > 1000``: 429 "use
     cursors"), serves only PG images unless ``browsingLevel`` (bit flags) or ``nsfw`` asks for more, and
     ``meta`` only with ``withMeta=true``. ``faults[endpoint]`` lists faults served one per request before
-    answering: ``429`` (Retry-After), ``503`` (the heavy-request bulkhead), ``drop`` (connection closed).
+    answering: ``429`` (Retry-After), ``503`` (the heavy-request bulkhead), ``drop`` (connection closed),
+    ``404`` (a version gone since its model page was served).
     """
 
     def __init__(self, retry_after: str = "3") -> None:
@@ -72,6 +73,8 @@ class Civitai2026:
             return self._send(request, 429, {"error": "rate limited"}, {"Retry-After": self.retry_after})
         if fault == "503":
             return self._send(request, 503, {"error": "too many heavy requests"})
+        if fault == "404":  # a version removed between its model page and this request
+            return self._send(request, 404, {"error": "Model version not found"})
         if fault == "drop":
             request.close_connection = True
             return None

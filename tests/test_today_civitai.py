@@ -105,7 +105,7 @@ def test_crawl_of_both_endpoints_survives_faults_and_resumes(civitai: Civitai202
     from diffagent.catalog import crawl
 
     civitai.faults["models"] = ["429", "503", "drop"]
-    civitai.faults["images"] = ["503", "429", "drop"]
+    civitai.faults["images"] = ["404", "503", "429", "drop"]
     waits: list[float] = []
     store = Store()
     query = CrawlQuery(page_size=10)
@@ -128,6 +128,8 @@ def test_crawl_of_both_endpoints_survives_faults_and_resumes(civitai: Civitai202
         if v["files"] and v["baseModel"] != "SD 1.5" and not (m["nsfwLevel"] & ~3)
     }  # fmt: skip
     assert successful == without_meta and len(asked) == len(without_meta) + 3  # each once, plus 3 retries
+    gone = store.conn.execute("SELECT version_id FROM image_fetches WHERE images = 0").fetchall()
+    assert [row[0] for row in gone] == [int(asked[0])]  # the 404: no images, not asked again
     assert all(p["withMeta"] == ["true"] and p["browsingLevel"] == ["1"] for p in civitai.requests("images"))
     assert all(p["nsfw"] == ["false"] for p in civitai.requests("models"))
 

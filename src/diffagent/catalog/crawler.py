@@ -181,7 +181,7 @@ class _Transient(Exception):
 
 
 class _NotFound(Exception):
-    """HTTP 404 where absence is an answer (a hash Civitai does not know)."""
+    """HTTP 404 where absence is an answer (a hash Civitai does not know, a version gone since its page)."""
 
 
 class _Client:
@@ -213,9 +213,17 @@ class _Client:
     def close(self) -> None:
         self.http.close()
 
-    def get_page(self, params: list[tuple[str, str]], endpoint: str | None = None) -> dict[str, Any]:
-        """One page as a dict with an ``items`` list, after as many retries as the policy allows."""
-        return self.get(params, endpoint, require_items=True)
+    def get_page(
+        self, params: list[tuple[str, str]], endpoint: str | None = None, missing_ok: bool = False
+    ) -> dict[str, Any]:
+        """One page as a dict with an ``items`` list, after as many retries as the policy allows; a 404
+        is an empty page where ``missing_ok``, else a CrawlError."""
+        try:
+            return self.get(params, endpoint, require_items=True)
+        except _NotFound as gone:
+            if missing_ok:
+                return {"items": []}
+            raise CrawlError(f"HTTP 404 from {gone}: check the API root (DIFFAGENT_CIVITAI_URL)") from None
 
     def get(
         self, params: list[tuple[str, str]], endpoint: str | None = None, require_items: bool = False
@@ -254,7 +262,7 @@ class _Client:
                     f"{url} asks to wait {after:.0f} s after HTTP {status}; rerun later to resume the crawl"
                 )
             raise _Transient(f"HTTP {status}", after or 0.0)
-        if status == 404 and not require_items:
+        if status == 404:
             raise _NotFound(url)
         if status != 200:
             raise CrawlError(self._refusal(response, url))
@@ -395,7 +403,7 @@ def _fetch_examples(
 ) -> None:
     """One ``/images`` page with meta for each version of these models that has no example yet."""
     for version_id in store.versions_without_examples(model_ids):
-        page = client.get_page(query.image_params(version_id), endpoint)
+        page = client.get_page(query.image_params(version_id), endpoint, missing_ok=True)
         report.image_requests += 1
         with store.transaction():
             report.images += store.add_images(version_id, page["items"])

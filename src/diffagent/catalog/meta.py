@@ -89,7 +89,8 @@ def _to_str(value: Any) -> str | None:
 
 
 def normalize_hash(value: Any) -> str | None:
-    """Upper-case hex of an AutoV2 (10 digits) or SHA256 (64 digits) hash; None for anything else."""
+    """Upper-case hex of a file hash (AutoV1 / CRC32 8 digits, AutoV2 10, AutoV3 12, SHA256 / BLAKE3 64);
+    None for anything that is not hexadecimal."""
     text = _to_str(value)
     if text is None or not _HEX.match(text):
         return None
@@ -138,10 +139,11 @@ def _resources(meta: dict[str, Any]) -> list[Resource]:
             out.append(Resource(kind, _to_str(item.get("modelVersionName")), None, weight, version))
     for item in _dicts(meta.get("additionalResources")):
         found = _AIR.match(_to_str(item.get("name")) or "")
-        if found:
+        version = _positive_id(found.group("version")) if found else None
+        if found and version is not None:
             weight = _to_float(_first(item, "strength", "weight"))
             kind = _kind(item.get("type")) or _kind(found.group("type"))
-            out.append(Resource(kind or "lora", None, None, weight, int(found.group("version"))))
+            out.append(Resource(kind or "lora", None, None, weight, version))
     hashes = meta.get("hashes")
     named = {r.name.lower() for r in out if r.name}
     for key, value in hashes.items() if isinstance(hashes, dict) else ():

@@ -213,6 +213,9 @@ def test_sync_bench_and_ranker_see_every_family(crawled_home: tuple[Path, dict[s
     assert bases == set(FAMILY_PROMPTS)
     with_loras = {p["api"]["checkpoint"]["base_model"] for p in pairs if p["api"]["loras"]}
     assert with_loras == set(FAMILY_PROMPTS)  # LoRAs resolved by AutoV3, AIR URN and version id alike
+    flux = [p["api"] for p in pairs if p["api"]["checkpoint"]["base_model"] == "Flux.1 D"]
+    assert all((a["cfg_scale"], a["guidance"]) == (1.0, 3.5) for a in flux)  # cfgScale 3.5 was the guidance
+    assert sum("guidance" in p["api"] for p in pairs) == len(flux)
 
 
 @pytest.mark.parametrize("base", sorted(FAMILY_PROMPTS))

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import sparse
 
 from .._io import atomic_open, write_jsonl
-from ..catalog import CatalogFilter, Store, compatible, validate_call
+from ..catalog import CatalogFilter, Store, compatible, reported_cfg, validate_call
 from ..config import home
 from ..schema import APICall, Checkpoint, LoRA, normalize_sampler
 from .pairs import SPLITS, Pair, PairSource
@@ -177,6 +177,7 @@ def _pair_from_row(row: tuple, resolver: _Resolver, store: Store) -> Pair | str:
             weight=1.0 if weight is None else round(weight, 3),
             trigger_words=list(lora.trained_words),
         )
+    cfg_scale, guidance = reported_cfg(checkpoint.base_model, checkpoint.model_name, float(cfg))
     api = APICall(
         checkpoint=Checkpoint(
             model_id=checkpoint.model_id,
@@ -189,11 +190,12 @@ def _pair_from_row(row: tuple, resolver: _Resolver, store: Store) -> Pair | str:
         negative_prompt=negative or "",
         sampler=canonical,
         steps=steps,
-        cfg_scale=float(cfg),
+        cfg_scale=cfg_scale,
         width=width,
         height=height,
         clip_skip=clip_skip or 1,
         seed=seed if seed is not None and seed >= 0 else -1,
+        guidance=guidance,
     )
     if validate_call(store, api):  # the ground truth itself must be executable (sizes, ranges)
         return "invalid_params"

@@ -29,6 +29,7 @@ __all__ = [
     "family_spec",
     "is_few_step",
     "recipe",
+    "reported_cfg",
     "settle",
     "single_file_config",
     "size_ok",
@@ -305,6 +306,18 @@ def single_file_config(base_model: str | None, name: str = "") -> str | None:
     if spec.name == "SD3" and "medium" in base:
         return "stabilityai/stable-diffusion-3.5-medium"
     return spec.diffusers_config
+
+
+def reported_cfg(base_model: str | None, name: str, cfg_scale: float) -> tuple[float, float | None]:
+    """``(cfg_scale, guidance)`` of the CFG an image reports: Civitai's generator and Forge write a distilled
+    family's guidance as its CFG (Flux dev images say ``cfgScale: 3.5`` and ran the sampler at 1), so a
+    value outside the family's single CFG is its guidance; anything else is a CFG as it stands."""
+    spec = family_spec(base_model)
+    settings = recipe(base_model, name)
+    low, high = settings.cfg_range
+    if spec is None or settings.guidance is None or low <= cfg_scale <= high:
+        return cfg_scale, None
+    return low, cfg_scale
 
 
 def _with_prefix(prompt: str, prefix: tuple[str, ...]) -> str:

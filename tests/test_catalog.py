@@ -332,9 +332,15 @@ def test_cli_import_stats_and_search(tmp_path: Path) -> None:
 
 
 def test_live_api_nsfw_levels_map_to_the_dump_vocabulary() -> None:
-    from diffagent.catalog.store import _image_nsfw
+    from diffagent.catalog.nsfw import image_level, model_is_nsfw
 
-    assert _image_nsfw({"nsfw": "Soft", "nsfwLevel": 1}) == "Soft"
-    assert [_image_nsfw({"nsfwLevel": n}) for n in (1, 2, 4, 8, 16)] == ["None", "Soft", "Mature", "X", "X"]
-    assert _image_nsfw({"nsfw": False}) == "None"
-    assert _image_nsfw({"nsfw": True}) is None and _image_nsfw({}) is None
+    assert image_level({"nsfw": "Soft", "nsfwLevel": 1}) == "Soft"
+    assert [image_level({"nsfwLevel": n}) for n in (1, 2, 4, 8, 16)] == ["None", "Soft", "Mature", "X", "X"]
+    assert image_level({"nsfw": False}) == "None"
+    assert image_level({"nsfw": True}) is None and image_level({}) is None
+    # today's /images items: a boolean nsfw, the string nsfwLevel and the integer browsingLevel
+    assert image_level({"nsfw": False, "nsfwLevel": "Mature", "browsingLevel": 4}) == "Mature"
+    assert image_level({"nsfw": True, "browsingLevel": 8}) == "X"
+    assert image_level({"nsfwLevel": 3}) == "Soft"  # bit flags: the highest level present
+    assert not model_is_nsfw({"nsfwLevel": 1 | 2 | 4}) and model_is_nsfw({"nsfwLevel": 1 | 16})
+    assert model_is_nsfw({"nsfw": True, "nsfwLevel": 1})

@@ -43,6 +43,7 @@ class FakeCivitai:
         self.require_token: str | None = None
         self.slow_s = 1.5
         self.requests: list[tuple[int, dict[str, list[str]], str | None]] = []
+        self.image_requests: list[dict[str, list[str]]] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -85,6 +86,9 @@ class FakeCivitai:
     def handle(self, request: BaseHTTPRequestHandler) -> None:
         url = urlsplit(request.path)
         params = parse_qs(url.query)
+        if url.path == "/api/v1/images":  # versions without examples: the dump's have none elsewhere
+            self.image_requests.append(params)
+            return self._send(request, 200, b'{"items": [], "metadata": {}}')
         if url.path != "/api/v1/models":
             return self._send(request, 404, b'{"error": "not found"}')
         limit = int(params.get("limit", ["100"])[0])

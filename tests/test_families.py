@@ -13,6 +13,7 @@ from diffagent.catalog import (
     family,
     family_spec,
     recipe,
+    single_file_config,
     size_ok,
     snap_size,
 )
@@ -22,10 +23,13 @@ KNOWN = {
     "SD 2.0": "SD2", "SD 2.1": "SD2", "SD 2.0 768": "SD2-768", "SD 2.1 768": "SD2-768",
     "SDXL 0.9": "SDXL", "SDXL 1.0": "SDXL", "SDXL Turbo": "SDXL", "SDXL Lightning": "SDXL",
     "SDXL Hyper": "SDXL", "SDXL 1.0 LCM": "SDXL", "Playground v2": "SDXL",
-    "Pony": "Pony", "Pony V7": "Pony", "Illustrious": "Illustrious", "NoobAI": "NoobAI",
+    "Pony": "Pony", "Pony V7": "AuraFlow", "Illustrious": "Illustrious", "NoobAI": "NoobAI",
     "SD 3": "SD3", "SD 3.5": "SD3", "SD 3.5 Large": "SD3", "SD 3.5 Medium": "SD3",
     "Flux.1 S": "Flux1", "Flux.1 D": "Flux1", "Flux.1 Krea": "Flux1", "Flux.1 Kontext": "Flux1",
     "Flux.2 D": "Flux2", "Chroma": "Chroma", "HiDream": "HiDream", "Kolors": "Kolors", "Qwen": "Qwen",
+    "SD 3.5 Large Turbo": "SD3", "Hunyuan 1": "Hunyuan", "Hunyuan Video": "Video",
+    "Wan Video 14B t2v": "Video", "ZImageTurbo": "ZImage", "Imagen4": "Hosted", "Veo 3": "Hosted",
+    "AuraFlow": "AuraFlow",
 }  # fmt: skip
 
 
@@ -51,6 +55,12 @@ def test_lora_compatibility_full_within_partial_across_the_sdxl_group_none_acros
     assert architecture("Pony") == architecture("SDXL 1.0") == "SDXL"
 
 
+def test_few_step_variants_are_told_by_the_base_model_string_too() -> None:
+    assert recipe("Flux.1 S").steps <= 8 and recipe("Flux.1 S").guidance is None  # FLUX.1 [schnell]
+    assert recipe("SD 3.5 Large Turbo").steps <= 12 and recipe("SD 3.5 Large").steps >= 20
+    assert compatibility("Pony", "Pony V7") == "none"  # AuraFlow underneath
+
+
 def test_recipes_follow_the_family_and_its_few_step_variants() -> None:
     flux = recipe("Flux.1 D")
     assert flux.cfg_scale <= 3.5 and flux.guidance == 3.5 and flux.scheduler == "simple"
@@ -59,6 +69,10 @@ def test_recipes_follow_the_family_and_its_few_step_variants() -> None:
     assert recipe("SD 1.5", "DreamShaper 8 LCM").sampler == "LCM"
     assert recipe("SD 1.5", "Realistic Vision").steps >= 20
     assert family_spec("Pony").clip_skip == 2 and family_spec("Illustrious").clip_skip == 2  # type: ignore[union-attr]
+    assert all(spec.diffusers_config for spec in FAMILIES.values())
+    assert single_file_config("Flux.1 S") == "black-forest-labs/FLUX.1-schnell"
+    assert single_file_config("SD 2.1 768") != single_file_config("SD 2.1")  # 768-v and 512 configs differ
+    assert FAMILIES["Flux1"].comfy_loader == "unet" and FAMILIES["Flux1"].comfy_clip_type == "flux"
     for spec in FAMILIES.values():
         low, high = spec.recipe.steps_range
         assert low <= spec.recipe.steps <= high, spec.name

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 __all__ = [
     "KNOWN_SAMPLERS",
@@ -58,6 +58,24 @@ class APICall(BaseModel):
     height: int
     clip_skip: int = 1
     seed: int = -1
+    guidance: float | None = Field(
+        default=None, description="distilled guidance (Flux), beside a sampler CFG of 1; absent elsewhere"
+    )
+    scheduler: str | None = Field(
+        default=None, description="noise schedule where the sampler name does not say it (Flux: simple)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Optional fields that do not apply are left out of the JSON, as DESIGN.md fixes it."""
+        data = handler(self)
+        for key in _OPTIONAL:
+            if key in data and data[key] is None:
+                del data[key]
+        return data
+
+
+_OPTIONAL = ("guidance", "scheduler")
 
 
 class Alternative(APICall):

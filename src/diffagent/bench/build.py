@@ -20,7 +20,7 @@ import numpy as np
 from scipy import sparse
 
 from .._io import atomic_open, write_jsonl
-from ..catalog import CatalogFilter, Store, compatible, validate_call
+from ..catalog import CatalogFilter, Store, compatible, reported_cfg, validate_call
 from ..config import home
 from ..schema import APICall, Checkpoint, LoRA, normalize_sampler
 from ..textsafety import strip_generator_syntax
@@ -29,7 +29,7 @@ from .text import NEAR_DUPLICATE_JACCARD, clean_prompt, group_key, lora_tags, sh
 
 __all__ = ["BenchReport", "build_bench", "ensure_bench"]
 
-BENCH_FORMAT = 2
+BENCH_FORMAT = 3
 SPLIT_SHARES = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 Progress = Callable[[int, int], None]
@@ -54,7 +54,8 @@ class _Version:
 
 
 class _Resolver:
-    """Catalogue look-ups for one build: versions by file hash and LoRA versions by file name."""
+    """Catalogue look-ups for one build: versions by file hash (AutoV2, or AutoV3 as A1111 writes LoRA
+    hashes) and LoRA versions by file name."""
 
     def __init__(self, store: Store, flt: CatalogFilter) -> None:
         where, params = flt.versions_where()
@@ -65,21 +66,38 @@ class _Resolver:
         )
         self.versions = {r[0]: _Version(r[1], r[0], r[2], r[3], r[4], tuple(json.loads(r[5]))) for r in rows}
         self.by_hash: dict[str, int] = {}
+        self.by_autov3: dict[str, int] = {}
         self.lora_by_name: dict[str, set[int]] = defaultdict(set)
-        for version_id, name, autov2 in store.conn.execute("SELECT version_id, name, autov2 FROM files"):
+        files = store.conn.execute("SELECT version_id, name, autov2, autov3 FROM files")
+        for version_id, name, autov2, autov3 in files:
             version = self.versions.get(version_id)
             if version is None:
                 continue
             if autov2:
                 self.by_hash.setdefault(autov2, version_id)
+            if autov3:
+                self.by_autov3.setdefault(autov3, version_id)
             if name and version.model_type == "LORA":
                 self.lora_by_name[re.sub(r"\.[^.]+$", "", name).lower()].add(version_id)
 
-    def lora(self, name: str | None, digest: str | None, page_model: int) -> int | str:
-        """The LoRA version for a resource, or the reason it cannot be resolved."""
-        if digest and digest[:10] in self.by_hash:
-            version_id = self.by_hash[digest[:10]]
-            return version_id if self.versions[version_id].model_type == "LORA" else "lora_hash_not_lora"
+    def version_by_hash(self, digest: str) -> int | None:
+        """The version of a file hash: AutoV3 when it has AutoV3's 12 digits, else AutoV2 (its prefix)."""
+        if len(digest) == 12 and digest in self.by_autov3:
+            return self.by_autov3[digest]
+        return self.by_hash.get(digest[:10])
+
+    def lora(
+        self, name: str | None, digest: str | None, page_model: int, version_id: int | None = None
+    ) -> int | str:
+        """The LoRA version for a resource (by Civitai version id, hash or file name), or the reason it
+        cannot be resolved."""
+        found: int | None
+        if version_id is not None and version_id in self.versions:
+            found = version_id
+        else:
+            found = self.version_by_hash(digest) if digest else None
+        if found is not None:
+            return found if self.versions[found].model_type == "LORA" else "lora_hash_not_lora"
         candidates = self.lora_by_name.get((name or "").strip().lower(), set())
         if len(candidates) == 1:
             return next(iter(candidates))
@@ -95,7 +113,7 @@ def _image_rows(store: Store, flt: CatalogFilter) -> Iterable[tuple]:
     return store.conn.execute(
         f"""SELECT i.id, i.model_id, i.version_id, m.type, i.prompt, i.negative_prompt, i.sampler, i.steps,
                    i.cfg_scale, i.seed, COALESCE(i.gen_width, i.width), COALESCE(i.gen_height, i.height),
-                   i.clip_skip, i.model_hash, i.resources
+                   i.clip_skip, i.model_hash, i.resources, i.checkpoint_version
             FROM images i JOIN models m ON m.id = i.model_id
             WHERE {image_where} {model_clause} ORDER BY i.id, i.version_id""",
         image_params,
@@ -105,16 +123,20 @@ def _image_rows(store: Store, flt: CatalogFilter) -> Iterable[tuple]:
 def _pair_from_row(row: tuple, resolver: _Resolver, store: Store) -> Pair | str:
     """A pair for one image row, or the reason it is dropped."""
     (image_id, model_id, version_id, page_type, prompt, negative, sampler, steps, cfg, seed, width, height,
-     clip_skip, model_hash, resources) = row  # fmt: skip
+     clip_skip, model_hash, resources, checkpoint_version) = row  # fmt: skip
     if not prompt:
         return "no_prompt"
     instruction = clean_prompt(prompt)
     if not instruction:
         return "empty_prompt"
-    if model_hash:
-        checkpoint_id = resolver.by_hash.get(model_hash[:10])
+    if checkpoint_version in resolver.versions:  # Civitai's own record of the generation (civitaiResources)
+        checkpoint_id = checkpoint_version
+    elif model_hash:
+        checkpoint_id = resolver.version_by_hash(model_hash)
         if checkpoint_id is None:
             return "unresolved_checkpoint"
+    elif checkpoint_version is not None:
+        return "unresolved_checkpoint"
     elif page_type == "Checkpoint" and version_id in resolver.versions:
         checkpoint_id = version_id
     else:
@@ -131,17 +153,20 @@ def _pair_from_row(row: tuple, resolver: _Resolver, store: Store) -> Pair | str:
     used = json.loads(resources)
     if any(r["type"] == "hypernet" for r in used):
         return "hypernetwork"
-    wanted: dict[str, tuple[str | None, float | None]] = {}  # lower-cased name -> (hash, weight)
+    # lower-cased name (or "#version id") -> (hash, weight, version id)
+    wanted: dict[str, tuple[str | None, float | None, int | None]] = {}
     for r in used:
         if r["type"] == "lora":
-            wanted[(r["name"] or r["hash"] or "").lower()] = (r["hash"], r["weight"])
+            version = r.get("version_id")
+            key = f"#{version}" if version else (r["name"] or r["hash"] or "").lower()
+            wanted[key] = (r["hash"], r["weight"], version)
     for name, weight in lora_tags(prompt):
         key = name.strip().lower()
-        digest, known = wanted.get(key, (None, None))
-        wanted[key] = (digest, known if known is not None else weight)
+        digest, known, version = wanted.get(key, (None, None, None))
+        wanted[key] = (digest, known if known is not None else weight, version)
     loras: dict[int, LoRA] = {}
-    for name, (digest, weight) in wanted.items():
-        found = resolver.lora(name, digest, model_id)
+    for name, (digest, weight, version) in wanted.items():
+        found = resolver.lora(None if version else name, digest, model_id, version)
         if isinstance(found, str):
             return found
         lora = resolver.versions[found]
@@ -154,6 +179,7 @@ def _pair_from_row(row: tuple, resolver: _Resolver, store: Store) -> Pair | str:
             weight=1.0 if weight is None else round(weight, 3),
             trigger_words=list(lora.trained_words),
         )
+    cfg_scale, guidance = reported_cfg(checkpoint.base_model, checkpoint.model_name, float(cfg))
     api = APICall(
         checkpoint=Checkpoint(
             model_id=checkpoint.model_id,
@@ -166,11 +192,12 @@ def _pair_from_row(row: tuple, resolver: _Resolver, store: Store) -> Pair | str:
         negative_prompt=strip_generator_syntax(negative or ""),
         sampler=canonical,
         steps=steps,
-        cfg_scale=float(cfg),
+        cfg_scale=cfg_scale,
         width=width,
         height=height,
         clip_skip=clip_skip or 1,
         seed=seed if seed is not None and seed >= 0 else -1,
+        guidance=guidance,
     )
     if validate_call(store, api):  # the ground truth itself must be executable (sizes, ranges)
         return "invalid_params"
@@ -304,8 +331,9 @@ def dataset_card(splits: dict[str, list[Pair]], report: BenchReport, flt: Catalo
         "# DABench (built by diffagent)",
         "",
         "Instruction -> API call pairs from Civitai sample images. Instruction: the image prompt",
-        "without resource tags. Ground truth: the checkpoint found by the image's model hash (AutoV2),",
-        "LoRAs from its resources and `<lora:...>` tags resolved by hash or exact file name, and the",
+        "without resource tags. Ground truth: the checkpoint the image's Civitai resources name (model",
+        "version id), else the one its model hash (AutoV2) finds; LoRAs from its resources and",
+        "`<lora:...>` tags resolved by version id, hash (AutoV2 / AutoV3) or exact file name, and the",
         "image's own parameters. Unresolvable images are dropped (below), never guessed. Splits are",
         "grouped by normalised prompt (80/10/10 by a hash of it), so no prompt is in two splits; a test",
         "pair is `novel` when no train prompt has a word-bigram Jaccard index of",

@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .crawler import CrawlError, CrawlQuery, CrawlReport, RetryPolicy, crawl
+    from .crawler import CrawlError, CrawlQuery, CrawlReport, RetryPolicy, crawl, lookup_hash
 
 from .families import (
     FAMILIES,
@@ -23,10 +23,13 @@ from .families import (
     family_spec,
     is_few_step,
     recipe,
+    reported_cfg,
+    settle,
+    single_file_config,
     size_ok,
     snap_size,
 )
-from .filters import CatalogFilter, ModelEntry, latest_versions
+from .filters import CatalogFilter, ModelEntry, base_models_named, latest_versions
 from .importer import ImportReport, import_dump
 from .meta import GenParams, Resource, normalize_hash, parse_meta
 from .search import CardHit, search_cards
@@ -52,6 +55,7 @@ __all__ = [
     "Store",
     "VersionRef",
     "architecture",
+    "base_models_named",
     "check_call",
     "compatibility",
     "compatible",
@@ -64,16 +68,23 @@ __all__ = [
     "is_few_step",
     "is_hallucination",
     "latest_versions",
+    "lookup_hash",
     "normalize_hash",
     "parse_meta",
     "recipe",
+    "reported_cfg",
     "search_cards",
+    "settle",
+    "single_file_config",
     "size_ok",
     "snap_size",
     "validate_call",
 ]
 
-_LAZY = {name: ".crawler" for name in ("CrawlError", "CrawlQuery", "CrawlReport", "RetryPolicy", "crawl")}
+_LAZY = {
+    name: ".crawler"
+    for name in ("CrawlError", "CrawlQuery", "CrawlReport", "RetryPolicy", "crawl", "lookup_hash")
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,11 @@
 """Crawl the live Civitai ``GET /api/v1/models`` endpoint into the store, page by page, resumably.
 
-Each page is upserted together with the position of the next page in one transaction, so a crawl that is
-killed, interrupted or given up on resumes from the last committed page when rerun with the same query.
+Each page of models is upserted first; then every version on it whose images carry no generation meta
+(today's model pages often send none) gets its examples from ``GET /api/v1/images?modelVersionId=...
+&withMeta=true``, each version committed with a mark that it was asked; only then is the position of the
+next page committed. A crawl that is killed, interrupted or given up on therefore resumes from the last
+finished page when rerun with the same query, and asks no version twice. The NSFW choice is always sent
+explicitly (``nsfw`` to the models, ``browsingLevel`` to the images), since the API's defaults changed.
 Transient failures (429, 5xx, timeouts, dropped connections, truncated JSON) are retried with exponential
 backoff and jitter, honouring ``Retry-After``. The API token travels only in the ``Authorization`` header
 of requests to the configured API root; it is never logged, printed or put in an error message.
@@ -10,6 +14,7 @@ of requests to the configured API root; it is never logged, printed or put in an
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -26,9 +31,20 @@ import httpx
 
 from .. import __version__
 from ..errors import DiffAgentError, UserInputError
+from .meta import normalize_hash
 from .store import MalformedRecord, Store
 
-__all__ = ["DEFAULT_API_URL", "CrawlError", "CrawlQuery", "CrawlReport", "RetryPolicy", "crawl"]
+__all__ = [
+    "DEFAULT_API_URL",
+    "CrawlError",
+    "CrawlQuery",
+    "CrawlReport",
+    "RetryPolicy",
+    "api_root",
+    "api_token",
+    "crawl",
+    "lookup_hash",
+]
 
 DEFAULT_API_URL = "https://civitai.com/api/v1"
 """The API root; ``DIFFAGENT_CIVITAI_URL`` or the ``base_url`` argument replace it."""
@@ -50,6 +66,8 @@ class CrawlQuery:
     sort: str = "Most Downloaded"
     page_size: int = 100
     """Models per request (Civitai's ``limit`` parameter, at most 100)."""
+    images_per_version: int = 50
+    """Images asked of ``/images`` for a version without examples (``limit``, at most 200; 0: never ask)."""
 
     def params(self) -> list[tuple[str, str]]:
         """Query parameters of the first page (list parameters repeat, as the API expects)."""
@@ -57,6 +75,15 @@ class CrawlQuery:
         params += [("types", t) for t in self.types]
         params += [("baseModels", b) for b in self.base_models]
         return params
+
+    def image_params(self, version_id: int) -> list[tuple[str, str]]:
+        """``/images`` parameters for one version's examples: with meta, at the query's browsing level
+        (PG only unless NSFW is asked for: PG | PG-13 | R | X | XXX)."""
+        level = 31 if self.nsfw else 1
+        return [
+            ("modelVersionId", str(version_id)), ("limit", str(self.images_per_version)),
+            ("withMeta", "true"), ("browsingLevel", str(level)), ("sort", "Most Reactions"),
+        ]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,9 @@ class CrawlReport:
     changed: int = 0
     unchanged: int = 0
     malformed: int = 0
+    image_requests: int = 0
+    """``/images`` look-ups for versions whose model page carried no example with meta."""
+    images: int = 0
     retries: int = 0
     resumed: bool = False
     """The crawl went on from a position saved by an earlier, interrupted run."""
@@ -92,7 +122,8 @@ class CrawlReport:
         end = "finished" if self.finished else "stopped (rerun to resume)"
         return (
             f"{how} {end}: {self.pages} pages, {self.fetched} models: {self.changed} added or updated, "
-            f"{self.unchanged} unchanged, {self.malformed} malformed skipped, {self.retries} retries"
+            f"{self.unchanged} unchanged, {self.malformed} malformed skipped, {self.images} images from "
+            f"{self.image_requests} version look-ups, {self.retries} retries"
         )
 
 
@@ -150,6 +181,10 @@ class _Transient(Exception):
         self.reason, self.wait = reason, wait
 
 
+class _NotFound(Exception):
+    """HTTP 404 where absence is an answer (a hash Civitai does not know, a version gone since its page)."""
+
+
 class _Client:
     """One ``httpx.Client`` plus the retry loop; knows the token but never shows it."""
 
@@ -181,16 +216,31 @@ class _Client:
     def close(self) -> None:
         self.http.close()
 
-    def get_page(self, params: list[tuple[str, str]]) -> dict[str, Any]:
-        """One page as a dict with an ``items`` list, after as many retries as the policy allows."""
+    def get_page(
+        self, params: list[tuple[str, str]], endpoint: str | None = None, missing_ok: bool = False
+    ) -> dict[str, Any]:
+        """One page as a dict with an ``items`` list, after as many retries as the policy allows; a 404
+        is an empty page where ``missing_ok``, else a CrawlError."""
+        try:
+            return self.get(params, endpoint, require_items=True)
+        except _NotFound as gone:
+            if missing_ok:
+                return {"items": []}
+            raise CrawlError(f"HTTP 404 from {gone}: check the API root (DIFFAGENT_CIVITAI_URL)") from None
+
+    def get(
+        self, params: list[tuple[str, str]], endpoint: str | None = None, require_items: bool = False
+    ) -> dict[str, Any]:
+        """One JSON object from ``endpoint`` (default: the models endpoint), retried as the policy allows."""
         policy = self.retry
+        url = endpoint or self.endpoint
         for attempt in itertools.count():
             try:
-                return self._attempt(params)
+                return self._attempt(params, url, require_items)
             except _Transient as failure:
                 if attempt >= policy.max_retries:
                     raise CrawlError(
-                        f"giving up on {self.shown} after {attempt + 1} attempts; "
+                        f"giving up on {_without_userinfo(url)} after {attempt + 1} attempts; "
                         f"last failure: {failure.reason}"
                     ) from None
                 backoff = min(policy.max_delay, policy.base_delay * 2**attempt)
@@ -198,50 +248,53 @@ class _Client:
                 self.sleep(max(failure.wait, backoff * (0.5 + random.random() / 2)))
         raise AssertionError("itertools.count() never ends")
 
-    def _attempt(self, params: list[tuple[str, str]]) -> dict[str, Any]:
+    def _attempt(self, params: list[tuple[str, str]], url: str, require_items: bool) -> dict[str, Any]:
         """One request; raises :class:`_Transient` for what a retry may fix, CrawlError for the rest."""
         try:
-            response = self.http.get(self.endpoint, params=tuple(params))
+            response = self.http.get(url, params=tuple(params))
         except httpx.TimeoutException:
             raise _Transient("the request timed out") from None
         except httpx.TransportError as exc:
             raise _Transient(f"connection failed ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            raise CrawlError(f"request to {self.shown} failed ({type(exc).__name__})") from None
+            raise CrawlError(f"request to {_without_userinfo(url)} failed ({type(exc).__name__})") from None
         status = response.status_code
         if status == 429 or status >= 500:
             after = _retry_after(response.headers.get("Retry-After"))
             if after is not None and after > self.retry.max_retry_after:
                 raise CrawlError(
-                    f"{self.shown} asks to wait {after:.0f} s after HTTP {status}; "
+                    f"{_without_userinfo(url)} asks to wait {after:.0f} s after HTTP {status}; "
                     "rerun later to resume the crawl"
                 )
             raise _Transient(f"HTTP {status}", after or 0.0)
+        if status == 404:
+            raise _NotFound(url)
         if status != 200:
-            raise CrawlError(self._refusal(response))
-        page = self._decode(response)
+            raise CrawlError(self._refusal(response, url))
+        page = self._decode(response, require_items)
         if page is None:
-            raise _Transient("the response is not a page of models (truncated or invalid JSON)")
+            raise _Transient("the response is not the JSON page expected (truncated or invalid JSON)")
         return page
 
     @staticmethod
-    def _decode(response: httpx.Response) -> dict[str, Any] | None:
+    def _decode(response: httpx.Response, require_items: bool) -> dict[str, Any] | None:
         try:
             page = json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
             return None
-        if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+        if not isinstance(page, dict) or (require_items and not isinstance(page.get("items"), list)):
             return None
         return page
 
-    def _refusal(self, response: httpx.Response) -> str:
+    def _refusal(self, response: httpx.Response, url: str) -> str:
         status = response.status_code
         if status in (401, 403):
-            return f"HTTP {status} from {self.shown}: the API refused the request; check CIVITAI_API_TOKEN"
+            shown = _without_userinfo(url)
+            return f"HTTP {status} from {shown}: the API refused the request; check CIVITAI_API_TOKEN"
         detail = " ".join(response.text[:200].split())
         for secret in self._secrets:  # a server that echoes the request must not put a secret in our message
             detail = detail.replace(secret, "***")
-        return f"HTTP {status} from {self.shown}" + (f": {detail}" if detail else "")
+        return f"HTTP {status} from {_without_userinfo(url)}" + (f": {detail}" if detail else "")
 
 
 def _without_userinfo(url: str) -> str:
@@ -271,6 +324,24 @@ def _secret_forms(token: str | None, endpoint: str) -> list[str]:
     return sorted(forms, key=len, reverse=True)  # longest first: a short form may sit inside a long one
 
 
+def api_root(base_url: str | None = None) -> str:
+    """The API root: ``base_url``, else ``DIFFAGENT_CIVITAI_URL``, else :data:`DEFAULT_API_URL`."""
+    root = base_url or os.environ.get("DIFFAGENT_CIVITAI_URL") or DEFAULT_API_URL
+    parts = urlsplit(root)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UserInputError(f"the API root must be an http(s) URL, not {_without_userinfo(root)!r}")
+    return root.rstrip("/")
+
+
+def api_token(token: str | None = None) -> str:
+    """``token``, else ``CIVITAI_API_TOKEN`` (``""`` sends none); one that an HTTP header cannot carry is a
+    one-line error."""
+    token = os.environ.get("CIVITAI_API_TOKEN", "").strip() if token is None else token
+    if token and not (token.isascii() and token.isprintable()):
+        raise UserInputError("CIVITAI_API_TOKEN holds a character an HTTP header cannot carry (non-ASCII?)")
+    return token
+
+
 def crawl(
     store: Store,
     query: CrawlQuery | None = None,
@@ -294,19 +365,15 @@ def crawl(
     query = query or CrawlQuery()
     if not 1 <= query.page_size <= 100:
         raise UserInputError(f"the page size must be within 1..100, not {query.page_size}")
+    if not 0 <= query.images_per_version <= 200:
+        raise UserInputError(f"images per version must be within 0..200, not {query.images_per_version}")
     if limit is not None and limit < 1:
         raise UserInputError(f"the limit must be a positive number of models, not {limit}")
     if limit is not None and limit < query.page_size:
-        query = CrawlQuery(query.types, query.base_models, query.nsfw, query.sort, limit)
-    root = base_url or os.environ.get("DIFFAGENT_CIVITAI_URL") or DEFAULT_API_URL
-    parts = urlsplit(root)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UserInputError(f"the API root must be an http(s) URL, not {_without_userinfo(root)!r}")
-    endpoint = root.rstrip("/") + "/models"
-    if token is None:
-        token = os.environ.get("CIVITAI_API_TOKEN", "").strip()
-    if token and not (token.isascii() and token.isprintable()):
-        raise UserInputError("CIVITAI_API_TOKEN holds a character an HTTP header cannot carry (non-ASCII?)")
+        query = dataclasses.replace(query, page_size=limit)
+    root = api_root(base_url)
+    endpoint = root + "/models"
+    token = api_token(token)
     key = _STATE_PREFIX + _fingerprint(endpoint, query)
 
     report = CrawlReport()
@@ -332,17 +399,13 @@ def crawl(
                 raise CrawlError(
                     f"{client.shown} sent a page position it had sent before; the crawl stops there"
                 )
+            with store.transaction():
+                stored = _upsert_page(store, items, report)
+            if query.images_per_version:
+                _fetch_examples(store, client, root + "/images", query, stored, report)
             position.fetched += len(items)
             done = not items or following is None or (limit is not None and position.fetched >= limit)
             with store.transaction():
-                for item in items:
-                    try:
-                        changed = store.upsert_model(item)
-                    except MalformedRecord:
-                        report.malformed += 1
-                        continue
-                    report.changed += changed
-                    report.unchanged += not changed
                 if done:
                     store.set_state(key, None)
                 else:
@@ -355,6 +418,53 @@ def crawl(
             if done:
                 report.finished = True
                 return report
+    finally:
+        client.close()
+
+
+def _upsert_page(store: Store, items: list[Any], report: CrawlReport) -> list[int]:
+    """Upsert one page of models; returns the ids stored (changed or not)."""
+    stored = []
+    for item in items:
+        try:
+            changed = store.upsert_model(item)
+        except MalformedRecord:
+            report.malformed += 1
+            continue
+        stored.append(item["id"])
+        report.changed += changed
+        report.unchanged += not changed
+    return stored
+
+
+def _fetch_examples(
+    store: Store, client: _Client, endpoint: str, query: CrawlQuery, model_ids: list[int], report: CrawlReport
+) -> None:
+    """One ``/images`` page with meta for each version of these models that has no example yet."""
+    for version_id in store.versions_without_examples(model_ids):
+        page = client.get_page(query.image_params(version_id), endpoint, missing_ok=True)
+        report.image_requests += 1
+        with store.transaction():
+            report.images += store.add_images(version_id, page["items"])
+
+
+def lookup_hash(
+    digest: str, *, base_url: str | None = None, token: str | None = None, timeout: float = 30.0
+) -> dict[str, Any] | None:
+    """Civitai's ``GET /model-versions/by-hash/{hash}`` answer for a file hash (any of the six kinds),
+    or None when Civitai knows no such file. Transient failures are retried a few times."""
+    value = normalize_hash(digest)
+    if value is None:
+        raise UserInputError("a file hash is hexadecimal: AutoV1, AutoV2, AutoV3, SHA256, CRC32 or BLAKE3")
+    root = api_root(base_url)
+    client = _Client(
+        root + "/model-versions", api_token(token), timeout, RetryPolicy(max_retries=3), time.sleep,
+        CrawlReport(),
+    )  # fmt: skip
+    try:
+        return client.get([], f"{root}/model-versions/by-hash/{value}")
+    except _NotFound:
+        return None
     finally:
         client.close()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "FAMILIES",
@@ -29,6 +29,9 @@ __all__ = [
     "family_spec",
     "is_few_step",
     "recipe",
+    "reported_cfg",
+    "settle",
+    "single_file_config",
     "size_ok",
     "snap_size",
     "variant",
@@ -79,6 +82,20 @@ class Family:
     """Settings of the family's few-step variants (Turbo, Lightning, Hyper, LCM)."""
     default_sizes: dict[str, Size] = field(default_factory=dict)
     """(width, height) by orientation: ``square``, ``portrait``, ``landscape``."""
+    clip_skip_fixed: bool = False
+    """The family is always run at ``clip_skip`` (Civitai's generator forces 2 for Pony / Illustrious /
+    NoobAI resources), whatever a sample image says; otherwise the evidence decides (SD 1.5: 1 or 2)."""
+    prompt_prefix: tuple[str, ...] = ()
+    """Quality tags the family was trained to expect in front of the prompt (Pony V6: the score tags);
+    kept where the user wrote them and added where the prompt has none of them."""
+    diffusers_config: str | None = None
+    """The Hugging Face repository whose config ``from_single_file(..., config=...)`` takes for a
+    Civitai checkpoint of this family (SD 2 512 and 768-v differ; Flux files need the Flux repo)."""
+    comfy_text_encoders: tuple[str, ...] = ()
+    """With ``comfy_loader == "unet"``: the text-encoder files of the ``DualCLIPLoader`` (its ``type`` is
+    :attr:`comfy_clip_type`), and :attr:`comfy_vae` for the ``VAELoader``."""
+    comfy_clip_type: str | None = None
+    comfy_vae: str | None = None
 
 
 _SD_RECIPE = Recipe("DPM++ 2M Karras", 25, 7.0, (10, 60), (3.0, 12.0))
@@ -95,34 +112,46 @@ def _sizes(square: Size, portrait: Size) -> dict[str, Size]:
 
 
 _XL_SIZES = _sizes((1024, 1024), (832, 1216))
+_SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+_SDXL_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 
 FAMILIES: dict[str, Family] = {
     fam.name: fam
     for fam in (
         Family("SD1", "SD1", 512, _SD1_BUCKETS, (0.19, 0.66), _SD_RECIPE, few_step=_SD_FEW,
-               default_sizes=_sizes((512, 512), (512, 768))),
+               default_sizes=_sizes((512, 512), (512, 768)), diffusers_config=_SD15_REPO),
         Family("SD2", "SD2", 512, _SD1_BUCKETS, (0.19, 0.66), _SD_RECIPE, few_step=_SD_FEW,
-               default_sizes=_sizes((512, 512), (512, 768))),
+               default_sizes=_sizes((512, 512), (512, 768)),
+               diffusers_config="stabilityai/stable-diffusion-2-1-base"),
         Family("SD2-768", "SD2", 768, _SD2_768_BUCKETS, (0.4, 1.05), _SD_RECIPE, prediction="v_prediction",
-               few_step=_SD_FEW, default_sizes=_sizes((768, 768), (640, 960))),
+               few_step=_SD_FEW, default_sizes=_sizes((768, 768), (640, 960)),
+               diffusers_config="stabilityai/stable-diffusion-2-1"),
         Family("SDXL", "SDXL", 1024, _XL_BUCKETS, (0.75, 1.35), _SDXL_RECIPE,
-               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES),
+               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES,
+               diffusers_config=_SDXL_REPO),
         Family("Pony", "SDXL", 1024, _XL_BUCKETS, (0.75, 1.35), _ANIME_XL_RECIPE, clip_skip=2,
-               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES),
+               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES,
+               clip_skip_fixed=True, prompt_prefix=("score_9", "score_8_up", "score_7_up"),
+               diffusers_config=_SDXL_REPO),
         Family("Illustrious", "SDXL", 1024, _XL_BUCKETS, (0.75, 1.6), _ANIME_XL_RECIPE, clip_skip=2,
-               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES),
+               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES,
+               clip_skip_fixed=True, diffusers_config=_SDXL_REPO),
         Family("NoobAI", "SDXL", 1024, _XL_BUCKETS, (0.75, 1.6), _ANIME_XL_RECIPE, clip_skip=2,
-               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES),
+               pipeline="StableDiffusionXLPipeline", few_step=_SD_FEW, default_sizes=_XL_SIZES,
+               clip_skip_fixed=True, diffusers_config=_SDXL_REPO),
         Family("SD3", "SD3", 1024, _XL_BUCKETS, (0.75, 1.6),
                Recipe("Euler", 28, 4.5, (15, 60), (2.0, 9.0), scheduler="sgm_uniform"),
                prediction="flow", pipeline="StableDiffusion3Pipeline",
                few_step=Recipe("Euler", 8, 1.0, (2, 12), (1.0, 2.0), scheduler="sgm_uniform"),
-               default_sizes=_XL_SIZES),
+               default_sizes=_XL_SIZES, diffusers_config="stabilityai/stable-diffusion-3.5-large"),
         Family("Flux1", "Flux1", 1024, _XL_BUCKETS, (0.6, 1.6),
                Recipe("Euler", 28, 1.0, (15, 50), (1.0, 1.0), scheduler="simple", guidance=3.5),
                negative=False, prediction="flow", pipeline="FluxPipeline", comfy_loader="unet",
                few_step=Recipe("Euler", 4, 1.0, (1, 8), (1.0, 1.0), scheduler="simple"),
-               default_sizes=_sizes((1024, 1024), (896, 1152))),
+               default_sizes=_sizes((1024, 1024), (896, 1152)),
+               diffusers_config="black-forest-labs/FLUX.1-dev",
+               comfy_text_encoders=("clip_l.safetensors", "t5xxl_fp16.safetensors"), comfy_clip_type="flux",
+               comfy_vae="ae.safetensors"),
     )
 }  # fmt: skip
 
@@ -132,6 +161,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"^sd ?1(\.\d)?\b", "SD1"),
     (r"^sd ?2(\.\d)?( ?768|.*\bv\b)", "SD2-768"),
     (r"^sd ?2(\.\d)?\b", "SD2"),
+    (r"^pony ?v ?7", "AuraFlow"),  # Pony V7 is trained on AuraFlow: SDXL add-ons do not load on it
     (r"^pony", "Pony"),
     (r"^illustrious", "Illustrious"),
     (r"^noob ?ai", "NoobAI"),
@@ -147,7 +177,11 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"^qwen", "Qwen"),
     (r"^aura ?flow", "AuraFlow"),
     (r"^pixart", "PixArt"),
+    (r"^hunyuan ?video", "Video"),
     (r"^hunyuan", "Hunyuan"),
+    (r"^z ?image", "ZImage"),
+    # generators Civitai runs as a hosted service: versions without a checkpoint anyone can load
+    (r"^(imagen|veo|sora|openai|gpt|nano ?banana|seedream|seedance|kling|vidu|mini ?max|grok)", "Hosted"),
     (r"^lumina", "Lumina"),
     (r"^(wan|ltx|cogvideo|mochi)", "Video"),
 )
@@ -182,6 +216,8 @@ def family_spec(base_model: str | None) -> Family | None:
 
 def variant(base_model: str | None, name: str = "") -> str | None:
     """The few-step variant named by the base model or the checkpoint's name (``lightning``, ``lcm`` ...)."""
+    if re.match(r"^flux\.?1 ?s\b", " ".join((base_model or "").lower().split())):
+        return "schnell"  # Civitai's string for FLUX.1 [schnell]
     found = _FEW_STEP.search(f"{base_model or ''} {name}".lower())
     if not found:
         return None
@@ -256,3 +292,71 @@ def snap_size(base_model: str | None, width: int, height: int) -> Size:
     aspect = width / max(height, 1)
     options = [*spec.buckets, *((h, w) for w, h in spec.buckets)]
     return min(options, key=lambda wh: abs(wh[0] / wh[1] - aspect))
+
+
+def single_file_config(base_model: str | None, name: str = "") -> str | None:
+    """The diffusers config repository for a single-file checkpoint (FLUX.1 schnell and SD 3.5 Medium
+    differ from their family's default), or None for a family diffagent knows no pipeline for."""
+    spec = family_spec(base_model)
+    if spec is None:
+        return None
+    base = " ".join((base_model or "").lower().split())
+    if spec.name == "Flux1" and variant(base_model, name) == "schnell":
+        return "black-forest-labs/FLUX.1-schnell"
+    if spec.name == "SD3" and "medium" in base:
+        return "stabilityai/stable-diffusion-3.5-medium"
+    return spec.diffusers_config
+
+
+def reported_cfg(base_model: str | None, name: str, cfg_scale: float) -> tuple[float, float | None]:
+    """``(cfg_scale, guidance)`` of the CFG an image reports: Civitai's generator and Forge write a distilled
+    family's guidance as its CFG (Flux dev images say ``cfgScale: 3.5`` and ran the sampler at 1), so a
+    value outside the family's single CFG is its guidance; anything else is a CFG as it stands."""
+    spec = family_spec(base_model)
+    settings = recipe(base_model, name)
+    low, high = settings.cfg_range
+    if spec is None or settings.guidance is None or low <= cfg_scale <= high:
+        return cfg_scale, None
+    return low, cfg_scale
+
+
+def _with_prefix(prompt: str, prefix: tuple[str, ...]) -> str:
+    """``prompt`` led by ``prefix`` unless it already carries any of those tags (the user's order stays)."""
+    lowered = prompt.lower()
+    if not prefix or any(tag in lowered for tag in prefix):
+        return prompt
+    return ", ".join([*prefix, prompt]) if prompt else ", ".join(prefix)
+
+
+def settle(base_model: str | None, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The family's rules applied to an agent's ``prompt, negative_prompt, sampler, steps, cfg_scale,
+    width, height, clip_skip``: a copy with ``guidance`` and ``scheduler`` added (None where they do not
+    apply).
+
+    Evidence from sample images decides sampler, steps and CFG (clamping them to the recipe's range cost
+    DABench test 0.04 of ``params``: 5% of real images run outside it); the family decides what evidence
+    cannot: a size snapped to the nearest bucket when a single pass would not run well at it, clip skip
+    fixed where the family is always run at one (Pony, Illustrious, NoobAI: 2), the quality prefix the
+    family expects (Pony's score tags), no negative prompt where the family ignores it (distilled Flux),
+    and a distilled family's one CFG (Flux: 1, the guidance apart).
+    Unknown families are left as they are: nothing is claimed about them.
+    """
+    out = dict(params)
+    out.setdefault("guidance", None)
+    out.setdefault("scheduler", None)
+    spec = family_spec(base_model)
+    if spec is None:
+        return out
+    settings = recipe(base_model, name)
+    cfg_low, cfg_high = settings.cfg_range
+    if cfg_low == cfg_high:  # distilled (Flux): the sampler runs at one CFG; dev's guidance goes apart
+        out["cfg_scale"] = float(cfg_low)
+    out["width"], out["height"] = snap_size(base_model, int(out["width"]), int(out["height"]))
+    if spec.clip_skip_fixed:
+        out["clip_skip"] = spec.clip_skip
+    if not spec.negative:
+        out["negative_prompt"] = ""
+    out["prompt"] = _with_prefix(str(out.get("prompt", "")), spec.prompt_prefix)
+    out["guidance"] = settings.guidance if out.get("guidance") is None else out["guidance"]
+    out["scheduler"] = settings.scheduler if out.get("scheduler") is None else out["scheduler"]
+    return out

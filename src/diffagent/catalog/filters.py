@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ..errors import UserInputError
+from .families import FAMILIES, family
 from .store import Store
 
-__all__ = ["CatalogFilter", "ModelEntry", "latest_versions"]
+__all__ = ["CatalogFilter", "ModelEntry", "base_models_named", "latest_versions"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +93,25 @@ def latest_versions(store: Store, flt: CatalogFilter | None = None) -> list[Mode
         ModelEntry(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), tuple(json.loads(r[7])), r[8])
         for r in rows
     ]
+
+
+def base_models_named(store: Store, names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The catalogue's ``baseModel`` strings that ``names`` ask for: a string itself (any case), or every
+    string of a family named by its family name (``Pony``, ``Illustrious``, ``SDXL``, ``Flux1`` ...).
+
+    A name that matches nothing in the catalogue is a one-line error listing what is there.
+    """
+    present = [row[0] for row in store.conn.execute("SELECT DISTINCT base_model FROM versions") if row[0]]
+    families = {name.lower(): name for name in FAMILIES}
+    out: list[str] = []
+    for name in names:
+        wanted = " ".join(name.split()).lower()
+        whole = families.get(wanted)
+        found = [b for b in present if b.lower() == wanted or (whole is not None and family(b) == whole)]
+        if not found:
+            known = ", ".join(sorted(present)[:30]) or "none"
+            raise UserInputError(
+                f"the base-model filter names {name!r}, which no catalogue version has; present: {known}"
+            )
+        out += [b for b in found if b not in out]
+    return tuple(out)

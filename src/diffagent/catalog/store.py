@@ -23,8 +23,9 @@ from typing import Any
 from ..errors import StoreError, UserInputError
 from ..textsafety import is_safe_file_name, strip_control, strip_generator_syntax
 from .meta import normalize_hash, parse_meta
+from .nsfw import image_level, model_is_nsfw
 
-__all__ = ["MalformedRecord", "Store", "VersionRef"]
+__all__ = ["HASH_KINDS", "MalformedRecord", "Store", "VersionRef"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -70,11 +71,13 @@ CREATE TABLE IF NOT EXISTS files (
     is_primary INTEGER NOT NULL DEFAULT 0,
     autov2 TEXT,
     sha256 TEXT,
-    download_url TEXT
+    download_url TEXT,
+    autov1 TEXT,
+    autov3 TEXT,
+    crc32 TEXT,
+    blake3 TEXT
 );
 CREATE INDEX IF NOT EXISTS files_version ON files(version_id);
-CREATE INDEX IF NOT EXISTS files_autov2 ON files(autov2);
-CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
 CREATE TABLE IF NOT EXISTS images (
     id INTEGER NOT NULL,
     version_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE,
@@ -96,14 +99,38 @@ CREATE TABLE IF NOT EXISTS images (
     model_name TEXT,
     resources TEXT NOT NULL DEFAULT '[]',
     meta_raw TEXT,
+    checkpoint_version INTEGER,
     PRIMARY KEY (version_id, id)
 );
 CREATE INDEX IF NOT EXISTS images_model ON images(model_id);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS image_fetches (
+    version_id INTEGER PRIMARY KEY REFERENCES versions(id) ON DELETE CASCADE,
+    images INTEGER NOT NULL
+);
 CREATE VIRTUAL TABLE IF NOT EXISTS model_fts USING fts5(
     name, tags, trained_words, description, tokenize = 'porter unicode61'
 );
 """
+
+
+# Columns later releases added to tables that older stores already have, and the indexes on them.
+_ADDED_COLUMNS = {
+    "files": ("autov1 TEXT", "autov3 TEXT", "crc32 TEXT", "blake3 TEXT"),
+    "images": ("checkpoint_version INTEGER",),
+}
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS files_autov2 ON files(autov2);
+CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
+CREATE INDEX IF NOT EXISTS files_autov1 ON files(autov1);
+CREATE INDEX IF NOT EXISTS files_autov3 ON files(autov3);
+CREATE INDEX IF NOT EXISTS files_crc32 ON files(crc32);
+CREATE INDEX IF NOT EXISTS files_blake3 ON files(blake3);
+"""
+HASH_KINDS = ("AutoV1", "AutoV2", "AutoV3", "SHA256", "CRC32", "BLAKE3")
+"""The file hashes Civitai publishes, each stored in the ``files`` column of its lower-cased name."""
+_HASH_COLUMNS: dict[int, tuple[str, ...]] = {8: ("autov1", "crc32"), 10: ("autov2",), 12: ("autov3",),
+                                             64: ("sha256", "blake3")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -159,19 +186,6 @@ def _strings(value: Any) -> list[str]:
     return [text for item in value if isinstance(item, str) and (text := _label(item))]
 
 
-def _image_nsfw(image: dict[str, Any]) -> str | None:
-    """The 2023 API's nsfw string ("None", "Soft", "Mature", "X"), also from today's integer ``nsfwLevel``
-    (1 PG, 2 PG-13, 4 R, 8 X, 16 XXX) or a bare boolean, so one filter serves old dumps and live crawls."""
-    level, flag = image.get("nsfw"), image.get("nsfwLevel")
-    if isinstance(level, str):
-        return level
-    if isinstance(flag, int) and not isinstance(flag, bool) and flag > 0:
-        return "None" if flag == 1 else "Soft" if flag == 2 else "Mature" if flag == 4 else "X"
-    if level is False:
-        return "None"
-    return None
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -206,6 +220,8 @@ class Store:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.executescript(_SCHEMA)
+            self._add_columns()
+            self.conn.executescript(_INDEXES)
             # a random name that moves with the file (unlike its path): caches built on it stay valid
             self.conn.execute(
                 "INSERT OR IGNORE INTO state(key, value) VALUES ('identity', ?)", (uuid.uuid4().hex,)
@@ -214,6 +230,14 @@ class Store:
                 self._sanitise_stored_text()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the catalogue {path}: {_reason(exc)}") from None
+
+    def _add_columns(self) -> None:
+        """Bring a store written by an older release up to the current tables (new columns stay empty)."""
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in have:
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def __enter__(self) -> Store:
         return self
@@ -362,7 +386,7 @@ class Store:
         self.conn.execute(
             "INSERT INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                model_id, name, _label(record.get("type")), int(record.get("nsfw") is True),
+                model_id, name, _label(record.get("type")), int(model_is_nsfw(record)),
                 int(record.get("poi") is True), _str(record.get("description")), json.dumps(tags),
                 _label(_dict(record.get("creator")).get("username")), _int(stats.get("downloadCount")),
                 _int(stats.get("favoriteCount")), _int(stats.get("commentCount")),
@@ -399,38 +423,76 @@ class Store:
             if not isinstance(item, dict):
                 continue
             hashes, meta = _dict(item.get("hashes")), _dict(item.get("metadata"))
+            digests = [normalize_hash(hashes.get(kind)) for kind in HASH_KINDS]
             self.conn.execute(
                 "INSERT INTO files (version_id, file_id, name, type, size_kb, format, fp, is_primary,"
-                " autov2, sha256, download_url) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " download_url, autov1, autov2, autov3, sha256, crc32, blake3)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     version_id, _int(item.get("id"), None), self._file_name(item.get("name")),
                     _label(item.get("type")),
                     _num(item.get("sizeKB")), _str(meta.get("format")), _str(meta.get("fp")),
-                    int(item.get("primary") is True), normalize_hash(hashes.get("AutoV2")),
-                    normalize_hash(hashes.get("SHA256")), _str(item.get("downloadUrl")),
+                    int(item.get("primary") is True), _str(item.get("downloadUrl")), *digests,
                 ),
             )  # fmt: skip
         images = version.get("images")
+        self._insert_images(version_id, model_id, images if isinstance(images, list) else [])
+        return words
+
+    def _insert_images(self, version_id: int, model_id: int, images: list[Any]) -> int:
         rows = []
         for image in images if isinstance(images, list) else []:
             if not isinstance(image, dict) or not _is_id(image.get("id")):
                 continue
             raw_meta: Any = image.get("meta")
             p = parse_meta(raw_meta)
+            checkpoint = next((r.version_id for r in p.resources if r.type == "model" and r.version_id), None)
             rows.append(
                 (
-                    image["id"], version_id, model_id, _str(image.get("url")), _image_nsfw(image),
+                    image["id"], version_id, model_id, _str(image.get("url")), image_level(image),
                     _int(image.get("width"), None), _int(image.get("height"), None), p.prompt,
                     p.negative_prompt, p.sampler, p.steps, p.cfg_scale, p.seed, p.width, p.height,
                     p.clip_skip, p.model_hash, p.model_name,
                     json.dumps([r.__dict__ for r in p.resources]),
                     json.dumps(raw_meta, ensure_ascii=False) if isinstance(raw_meta, dict) else None,
+                    checkpoint,
                 )
             )  # fmt: skip
         self.conn.executemany(
-            "INSERT OR REPLACE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+            "INSERT OR REPLACE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
         )
-        return words
+        return len(rows)
+
+    def add_images(self, version_id: int, images: list[Any]) -> int:
+        """Store raw ``GET /api/v1/images`` items as examples of a stored version; returns how many.
+
+        The version's fetch is recorded (see :meth:`versions_without_examples`) even when no image came,
+        so a crawl asks once per version. Replacing the version's model drops both, and asks again.
+        """
+        row = self.conn.execute("SELECT model_id FROM versions WHERE id = ?", (version_id,)).fetchone()
+        if row is None:
+            raise UserInputError(f"no version {version_id} in the catalogue to attach images to")
+        count = self._insert_images(version_id, row["model_id"], images)
+        self.conn.execute("INSERT OR REPLACE INTO image_fetches VALUES (?, ?)", (version_id, count))
+        self._bump_revision()
+        return count
+
+    def versions_without_examples(self, model_ids: list[int]) -> list[int]:
+        """Versions of these models, with files, whose stored images carry no prompt and that were not
+        asked for images yet (archived versions without files are skipped: nothing can be run)."""
+        if not model_ids:
+            return []
+        marks = ",".join("?" * len(model_ids))
+        rows = self.conn.execute(
+            f"""SELECT v.id FROM versions v
+                WHERE v.model_id IN ({marks})
+                  AND EXISTS (SELECT 1 FROM files f WHERE f.version_id = v.id)
+                  AND NOT EXISTS (SELECT 1 FROM images i WHERE i.version_id = v.id AND i.prompt IS NOT NULL)
+                  AND NOT EXISTS (SELECT 1 FROM image_fetches g WHERE g.version_id = v.id)
+                ORDER BY v.model_id, v.position""",
+            model_ids,
+        )
+        return [row[0] for row in rows]
 
     def _bump_revision(self) -> None:
         self.conn.execute(
@@ -474,18 +536,25 @@ class Store:
             )
 
     def version_by_hash(self, digest: str) -> VersionRef | None:
-        """The version owning a file with this AutoV2 (10 hex digits) or SHA256 (64) hash, any case.
+        """The version owning a file with this hash, any case: AutoV1 or CRC32 (8 hex digits), AutoV2
+        (10), AutoV3 (12), SHA256 or BLAKE3 (64).
 
-        A longer hash is also matched on its first 10 digits, since AutoV2 is a SHA256 prefix.
+        A hash of another length over 10 digits is also matched on its first 10, since AutoV2 is a SHA256
+        prefix (AutoV3 is not: it hashes the tensors without the safetensors header).
         """
         value = normalize_hash(digest)
         if value is None:
             return None
-        column, value = ("sha256", value) if len(value) == 64 else ("autov2", value[:10])
-        row = self.conn.execute(
-            f"SELECT version_id FROM files WHERE {column} = ? ORDER BY is_primary DESC LIMIT 1", (value,)
-        ).fetchone()
-        return self.version(row["version_id"]) if row else None
+        tries = [(column, value) for column in _HASH_COLUMNS.get(len(value), ())]
+        if len(value) > 10 and len(value) != 64:
+            tries.append(("autov2", value[:10]))
+        for column, wanted in tries:
+            row = self.conn.execute(
+                f"SELECT version_id FROM files WHERE {column} = ? ORDER BY is_primary DESC LIMIT 1", (wanted,)
+            ).fetchone()
+            if row is not None:
+                return self.version(row["version_id"])
+        return None
 
     def version(self, version_id: int) -> VersionRef | None:
         row = self.conn.execute(

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from ..catalog import CatalogFilter, import_dump, search_cards
+from ..catalog import (
+    CatalogFilter,
+    CrawlError,
+    family,
+    import_dump,
+    lookup_hash,
+    normalize_hash,
+    search_cards,
+)
+from ..textsafety import strip_control
 from ._common import console, fail, open_filled_store, open_store, progress_bar, shown, stdout
 
 app = typer.Typer(help="Fill, inspect and search the model catalogue (SQLite under DIFFAGENT_HOME).")
@@ -66,11 +76,20 @@ def sync(
     base_url: str | None = typer.Option(
         None, help="API root (default: DIFFAGENT_CIVITAI_URL or https://civitai.com/api/v1)"
     ),
+    images_per_version: int = typer.Option(
+        50,
+        min=0,
+        max=200,
+        help="example images asked of /images for a version whose page has no meta (0: none)",
+    ),
 ) -> None:
     """Crawl the live Civitai API into the store (token from CIVITAI_API_TOKEN; rerun to resume)."""
     from .sync import run_sync
 
-    run_sync(types=types, base_models=base_models, limit=limit, nsfw=nsfw, sort=sort, base_url=base_url)
+    run_sync(
+        types=types, base_models=base_models, limit=limit, nsfw=nsfw, sort=sort, base_url=base_url,
+        images_per_version=images_per_version,
+    )  # fmt: skip
 
 
 @app.command()
@@ -111,3 +130,52 @@ def search(
             shown(", ".join(hit.tags[:6])),
         )  # fmt: skip
     stdout().print(table)
+
+
+@app.command()
+def lookup(
+    digest: str = typer.Argument(..., metavar="HASH", help="AutoV1, AutoV2, AutoV3, SHA256, CRC32 or BLAKE3"),
+    offline: bool = typer.Option(False, "--offline", help="look in the local catalogue only"),
+    as_json: bool = typer.Option(False, "--json", help="print the version as JSON"),
+    base_url: str | None = typer.Option(
+        None, help="API root (default: DIFFAGENT_CIVITAI_URL or https://civitai.com/api/v1)"
+    ),
+) -> None:
+    """The catalogue version a model file's hash belongs to; asks Civitai's by-hash look-up when the
+    local catalogue does not hold it (token from CIVITAI_API_TOKEN)."""
+    if normalize_hash(digest) is None:
+        fail("a file hash is hexadecimal: AutoV1, AutoV2, AutoV3, SHA256, CRC32 or BLAKE3")
+    with open_store() as store:
+        ref = store.version_by_hash(digest)
+    if ref is not None:
+        found = {
+            "source": "catalogue", "model_id": ref.model_id, "version_id": ref.version_id,
+            "model_name": ref.model_name, "version_name": ref.version_name, "type": ref.model_type,
+            "base_model": ref.base_model,
+        }  # fmt: skip
+    elif offline:
+        fail(f"no file with hash {digest} in the local catalogue", code=1)
+    else:
+        try:
+            answer = lookup_hash(digest, base_url=base_url)
+        except CrawlError as exc:
+            fail(str(exc), code=1)
+        if answer is None:
+            fail(f"no file with hash {digest} in the catalogue or on Civitai", code=1)
+        inner = answer.get("model")
+        model: dict[str, Any] = inner if isinstance(inner, dict) else {}
+        found = {
+            "source": "civitai", "model_id": answer.get("modelId"), "version_id": answer.get("id"),
+            "model_name": model.get("name"), "version_name": answer.get("name"), "type": model.get("type"),
+            "base_model": answer.get("baseModel"),
+        }  # fmt: skip
+    found["family"] = family(found["base_model"] if isinstance(found["base_model"], str) else None)
+    if as_json:
+        typer.echo(json.dumps(found, ensure_ascii=False))
+        return
+    text = {key: strip_control(str(value)) for key, value in found.items()}
+    typer.echo(
+        f"{text['model_name']} / {text['version_name']}: model {text['model_id']},"
+        f" version {text['version_id']}, {text['type']}, base model {text['base_model']}"
+        f" (from the {text['source']})"
+    )

@@ -66,10 +66,16 @@ def build_agent(
     model: str | None = None,
     unconstrained: bool = False,
     installed: bool = False,
+    base_models: tuple[str, ...] = (),
 ) -> Agent:
     """Agent ``spec`` (see :func:`agent_spec`, which reads ``model`` and ``unconstrained``) learning from
-    DABench ``splits``, with a progress bar over first-use builds; ``installed``: the library's files only."""
+    DABench ``splits``, with a progress bar over first-use builds; ``installed``: the library's files only;
+    ``base_models`` restrict the default agent's checkpoints (Civitai strings or family names)."""
     name, options = agent_spec(spec, model, unconstrained)
+    if base_models:
+        if name != "default":
+            fail("--base-model restricts the default agent's checkpoints; drop it or use --agent default")
+        options["base_models"] = base_models
     with progress_bar(f"preparing the {spec} agent (first use builds it)") as update:
         return open_agent(store, name, splits=splits, progress=update, installed=installed, **options)
 
@@ -143,6 +149,9 @@ def _print_answer(answer: Answer) -> None:
         "sampler",
         f"{shown(api.sampler)}, {api.steps} steps, CFG {api.cfg_scale:g}, clip skip {api.clip_skip}",
     )
+    if api.guidance is not None or api.scheduler is not None:
+        extra = [f"guidance {api.guidance:g}" if api.guidance is not None else "", api.scheduler or ""]
+        table.add_row("schedule", ", ".join(part for part in extra if part))
     table.add_row("size", f"{api.width}x{api.height}, seed {api.seed}")
     table.add_row("prompt", shown(api.prompt))
     table.add_row("negative", shown(api.negative_prompt) if api.negative_prompt else "[dim](none)[/]")
@@ -183,6 +192,11 @@ def select_command(
     installed: bool = typer.Option(
         False, "--installed", help="only checkpoints and LoRAs of your library (diffagent library scan)"
     ),
+    base_model: list[str] = typer.Option(
+        [],
+        "--base-model",
+        help="only checkpoints of this base model or family, e.g. 'SDXL 1.0', Pony (repeat)",
+    ),
 ) -> None:
     """One API call for PROMPT, or one per line of --batch IN.jsonl written to --out OUT.jsonl."""
     if (prompt is None) == (batch is None):
@@ -200,7 +214,13 @@ def select_command(
         output_path(out, inputs=[batch])  # refused before any answer is computed
     with open_store() as store:
         selector = build_agent(
-            store, agent, splits=SPLITS, model=model, unconstrained=unconstrained, installed=installed
+            store,
+            agent,
+            splits=SPLITS,
+            model=model,
+            unconstrained=unconstrained,
+            installed=installed,
+            base_models=tuple(base_model),
         )
         if batch is None:
             answer = selector.select(prompt, k)

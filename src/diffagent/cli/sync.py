@@ -22,13 +22,20 @@ def run_sync(
     nsfw: bool = False,
     sort: str = "Most Downloaded",
     base_url: str | None = None,
+    images_per_version: int = 50,
 ) -> CrawlReport:
     """Crawl into the store under ``DIFFAGENT_HOME``; ``limit`` None or 0 crawls everything the query finds.
 
     Prints a one-line summary; on failure prints a one-line reason and exits non-zero (1 when the API
     failed, 2 on bad input, 130 when interrupted); the committed pages stay and a rerun resumes.
     """
-    query = CrawlQuery(types=_split(types), base_models=_split(base_models), nsfw=nsfw, sort=sort)
+    query = CrawlQuery(
+        types=_split(types),
+        base_models=_split(base_models),
+        nsfw=nsfw,
+        sort=sort,
+        images_per_version=images_per_version,
+    )
     if not query.types:
         fail("--types names no model type")
     with open_store() as store, progress_bar("crawling Civitai", total=limit or None) as update:

@@ -29,7 +29,7 @@ from ... import _npz
 from ..._npz import CacheError
 from ...bench.pairs import Pair
 from ...bench.text import clean_prompt
-from ...catalog import CatalogFilter, Store, VersionRef
+from ...catalog import CatalogFilter, Store, VersionRef, base_models_named
 from ...catalog.validate import CFG_RANGE, STEPS_RANGE
 from ...config import home
 from ...errors import UserInputError
@@ -479,13 +479,14 @@ def build_default_agent(
 
     ``base_models`` and ``allow_nsfw`` restrict the checkpoints it may name (NSFW models are out by default);
     ``versions`` (the user's installed files) restricts checkpoints and LoRAs to those versions.
+    a base model is a Civitai string (``SDXL 1.0``) or a family name for all of its strings (``Pony``).
     """
     pairs = _examples(examples)
     store.require_models()
     index = _load_or_build(store, pairs, rebuild, progress)
     flt = CatalogFilter(
         types=("Checkpoint",),
-        base_models=tuple(base_models) if base_models else None,
+        base_models=base_models_named(store, tuple(base_models)) if base_models else None,
         allow_nsfw_models=allow_nsfw,
         version_ids=frozenset(versions) if versions is not None else None,
     )

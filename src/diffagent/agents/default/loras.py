@@ -21,7 +21,7 @@ import numpy as np
 from scipy import sparse
 
 from ...bench.text import lora_tags
-from ...catalog import CatalogFilter, Store, VersionRef, compatible
+from ...catalog import CatalogFilter, Store, VersionRef, compatibility, compatible
 from ...catalog.validate import LORA_WEIGHT_RANGE
 from ...schema import LoRA
 from .index import FOLDS, Checkpoints, Examples
@@ -35,6 +35,9 @@ _MAX_PHRASE_WORDS = 4
 _GENERIC_SHARE = 0.003
 """A trigger phrase found in more than this share of example prompts (``masterpiece``) reveals nothing."""
 _WORD = re.compile(r"[^\W_]+")
+_PARTIAL = 0.5
+"""Score factor of a LoRA that runs only partially on the checkpoint (an SDXL LoRA on Pony, as Civitai marks
+it): allowed, but behind a LoRA of the checkpoint's own family with the same evidence."""
 
 
 def _phrase(text: str) -> str:
@@ -205,7 +208,12 @@ class LoraIndex:
         for position in from_neighbour:
             ranked.setdefault(position, (0.5, None))
         out: list[LoRA] = []
-        for position, (_, weight) in sorted(ranked.items(), key=lambda item: -item[1][0]):
+
+        def order(item: tuple[int, tuple[float, float | None]]) -> float:
+            partial = compatibility(self.refs[item[0]].base_model, checkpoint.base_model) == "partial"
+            return -item[1][0] * (_PARTIAL if partial else 1.0)
+
+        for position, (_, weight) in sorted(ranked.items(), key=order):
             ref = self.refs[position]
             if (self.nsfw[position] and not allow_nsfw) or not compatible(
                 ref.base_model, checkpoint.base_model

@@ -11,10 +11,11 @@ and CFG of a few-step checkpoint (Turbo / LCM / Lightning) only from its own ima
 Agents use it as the prior for the parameters of any checkpoint they choose; :func:`assemble_call` turns
 a catalogue version and such parameters into an APICall.
 
-An image counts for the checkpoint version its ``Model hash`` (AutoV2) names, or, with no hash, for the
-page it hangs on when that page is a checkpoint (the rule DABench uses for its ground truth). Pass
-``image_ids`` to learn only from some images (an agent under evaluation passes the source images of its
-training pairs, so that no test image leaks into its parameters).
+An image counts for the checkpoint version its Civitai resources name (``civitaiResources``), else the
+one its ``Model hash`` (AutoV2) names, or, with neither, for the page it hangs on when that page is a
+checkpoint (the rule DABench uses for its ground truth). Pass ``image_ids`` to learn only from some
+images (an agent under evaluation passes the source images of its training pairs, so that no test image
+leaks into its parameters).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ...catalog import Store, VersionRef, default_size, family, family_spec, is_few_step, recipe
+from ...catalog import Store, VersionRef, default_size, family, family_spec, is_few_step, recipe, settle
 from ...catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, SIZE_RANGE, STEPS_RANGE
 from ...errors import UserInputError
 from ...schema import APICall, Checkpoint, LoRA, normalize_sampler
@@ -43,6 +44,8 @@ WITH resolved AS (
     SELECT i.id AS image_id, i.sampler, i.steps, i.cfg_scale, i.gen_width, i.gen_height, i.clip_skip,
            i.negative_prompt,
            COALESCE(
+               (SELECT cv.id FROM versions cv JOIN models cm ON cm.id = cv.model_id
+                WHERE cv.id = i.checkpoint_version AND cm.type = 'Checkpoint'),
                (SELECT f.version_id FROM files f
                 JOIN versions fv ON fv.id = f.version_id JOIN models fm ON fm.id = fv.model_id
                 WHERE f.autov2 = i.model_hash AND fm.type = 'Checkpoint'
@@ -246,7 +249,9 @@ class ParamStats:
 def assemble_call(
     ref: VersionRef, prompt: str, params: dict[str, Any], loras: Iterable[LoRA] = (), seed: int = -1
 ) -> APICall:
-    """An executable call: the catalogue checkpoint ``ref``, ``params`` and LoRAs with trigger words added."""
+    """An executable call: the catalogue checkpoint ``ref``, ``params`` and LoRAs with trigger words added,
+    settled by the checkpoint's family (:func:`diffagent.catalog.settle`: buckets, clip skip, Pony's score
+    tags, Flux's guidance and no negative prompt)."""
     # catalogue text is data: trigger words lose generator syntax before they reach the call or its prompt
     loras = [
         lora.model_copy(
@@ -256,7 +261,12 @@ def assemble_call(
     ]
     if not strip_generator_syntax(prompt):
         raise UserInputError("the prompt is empty once its generator tags (<lora:...>) are removed")
-    sent = prompt_with_words(prompt, [w for lora in loras for w in lora.trigger_words])
+    fields = ("negative_prompt", "sampler", "steps", "cfg_scale", "width", "height", "clip_skip")
+    given = {name: params[name] for name in fields}
+    given["negative_prompt"] = strip_generator_syntax(params["negative_prompt"] or "")
+    settled = settle(
+        ref.base_model, f"{ref.model_name} {ref.version_name or ''}", {"prompt": prompt.strip(), **given}
+    )
     return APICall(
         checkpoint=Checkpoint(
             model_id=ref.model_id,
@@ -265,13 +275,7 @@ def assemble_call(
             base_model=ref.base_model or "Other",
         ),
         loras=loras,
-        prompt=sent,
-        negative_prompt=strip_generator_syntax(params["negative_prompt"] or ""),
-        sampler=params["sampler"],
-        steps=params["steps"],
-        cfg_scale=params["cfg_scale"],
-        width=params["width"],
-        height=params["height"],
-        clip_skip=params["clip_skip"],
+        prompt=prompt_with_words(settled["prompt"], [w for lora in loras for w in lora.trigger_words]),
         seed=seed,
+        **{name: settled[name] for name in (*fields, "guidance", "scheduler")},
     )

@@ -9,15 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from ..catalog import (
-    CatalogFilter,
-    CrawlError,
-    family,
-    import_dump,
-    lookup_hash,
-    normalize_hash,
-    search_cards,
-)
+from ..catalog import CatalogFilter, family, import_dump, normalize_hash, search_cards
 from ..textsafety import strip_control
 from ._common import console, fail, open_filled_store, open_store, progress_bar, shown, stdout
 
@@ -143,6 +135,8 @@ def lookup(
 ) -> None:
     """The catalogue version a model file's hash belongs to; asks Civitai's by-hash look-up when the
     local catalogue does not hold it (token from CIVITAI_API_TOKEN)."""
+    from ..catalog import CrawlError, lookup_hash
+
     if normalize_hash(digest) is None:
         fail("a file hash is hexadecimal: AutoV1, AutoV2, AutoV3, SHA256, CRC32 or BLAKE3")
     with open_store() as store:

@@ -174,7 +174,7 @@ def tiny_sd_pipeline(tokenizer, seed: int):  # type: ignore[no-untyped-def]
     )  # fmt: skip
     pipe = StableDiffusionPipeline(
         unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer,
-        scheduler=DDIMScheduler(clip_sample=False), safety_checker=None, feature_extractor=None,
+        scheduler=DDIMScheduler(clip_sample=False, steps_offset=1), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
@@ -191,9 +191,14 @@ def write_scorers(root: Path) -> dict[str, Path]:
         folder.mkdir(parents=True, exist_ok=True)
     bpe = write_bpe(folders["hpsv2"] / "bpe_tiny.txt.gz")
     tokenizer = clip_tokenizer_from_bpe(bpe)
-    for name, seed in (("clip", 0), ("pickscore", 5)):
-        torch.manual_seed(seed)
-        tiny_clip(tokenizer).save_pretrained(folders[name])
+    for name in ("clip", "pickscore"):
+        model = tiny_clip(tokenizer)
+        if name == "clip":  # a shared direction in both towers: cosines above 0, so CLIP score varies
+            with torch.no_grad():
+                model.text_projection.weight.copy_(model.visual_projection.weight)
+                model.vision_model.post_layernorm.bias.fill_(0.5)
+                model.text_model.final_layer_norm.bias.fill_(0.5)
+        model.save_pretrained(folders[name])
         tokenizer.save_pretrained(folders[name])
     torch.save(
         {"state_dict": open_clip_state(vocab=len(tokenizer))}, folders["hpsv2"] / "HPS_v2_compressed.pt"

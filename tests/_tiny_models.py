@@ -174,7 +174,8 @@ def tiny_sd_pipeline(tokenizer, seed: int):  # type: ignore[no-untyped-def]
     )  # fmt: skip
     pipe = StableDiffusionPipeline(
         unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer,
-        scheduler=DDIMScheduler(clip_sample=False, steps_offset=1), safety_checker=None, feature_extractor=None,
+        scheduler=DDIMScheduler(clip_sample=False, steps_offset=1), safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _tiny_models import tiny_sd_pipeline, write_scorers
 from typer.testing import CliRunner
 
+from _tiny_models import tiny_sd_pipeline, write_scorers
 from diffagent.cli import app
 from diffagent.errors import UserInputError
 from diffagent.reward.candidates import RenderedReward, ScoringSpec, local_runner, plan_shards

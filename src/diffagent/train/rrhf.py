@@ -27,7 +27,7 @@ from .config import RRHFConfig
 from .loop import Progress, TrainResult, train_loop
 from .losses import rrhf_batch_loss
 
-__all__ = ["RRHFExample", "Reward", "read_rrhf_rows", "rrhf_rows", "train_rrhf"]
+__all__ = ["RRHFExample", "Reward", "held_out_agreement", "read_rrhf_rows", "rrhf_rows", "train_rrhf"]
 
 RRHFExample = tuple[list[int], list[list[int]], list[float]]
 """(prompt tokens, response tokens each ending with end-of-sequence, reward of each response)."""
@@ -98,6 +98,20 @@ def rrhf_rows(
                 name: [round(float(s), 6) for s in values] for name, values in result["held_out"].items()
             }
         yield row
+
+
+def held_out_agreement(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Per held-out scorer, the share of rows whose best response by the reward is also its best: the
+    check against reward hacking (a policy that games the reward stops pleasing the held-out scorer)."""
+    agree: dict[str, list[bool]] = {}
+    for row in rows:
+        scores = row["scores"]
+        if len(scores) < 2:
+            continue
+        best = max(range(len(scores)), key=scores.__getitem__)
+        for name, values in row.get("held_out", {}).items():
+            agree.setdefault(name, []).append(max(range(len(values)), key=values.__getitem__) == best)
+    return {name: sum(flags) / len(flags) for name, flags in agree.items()}
 
 
 def read_rrhf_rows(path: str | Path) -> list[dict[str, Any]]:

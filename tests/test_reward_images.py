@@ -144,10 +144,15 @@ def test_reward_score_and_stats_commands(tmp_path: Path, scorers: dict[str, Path
     assert "| image | pickscore | clip | unified |" in done.stdout and "not computed" in done.output
 
 
-def test_reward_score_without_weights_is_one_line(tmp_path: Path) -> None:
+def test_reward_score_without_weights_is_one_line(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as on a machine with no internet
     _write_images(tmp_path, 2)
     runner = CliRunner()
     for args, fragment in (
+        (["--scorers", "clip"], "--clip PATH"),  # the published weights, from an unreachable Hub
+        (["--scorers", "imagereward,hpsv2"], "--imagereward PATH"),
         (["--scorers", "clip", "--clip", str(tmp_path / "nowhere")], "--clip"),
         (["--scorers", "hpsv2", "--hpsv2", str(tmp_path / "missing" / "HPS.pt")], "--hpsv2"),
         (["--scorers", "clip,nope"], "unknown scorer nope"),

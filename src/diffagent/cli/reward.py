@@ -80,8 +80,11 @@ def _scorer_names(text: str) -> list[str]:
 
 
 def _load(names: list[str], sources: dict[str, str | None], device: str | None) -> list[Any]:
+    from huggingface_hub.utils import logging as hub_logging
+
     from ..reward import load_scorer
 
+    hub_logging.set_verbosity_error()  # its download retries are not the user's one line
     options = {"device": device} if device else {}
     with console.status("loading " + ", ".join(names)):
         return [load_scorer(name, sources[name], **options) for name in names]
@@ -183,7 +186,7 @@ def stats_command(
     if len(prompts) < 2:
         fail("a reference set needs at least two images")
     sources = {"clip": clip, "imagereward": imagereward, "hpsv2": hpsv2}
-    scorers = _load(list(UNIFIED_SCORERS), sources, device)  # type: ignore[arg-type]
+    scorers = _load(list(UNIFIED_SCORERS), sources, device)
     with progress_bar("reference statistics") as update:
         measured = compute_reference_stats(
             scorers, prompts, images, version="pending", reference=reference or folder.resolve().name,

@@ -102,7 +102,7 @@ def load_scorer(name: str, source: str | None = None, **options: Any) -> ImageSc
             cls.from_pretrained(source, **options) if source is not None else cls.from_pretrained(**options)
         )
     except UserInputError as exc:
-        raise UserInputError(f"{name} scorer: {exc}; pass --{name} PATH to local weights") from None
+        raise UserInputError(f"{name} scorer: {exc} (--{name} PATH)") from None
     except (OSError, ValueError) as exc:  # transformers / huggingface_hub: not found, or the Hub unreachable
         where = source or "its published Hub repository"
         raise UserInputError(

@@ -68,7 +68,7 @@ def ray_runner(
         if pending:
             folder.mkdir(parents=True, exist_ok=True)
             dataset = ray.data.from_items(pending, override_num_blocks=len(pending))
-            resources = {"num_gpus": gpus_per_actor} if gpus_per_actor else {}
+            resources: dict[str, Any] = {"num_gpus": gpus_per_actor} if gpus_per_actor else {}
             dataset.map_batches(
                 ShardWorker, fn_constructor_kwargs={"spec": spec}, batch_size=1,
                 concurrency=max(1, min(actors, len(pending))), **resources,

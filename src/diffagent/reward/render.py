@@ -87,7 +87,7 @@ class DiffusersRenderer:
 
     def size(self, call: APICall) -> tuple[int, int]:
         """(width, height) to render: the call's, scaled down to ``max_side`` and to multiples of 8."""
-        width, height = call.width, call.height
+        width, height = float(call.width), float(call.height)
         if self.max_side is not None and max(width, height) > self.max_side:
             scale = self.max_side / max(width, height)
             width, height = width * scale, height * scale

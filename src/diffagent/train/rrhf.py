@@ -86,7 +86,7 @@ def rrhf_rows(
             for pair, _, responses in gathered
         ]
     for (pair, query, responses), result in zip(gathered, scored, strict=True):
-        row = {
+        row: dict[str, Any] = {
             "id": pair.id,
             "query": query,
             "responses": list(responses),

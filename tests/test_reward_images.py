@@ -7,6 +7,7 @@ Covers rendering (one pipeline load per checkpoint, a seed per instruction), `di
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -221,8 +222,14 @@ def test_rendered_reward_scores_shards_and_resumes(tmp_path: Path, checkpoints: 
     next(iter(sorted(shard_dir.iterdir()))).unlink()  # a run that died before its first shard was written
     assert reward.score_sets(ITEMS) == sets and calls_done == [2, 2, 1, 2]
     assert len(plan_shards(ITEMS, shard_size=2)) == 3
-    local = RenderedReward(local_runner(spec.build, tmp_path / "other"), "unified-v1+tiny", shard_size=2)
+    # Any pipeline factory plugs in (here one counting its loads), with the same scores.
+    factory = CountingFactory(checkpoints)
+    plugged = dataclasses.replace(spec, checkpoints=None, factory=factory)
+    local = RenderedReward(local_runner(plugged.build, tmp_path / "other"), "unified-v1+tiny", shard_size=2)
     assert local.score_calls(*ITEMS[1]) == pytest.approx(sets[1]["scores"], abs=1e-6)
+    assert factory.loaded == [202, 101]
+    with pytest.raises(UserInputError, match="--checkpoints"):
+        dataclasses.replace(spec, checkpoints=None).build()
 
 
 @pytest.mark.slow

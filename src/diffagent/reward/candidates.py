@@ -25,7 +25,7 @@ from .._io import atomic_open
 from ..errors import UserInputError
 from ..schema import APICall
 from .base import ImageScorer
-from .render import DiffusersRenderer, seeded
+from .render import DiffusersRenderer, PipelineFactory, seeded
 from .unified import UnifiedMetric, unified_score
 
 __all__ = [
@@ -132,12 +132,14 @@ class ScoringSpec:
     """How to build a :class:`Scoring` from files: plain strings, so a Ray actor can build its own copy.
 
     ``checkpoints`` is a folder of diffusers pipelines, one per catalogue version id
-    (:func:`.render.folder_pipeline_factory`); the scorer fields are local paths or Hub names (None: each
+    (:func:`.render.folder_pipeline_factory`), or ``factory`` any picklable pipeline factory (the library
+    loader of ``diffagent generate``, for one); the scorer fields are local paths or Hub names (None: each
     scorer's published weights); ``pickscore`` None leaves the held-out check out; ``stats`` None uses the
     reference statistics in effect (:func:`.unified.ReferenceStats.load`).
     """
 
-    checkpoints: str
+    checkpoints: str | None = None
+    factory: PipelineFactory | None = None
     clip: str | None = None
     imagereward: str | None = None
     hpsv2: str | None = None
@@ -157,8 +159,14 @@ class ScoringSpec:
         options = {"device": self.device} if self.device else {}
         scorers = [load_scorer(name, getattr(self, name), **options) for name in stats.scorers]
         held = [load_scorer("pickscore", self.pickscore, **options)] if self.pickscore else []
+        if self.factory is not None:
+            factory = self.factory
+        elif self.checkpoints is not None:
+            factory = folder_pipeline_factory(self.checkpoints, self.device)
+        else:
+            raise UserInputError("the image reward needs pipelines: pass --checkpoints DIR")
         renderer = DiffusersRenderer(
-            folder_pipeline_factory(self.checkpoints, self.device),
+            factory,
             max_steps=self.max_steps,
             max_side=self.max_side,
         )

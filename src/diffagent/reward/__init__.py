@@ -2,7 +2,9 @@
 them, the offline proxy reward of API calls, and the :class:`Reward` protocol the RRHF trainer calls.
 
 The scorers need torch and transformers and are imported on first use, so that importing the proxy
-reward (the one these machines can run) stays cheap.
+reward (the one these machines can run) stays cheap. The image reward of RRHF candidates lives in the
+submodules ``render`` (diffusers, one pipeline at a time), ``candidates`` (resumable shards of render-then-
+score jobs, :class:`~.candidates.RenderedReward`) and ``ray_job`` (the same shards as a Ray Data job).
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ shapes generated independently of the mapping under test, and loads it through t
 
 from __future__ import annotations
 
-import gzip
 import math
 import re
 
@@ -16,6 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _tiny_models import WORDS, write_bert_tokenizer, write_bpe
+from _tiny_models import imagereward_state as _imagereward_state
+from _tiny_models import open_clip_state as _open_clip_state
+from _tiny_models import tiny_clip as _tiny_clip
 from diffagent.errors import UserInputError
 from diffagent.reward import CLIPScorer, HPSv2Scorer, ImageRewardScorer, PickScoreScorer
 from diffagent.reward._hub import load_state_dict, resolve_file
@@ -29,7 +32,6 @@ from diffagent.reward.imagereward import (
     imagereward_to_transformers,
 )
 
-WORDS = ["a", "cat", "dog", "on", "the", "hill", "red", "photo", "of", "castle", "at", "night"]
 PROMPTS = ["a photo of a cat", "a red castle on the hill at night", "dog", "the cat on a red hill"]
 
 
@@ -53,18 +55,7 @@ def _images(count: int, seed: int = 0) -> list:
 @pytest.fixture(scope="module")
 def bpe_file(tmp_path_factory: pytest.TempPathFactory):
     """A tiny file in the format of OpenAI's bpe_simple_vocab_16e6.txt.gz, merging each test word whole."""
-    merges: list[str] = []
-    for word in WORDS:
-        symbols = [*word[:-1], word[-1] + "</w>"]
-        while len(symbols) > 1:
-            pair = f"{symbols[0]} {symbols[1]}"
-            if pair not in merges:
-                merges.append(pair)
-            symbols = [symbols[0] + symbols[1], *symbols[2:]]
-    path = tmp_path_factory.mktemp("bpe") / "bpe_tiny.txt.gz"
-    with gzip.open(path, "wt", encoding="utf-8") as handle:
-        handle.write("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return path
+    return write_bpe(tmp_path_factory.mktemp("bpe") / "bpe_tiny.txt.gz")
 
 
 @pytest.fixture(scope="module")
@@ -83,46 +74,6 @@ def test_bpe_tokenizer_matches_open_clip_ids(clip_tokenizer) -> None:
 
 
 # -- OpenCLIP layout (HPS v2) ---------------------------------------------------------------------------
-
-
-def _open_clip_state(vocab: int, width: int = 128, layers: int = 2, grid: int = 3) -> dict[str, torch.Tensor]:
-    """An OpenCLIP ViT state dict (names and shapes as open_clip saves them) with random values."""
-    patch, embed, context = 8, 48, 77
-    gen = torch.Generator().manual_seed(0)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen) * 0.05
-
-    def norm(prefix: str) -> dict[str, torch.Tensor]:
-        return {f"{prefix}.weight": 1 + rand(width), f"{prefix}.bias": rand(width)}
-
-    def blocks(prefix: str) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for i in range(layers):
-            p = f"{prefix}transformer.resblocks.{i}."
-            out |= norm(p + "ln_1") | norm(p + "ln_2")
-            out |= {
-                p + "attn.in_proj_weight": rand(3 * width, width),
-                p + "attn.in_proj_bias": rand(3 * width),
-            }
-            out |= {p + "attn.out_proj.weight": rand(width, width), p + "attn.out_proj.bias": rand(width)}
-            out |= {p + "mlp.c_fc.weight": rand(4 * width, width), p + "mlp.c_fc.bias": rand(4 * width)}
-            out |= {p + "mlp.c_proj.weight": rand(width, 4 * width), p + "mlp.c_proj.bias": rand(width)}
-        return out
-
-    state = {
-        "visual.class_embedding": rand(width),
-        "visual.positional_embedding": rand(grid * grid + 1, width),
-        "visual.conv1.weight": rand(width, 3, patch, patch),
-        "visual.proj": rand(width, embed),
-        "token_embedding.weight": rand(vocab, width),
-        "positional_embedding": rand(context, width),
-        "text_projection": rand(width, embed),
-        "logit_scale": torch.tensor(math.log(1 / 0.07)),
-        "attn_mask": torch.full((context, context), float("-inf")).triu(1),
-    }
-    state |= norm("visual.ln_pre") | norm("visual.ln_post") | norm("ln_final")
-    return state | blocks("visual.") | blocks("")
 
 
 def _open_clip_tower(state: dict, x: torch.Tensor, prefix: str, mask: torch.Tensor | None) -> torch.Tensor:
@@ -218,22 +169,6 @@ def test_hps_scorer_from_open_clip_checkpoint(tmp_path, bpe_file, clip_tokenizer
         HPSv2Scorer.from_pretrained(folder, version="v3")
 
 
-def _tiny_clip(tokenizer):
-    from transformers import CLIPConfig, CLIPModel
-
-    torch.manual_seed(0)
-    vocab = len(tokenizer)
-    config = CLIPConfig(
-        text_config={"vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 4, "bos_token_id": vocab - 2, "eos_token_id": vocab - 1,
-                     "pad_token_id": vocab - 1},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
-        projection_dim=16,
-    )  # fmt: skip
-    return CLIPModel(config)
-
-
 def test_clip_scorer_from_local_folder(tmp_path, clip_tokenizer) -> None:
     _tiny_clip(clip_tokenizer).save_pretrained(tmp_path / "clip")
     clip_tokenizer.save_pretrained(tmp_path / "clip")
@@ -256,68 +191,9 @@ def test_pickscore_scales_by_logit_scale(clip_tokenizer) -> None:
 # -- BLIP layout (ImageReward) --------------------------------------------------------------------------
 
 
-def _imagereward_state(
-    vocab: int, vision: int = 128, text: int = 128, layers: int = 2
-) -> dict[str, torch.Tensor]:
-    """An ImageReward.pt state dict (names and shapes as the authors' BLIP code saves them), random values."""
-    patch, grid, positions = 8, 3, 40
-    gen = torch.Generator().manual_seed(1)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen) * 0.05
-
-    def linear(name: str, out_dim: int, in_dim: int) -> dict[str, torch.Tensor]:
-        return {f"{name}.weight": rand(out_dim, in_dim), f"{name}.bias": rand(out_dim)}
-
-    def norm(name: str, dim: int) -> dict[str, torch.Tensor]:
-        return {f"{name}.weight": 1 + rand(dim), f"{name}.bias": rand(dim)}
-
-    v = "blip.visual_encoder."
-    state = {
-        v + "cls_token": rand(1, 1, vision),
-        v + "pos_embed": rand(1, grid * grid + 1, vision),
-        v + "patch_embed.proj.weight": rand(vision, 3, patch, patch),
-        v + "patch_embed.proj.bias": rand(vision),
-    } | norm(v + "norm", vision)
-    for i in range(layers):
-        b = f"{v}blocks.{i}."
-        state |= (
-            norm(b + "norm1", vision) | norm(b + "norm2", vision) | linear(b + "attn.qkv", 3 * vision, vision)
-        )
-        state |= linear(b + "attn.proj", vision, vision) | linear(b + "mlp.fc1", 4 * vision, vision)
-        state |= linear(b + "mlp.fc2", vision, 4 * vision)
-    t = "blip.text_encoder."
-    state |= {
-        t + "embeddings.position_ids": torch.arange(positions).expand(1, -1),
-        t + "embeddings.word_embeddings.weight": rand(vocab, text),
-        t + "embeddings.position_embeddings.weight": rand(positions, text),
-    } | norm(t + "embeddings.LayerNorm", text)
-    for i in range(layers):
-        b = f"{t}encoder.layer.{i}."
-        for kind, source in (("attention", text), ("crossattention", vision)):
-            state |= linear(f"{b}{kind}.self.query", text, text) | linear(f"{b}{kind}.self.key", text, source)
-            state |= linear(f"{b}{kind}.self.value", text, source) | linear(
-                f"{b}{kind}.output.dense", text, text
-            )
-            state |= norm(f"{b}{kind}.output.LayerNorm", text)
-        state |= linear(b + "intermediate.dense", 4 * text, text) | linear(b + "output.dense", text, 4 * text)
-        state |= norm(b + "output.LayerNorm", text)
-    state |= linear("blip.vision_proj", 256, vision) | linear("blip.text_proj", 256, text)
-    head = ((1024, text), (128, 1024), (64, 128), (16, 64), (1, 16))
-    for index, (out_dim, in_dim) in zip((0, 2, 4, 6, 7), head, strict=True):
-        state |= linear(f"mlp.layers.{index}", out_dim, in_dim)
-    return state
-
-
 @pytest.fixture(scope="module")
 def bert_folder(tmp_path_factory: pytest.TempPathFactory):
-    from transformers import BertTokenizer
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(specials + WORDS)})
-    folder = tmp_path_factory.mktemp("bert")
-    tokenizer.save_pretrained(folder)
-    return folder
+    return write_bert_tokenizer(tmp_path_factory.mktemp("bert"))
 
 
 def test_imagereward_mapping_loads_every_key() -> None:

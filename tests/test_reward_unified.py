@@ -114,7 +114,7 @@ def test_stats_round_trip_and_packaged_file(tmp_path) -> None:
     assert "sigma_k" in packaged.formula
     scorers = [TableScorer(name, [1.0]) for name in UNIFIED_SCORERS]
     # No weights here, so no measured statistics: the metric refuses rather than guessing.
-    with pytest.raises(UserInputError, match="compute_reference_stats"):
+    with pytest.raises(UserInputError, match="diffagent reward stats"):
         UnifiedMetric(scorers)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(UserInputError, match="not a reference statistics file"):

@@ -15,7 +15,9 @@ __all__ = ["EXTRAS", "require"]
 
 EXTRAS: dict[str, tuple[str, ...]] = {
     "llm": ("torch", "transformers", "peft", "gguf"),
-    "reward": ("torch", "transformers", "safetensors", "huggingface_hub"),
+    "reward": ("torch", "transformers", "safetensors", "huggingface_hub", "PIL"),
+    "diffusers": ("torch", "diffusers", "PIL", "safetensors"),
+    "ray": ("ray", "pandas", "pyarrow"),
     "serve": ("fastapi", "uvicorn"),
 }
 """Extra -> the modules it provides (as imported), matching ``[project.optional-dependencies]``."""

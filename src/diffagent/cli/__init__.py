@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bench, catalog, evaluate, generate, library, select, serve, train
+from . import bench, catalog, evaluate, generate, library, reward, select, serve, train
 from ._common import OneLineErrors
 
 __all__ = ["app", "main"]
@@ -19,6 +19,7 @@ app.add_typer(catalog.app, name="catalog")
 app.add_typer(bench.app, name="bench")
 app.add_typer(train.app, name="train")
 app.add_typer(library.app, name="library")
+app.add_typer(reward.app, name="reward")
 app.command("select")(select.select_command)
 app.command("eval")(evaluate.eval_command)
 app.command("serve")(serve.serve_command)

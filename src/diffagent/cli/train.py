@@ -13,9 +13,11 @@ from ..extras import require
 from ..llm.config import PromptConfig
 from ..train.config import RRHFConfig, SFTConfig
 from ._common import console, fail, open_filled_store, open_store, progress_bar, shown
+from .reward import SCORER_SOURCE_HELP
 
 if TYPE_CHECKING:
     from ..bench.pairs import Pair
+    from ..reward.candidates import RenderedReward, ScoringSpec
     from ..schema import APICall
     from ..train.loop import TrainResult
 
@@ -151,6 +153,26 @@ def sft_command(
     _report(out_dir, result, len(chosen))
 
 
+def _image_reward(
+    spec: ScoringSpec, config: RRHFConfig, shard_dir: Path, ray_address: str | None, actors: int, gpus: float
+) -> RenderedReward:
+    """The unified reward on rendered candidates, run here or on Ray; its statistics are checked first."""
+    require("reward", "--reward unified")
+    require("diffusers", "--reward unified")
+    from ..reward.candidates import RenderedReward, local_runner
+    from ..reward.unified import ReferenceStats
+
+    stats = ReferenceStats.load(spec.stats)
+    stats.require()  # refuse before any sampling when the metric has no statistics
+    if ray_address is not None:
+        from ..reward.ray_job import ray_runner
+
+        runner = ray_runner(spec, shard_dir, address=ray_address, actors=actors, gpus_per_actor=gpus)
+    else:
+        runner = local_runner(spec.build, shard_dir)
+    return RenderedReward(runner, stats.version, seed=config.seed, shard_size=config.shard_size)
+
+
 @app.command("rrhf")
 def rrhf_command(
     source: str = _option(RRHFConfig, "source", "--from"),
@@ -171,6 +193,28 @@ def rrhf_command(
     score_only: bool = typer.Option(False, help="write OUT/rrhf-candidates.jsonl, then stop before training"),
     pairs: Path | None = typer.Option(None, help=_PAIRS_HELP),
     resume: bool = typer.Option(False, help=_RESUME_HELP + "; reuses the candidates file"),
+    reward_name: str = _option(RRHFConfig, "reward", "--reward"),
+    checkpoints: Path | None = typer.Option(
+        None, help="--reward unified: folder of diffusers pipelines, one per catalogue version id (DIR/ID/)"
+    ),
+    clip: str | None = typer.Option(None, "--clip", help=SCORER_SOURCE_HELP["clip"]),
+    imagereward: str | None = typer.Option(None, "--imagereward", help=SCORER_SOURCE_HELP["imagereward"]),
+    hpsv2: str | None = typer.Option(None, "--hpsv2", help=SCORER_SOURCE_HELP["hpsv2"]),
+    pickscore: str | None = typer.Option(
+        None, "--pickscore", help=SCORER_SOURCE_HELP["pickscore"] + "; scored beside the reward, never in it"
+    ),
+    stats: Path | None = typer.Option(
+        None, help="reference statistics of the unified metric (default: in effect)"
+    ),
+    render_steps: int | None = _option(RRHFConfig, "render_steps", "--render-steps", min=1),
+    render_side: int | None = _option(RRHFConfig, "render_side", "--render-side", min=8),
+    shard_size: int = _option(RRHFConfig, "shard_size", "--shard-size", min=1),
+    ray_address: str | None = typer.Option(
+        None, help="run the reward job on Ray: `local` starts one here, else a cluster address (`auto`)"
+    ),
+    ray_actors: int = typer.Option(1, min=1, help="Ray actors (one pipeline each)"),
+    ray_gpus: float = typer.Option(0.0, min=0.0, help="GPUs per Ray actor"),
+    device: str | None = typer.Option(None, help="torch device of the reward job (default: cuda if any)"),
 ) -> None:
     """Stage 2: score candidate calls with the reward into a file, then train by RRHF on it."""
     require("llm", "diffagent train rrhf")
@@ -181,14 +225,32 @@ def rrhf_command(
     from ..llm.models import load_model, model_dir, read_metadata, resolve_base_model
     from ..reward import ProxyReward
     from ..train.data import sample_pairs
-    from ..train.rrhf import read_rrhf_rows, rrhf_rows, train_rrhf
+    from ..train.rrhf import held_out_agreement, read_rrhf_rows, rrhf_rows, train_rrhf
 
     model_dir(out)  # a bad name fails before any work
     config = RRHFConfig(
         out=out, source=source, max_steps=max_steps, epochs=epochs, limit=limit, batch_size=batch_size,
         micro_batch=micro_batch, learning_rate=learning_rate, seed=seed, samples=samples,
-        alternatives=alternatives, temperature=temperature,
+        alternatives=alternatives, temperature=temperature, reward=reward_name, render_steps=render_steps,
+        render_side=render_side, shard_size=shard_size,
     )  # fmt: skip
+    image_reward = None
+    if config.reward == "unified" and candidates is None:
+        if checkpoints is None:
+            fail(
+                "--reward unified renders each candidate: "
+                "pass --checkpoints DIR (diffusers pipelines, DIR/ID/)"
+            )
+        from ..reward.candidates import ScoringSpec
+
+        spec = ScoringSpec(
+            checkpoints=str(checkpoints), clip=clip, imagereward=imagereward, hpsv2=hpsv2,
+            pickscore=pickscore, stats=None if stats is None else str(stats), max_steps=render_steps,
+            max_side=render_side, device=device,
+        )  # fmt: skip
+        image_reward = _image_reward(
+            spec, config, model_dir(out) / "reward-shards", ray_address, ray_actors, ray_gpus
+        )
     if not read_metadata(resolve_base_model(source)).get("stage"):
         fail(f"{source!r} is not a model trained by `diffagent train sft`: train one first")
     with console.status(f"loading {source}"):
@@ -201,11 +263,16 @@ def rrhf_command(
             pool, _ = _train_pairs(store, pairs)
             chosen = sample_pairs(pool, limit, seed)
             cands = _candidates(store, pool, chosen, prompt)
-            reward = ProxyReward(store)
+            reward = image_reward or ProxyReward(store)
             torch.manual_seed(seed)
             with progress_bar(f"sampling, scoring with {reward.name}") as update:
                 rows = write_jsonl(path, rrhf_rows(model, codec, chosen, cands, reward, config, update))
             console.print(f"wrote {rows} rows to {shown(path)}", highlight=False, soft_wrap=True)
+            for name, share in held_out_agreement(read_rrhf_rows(path)).items():
+                console.print(
+                    f"held-out {name} picks the reward's best response in {share:.0%} of instructions",
+                    highlight=False,
+                )
         if score_only:
             return
         rows_read = read_rrhf_rows(path)

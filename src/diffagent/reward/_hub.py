@@ -41,8 +41,8 @@ def resolve_file(source: str | Path | None, filename: str, default_repo: str) ->
         return Path(hf_hub_download(repo_id=repo, filename=filename))
     except (OSError, ValueError) as exc:
         raise UserInputError(
-            f"cannot get {filename} from the Hub repository {repo} ({type(exc).__name__}); "
-            "pass a local path to the checkpoint instead"
+            f"cannot get {filename} from the Hub repository {repo} ({type(exc).__name__}: offline, or no "
+            "such file); pass a local path to the checkpoint instead"
         ) from None
 
 

@@ -39,7 +39,9 @@ __all__ = [
     "ScorerStats",
     "UnifiedMetric",
     "compute_reference_stats",
+    "stats_in_effect",
     "unified_score",
+    "user_stats_path",
 ]
 
 UNIFIED_VERSION = "unified-v1"
@@ -50,6 +52,19 @@ FORMULA = (
     "mu_k, sigma_k: mean and sample std (ddof=1) of s_k over the reference set"
 )
 PACKAGED_STATS = Path(__file__).with_name("reference_stats.json")
+
+
+def user_stats_path() -> Path:
+    """Where ``diffagent reward stats`` writes the statistics in effect: ``DIFFAGENT_HOME/reward/``."""
+    from ..config import home
+
+    return home() / "reward" / "reference_stats.json"
+
+
+def stats_in_effect() -> Path:
+    """The statistics the metric uses when none are named: the user's measured ones, else the packaged."""
+    path = user_stats_path()
+    return path if path.is_file() else PACKAGED_STATS
 
 
 @dataclass(frozen=True)
@@ -74,8 +89,8 @@ class ReferenceStats:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ReferenceStats:
-        """The statistics in ``path``; the packaged ``reference_stats.json`` when None."""
-        path = Path(path) if path is not None else PACKAGED_STATS
+        """The statistics in ``path``; when None, those in effect (:func:`stats_in_effect`)."""
+        path = Path(path) if path is not None else stats_in_effect()
         if not path.is_file():
             raise UserInputError(f"no such reference statistics file: {path}")
         try:
@@ -108,7 +123,7 @@ class ReferenceStats:
         if missing:
             raise UserInputError(
                 f"reference statistics {self.version} have no values for {', '.join(missing)}: measure them "
-                "with diffagent.reward.compute_reference_stats on real weights and images"
+                "with `diffagent reward stats DIR` on real weights and a reference set of images"
             )
         return {name: self.stats[name] for name in self.scorers}  # type: ignore[misc]
 

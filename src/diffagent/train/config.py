@@ -15,8 +15,12 @@ from ..llm.config import option as _opt
 METHODS = ("lora", "full")
 """What a run trains: PEFT LoRA adapters on every linear layer, or every weight."""
 
+REWARDS = ("proxy", "unified")
+"""What RRHF ranks responses by: the offline proxy of API calls, or the unified metric of their images."""
+
 __all__ = [
     "METHODS",
+    "REWARDS",
     "RRHFConfig",
     "SFTConfig",
     "TrainConfig",
@@ -86,6 +90,21 @@ class RRHFConfig(TrainConfig):
     alternatives: int = _opt(3, "retriever candidates added as responses")
     ft_weight: float = _opt(1.0, "weight of the cross-entropy on the best response beside the ranking loss")
     learning_rate: float | None = _opt(None, "peak learning rate (default: 5e-5 for lora, 5e-6 for full)")
+    reward: str = _opt(
+        "proxy",
+        "`proxy` (the offline proxy of API calls) or `unified` (CLIP + ImageReward + HPS v2 of the images "
+        "each call generates; needs --checkpoints and the scorers' weights)",
+    )
+    render_steps: int | None = _opt(None, "cap the denoising steps of reward images (default: the call's)")
+    render_side: int | None = _opt(
+        None, "cap the longer side of reward images in pixels (default: the call's)"
+    )
+    shard_size: int = _opt(16, "calls per shard of the reward job; finished shards are kept and resumed")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reward not in REWARDS:
+            raise UserInputError(f"unknown --reward {self.reward!r}: use {' or '.join(REWARDS)}")
 
     def lr(self) -> float:
         if self.learning_rate is not None:

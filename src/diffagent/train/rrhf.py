@@ -27,7 +27,7 @@ from .config import RRHFConfig
 from .loop import Progress, TrainResult, train_loop
 from .losses import rrhf_batch_loss
 
-__all__ = ["RRHFExample", "Reward", "read_rrhf_rows", "rrhf_rows", "train_rrhf"]
+__all__ = ["RRHFExample", "Reward", "held_out_agreement", "read_rrhf_rows", "rrhf_rows", "train_rrhf"]
 
 RRHFExample = tuple[list[int], list[list[int]], list[float]]
 """(prompt tokens, response tokens each ending with end-of-sequence, reward of each response)."""
@@ -52,8 +52,14 @@ def rrhf_rows(
     config: RRHFConfig,
     progress: Progress | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """One row per pair: the prompt, distinct response texts (ground truth first) and their rewards."""
+    """One row per pair: the prompt, distinct response texts (ground truth first) and their rewards.
+
+    All responses are gathered first, then scored: a reward with ``score_sets`` (images rendered by
+    checkpoint, see ``diffagent.reward.candidates``) gets every instruction at once; its held-out scores
+    (PickScore) go into the row as ``held_out``, beside the training scores, never into them.
+    """
     grammar = CallGrammar(codec) if config.samples else None
+    gathered: list[tuple[Pair, str, dict[str, APICall]]] = []
     for done, (pair, cands) in enumerate(zip(pairs, candidates, strict=True), 1):
         query = codec.prompt_text(pair.instruction, cands)
         calls = [pair.api]
@@ -68,16 +74,44 @@ def rrhf_rows(
         responses: dict[str, APICall] = {}
         for call in calls:  # canonical texts; the first call of each text stays
             responses.setdefault(codec.render(codec.spec_from_api(call)), call)
-        scores = reward.score_calls(pair.instruction, list(responses.values()), reference=pair.api)
-        yield {
+        gathered.append((pair, query, responses))
+        if progress is not None:
+            progress(done, len(pairs))
+    score_sets = getattr(reward, "score_sets", None)
+    if score_sets is not None:
+        scored = score_sets([(pair.instruction, list(responses.values())) for pair, _, responses in gathered])
+    else:
+        scored = [
+            {"scores": reward.score_calls(pair.instruction, list(responses.values()), reference=pair.api)}
+            for pair, _, responses in gathered
+        ]
+    for (pair, query, responses), result in zip(gathered, scored, strict=True):
+        row: dict[str, Any] = {
             "id": pair.id,
             "query": query,
             "responses": list(responses),
-            "scores": [round(float(s), 6) for s in scores],
+            "scores": [round(float(s), 6) for s in result["scores"]],
             "reward": reward.name,
         }
-        if progress is not None:
-            progress(done, len(pairs))
+        if result.get("held_out"):
+            row["held_out"] = {
+                name: [round(float(s), 6) for s in values] for name, values in result["held_out"].items()
+            }
+        yield row
+
+
+def held_out_agreement(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Per held-out scorer, the share of rows whose best response by the reward is also its best: the
+    check against reward hacking (a policy that games the reward stops pleasing the held-out scorer)."""
+    agree: dict[str, list[bool]] = {}
+    for row in rows:
+        scores = row["scores"]
+        if len(scores) < 2:
+            continue
+        best = max(range(len(scores)), key=scores.__getitem__)
+        for name, values in row.get("held_out", {}).items():
+            agree.setdefault(name, []).append(max(range(len(values)), key=values.__getitem__) == best)
+    return {name: sum(flags) / len(flags) for name, flags in agree.items()}
 
 
 def read_rrhf_rows(path: str | Path) -> list[dict[str, Any]]:

@@ -278,9 +278,6 @@ def test_sdxl_lora_on_pony_is_allowed_but_ranked_behind_pony_lora(
     assert names == ["Expressive H", "Film Photography XL"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the Flux ComfyUI graph belongs to execute/ (issue 12 report to the lead)"
-)
 def test_comfyui_payload_for_flux_carries_flux_guidance(crawled_home: tuple[Path, dict[str, str]]) -> None:
     _, env = crawled_home
     shown = runner.invoke(app, ["select", "a paper boat", "--base-model", "Flux.1 D", "--format", "comfyui"],
@@ -288,7 +285,14 @@ def test_comfyui_payload_for_flux_carries_flux_guidance(crawled_home: tuple[Path
     body = json.loads(shown.stdout)
     nodes = {node["class_type"]: node for node in body["prompt"].values()}
     assert nodes["FluxGuidance"]["inputs"]["guidance"] == 3.5 and nodes["KSampler"]["inputs"]["cfg"] == 1
-    assert {"UNETLoader", "DualCLIPLoader", "VAELoader"} <= set(nodes)
+    assert {"UNETLoader", "DualCLIPLoader", "VAELoader", "EmptySD3LatentImage"} <= set(nodes)
+    assert "CheckpointLoaderSimple" not in nodes and "CLIPSetLastLayer" not in nodes
+    assert nodes["KSampler"]["inputs"]["scheduler"] == "simple"
+    forge = runner.invoke(app, ["select", "a paper boat", "--base-model", "Flux.1 D", "--format", "a1111"],
+                          env=env)  # fmt: skip
+    body = json.loads(forge.stdout)
+    assert (body["distilled_cfg_scale"], body["cfg_scale"], body["scheduler"]) == (3.5, 1.0, "Simple")
+    assert body["negative_prompt"] == ""
 
 
 # -- catalog lookup ---------------------------------------------------------------------------------------

@@ -26,6 +26,14 @@ def join_sampler(sampler_name: str, scheduler: str) -> str:
     return sampler_name + suffix.get(scheduler, "")
 
 
+def _scheduler(api: APICall, schedule: str) -> str:
+    """The ``scheduler`` label: the call's own where it names one (Flux: ``simple``), else the sampler's."""
+    named = optional(api, "scheduler")
+    if named:
+        return {"simple": "Simple", "sgm_uniform": "SGM Uniform", "karras": "Karras"}.get(named, named)
+    return A1111_SCHEDULES[schedule]
+
+
 def lora_tags(api: APICall, files: Files | None) -> str:
     """``<lora:NAME:W>`` for each LoRA; NAME is a safe file stem, so no catalogue text can close the tag."""
     return " ".join(
@@ -48,7 +56,7 @@ def to_a1111(api: APICall, files: Files | None = None) -> dict[str, Any]:
         "prompt": f"{api.prompt} {lora_tags(api, files)}".strip(),
         "negative_prompt": api.negative_prompt,
         "sampler_name": sampler,
-        "scheduler": A1111_SCHEDULES[schedule],
+        "scheduler": _scheduler(api, schedule),
         "steps": api.steps,
         "cfg_scale": api.cfg_scale,
         "width": api.width,
@@ -57,6 +65,9 @@ def to_a1111(api: APICall, files: Files | None = None) -> dict[str, Any]:
         "override_settings": settings,
         "override_settings_restore_afterwards": True,
     }
+    guidance = optional(api, "guidance")
+    if guidance is not None:  # Forge's "distilled CFG" (Flux); the sampler's own CFG stays at the call's 1
+        body["distilled_cfg_scale"] = guidance
     hires = optional(api, "hires")
     if hires is not None:
         body.update(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..catalog import Family, family_spec
 from ..filenames import safe_stem
 from ..schema import APICall
 from ._common import Files, get, model_file, optional, resolve_seed, split_sampler
@@ -40,14 +41,48 @@ def with_embeddings(text: str, api: APICall, files: Files | None) -> str:
     return text
 
 
-def to_comfyui(api: APICall, files: Files | None = None) -> dict[str, Any]:
-    """The workflow graph (API format); ``seed: -1`` becomes a fresh random seed."""
-    sampler, scheduler = split_sampler(api.sampler)
+Link = list[Any]
+"""A node output in API format: ``[node id, output index]``."""
+
+
+def _loaders(
+    api: APICall, files: Files | None, spec: Family | None
+) -> tuple[dict[str, Any], Link, Link, Link]:
+    """The nodes that load the model, and its (model, clip, vae) outputs. A family whose Civitai files are
+    the diffusion model alone (Flux) loads it with ``UNETLoader`` beside its text encoders and VAE."""
     checkpoint = model_file(api.checkpoint.version_id, api.checkpoint.name, files)
-    graph: dict[str, Any] = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint.name}}
+    if spec is None or spec.comfy_loader == "checkpoint":
+        nodes: dict[str, Any] = {
+            "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint.name}}
+        }
+        return nodes, ["1", 0], ["1", 1], ["1", 2]
+    first, second = spec.comfy_text_encoders
+    nodes = {
+        "1": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": checkpoint.name, "weight_dtype": "default"},
+        },
+        "14": {
+            "class_type": "DualCLIPLoader",
+            "inputs": {"clip_name1": first, "clip_name2": second, "type": spec.comfy_clip_type},
+        },
+        "15": {"class_type": "VAELoader", "inputs": {"vae_name": spec.comfy_vae}},
     }
-    model, clip, vae = ["1", 0], ["1", 1], ["1", 2]
+    return nodes, ["1", 0], ["14", 0], ["15", 0]
+
+
+def to_comfyui(api: APICall, files: Files | None = None) -> dict[str, Any]:
+    """The workflow graph (API format); ``seed: -1`` becomes a fresh random seed.
+
+    Per family (:mod:`diffagent.catalog.families`): Flux loads its UNet, text encoders and VAE apart, takes
+    its distilled guidance from a ``FluxGuidance`` node (the sampler's CFG stays at the call's, 1) and an
+    SD3-style latent; clip skip is only set where the family uses CLIP layers that way.
+    """
+    sampler, scheduler = split_sampler(api.sampler)
+    spec = family_spec(api.checkpoint.base_model)
+    nodes, model, clip, vae = _loaders(api, files, spec)
+    graph: dict[str, Any] = dict(nodes)
+    flow = spec is not None and spec.prediction == "flow"
     for number, lora in enumerate(api.loras, start=10):
         graph[str(number)] = {
             "class_type": "LoraLoader",
@@ -60,7 +95,7 @@ def to_comfyui(api: APICall, files: Files | None = None) -> dict[str, Any]:
             },
         }
         model, clip = [str(number), 0], [str(number), 1]
-    if api.clip_skip > 1:
+    if api.clip_skip > 1 and not flow:
         graph["2"] = {
             "class_type": "CLIPSetLastLayer",
             "inputs": {"stop_at_clip_layer": -api.clip_skip, "clip": clip},
@@ -70,10 +105,18 @@ def to_comfyui(api: APICall, files: Files | None = None) -> dict[str, Any]:
         "class_type": "CLIPTextEncode",
         "inputs": {"text": with_embeddings(api.prompt, api, files), "clip": clip},
     }
+    positive = ["3", 0]
+    guidance = optional(api, "guidance")
+    if guidance is not None:
+        graph["13"] = {
+            "class_type": "FluxGuidance",
+            "inputs": {"guidance": guidance, "conditioning": positive},
+        }
+        positive = ["13", 0]
     negative = with_embeddings(api.negative_prompt, api, files)
     graph["4"] = {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": clip}}
     graph["5"] = {
-        "class_type": "EmptyLatentImage",
+        "class_type": "EmptySD3LatentImage" if flow else "EmptyLatentImage",
         "inputs": {"width": api.width, "height": api.height, "batch_size": 1},
     }
     seed = resolve_seed(api.seed)
@@ -82,10 +125,10 @@ def to_comfyui(api: APICall, files: Files | None = None) -> dict[str, Any]:
         "steps": api.steps,
         "cfg": api.cfg_scale,
         "sampler_name": COMFY_SAMPLERS.get(sampler, "euler"),
-        "scheduler": scheduler,
+        "scheduler": optional(api, "scheduler") or scheduler,
         "denoise": 1.0,
         "model": model,
-        "positive": ["3", 0],
+        "positive": positive,
         "negative": ["4", 0],
         "latent_image": ["5", 0],
     }

@@ -4,7 +4,11 @@ Each command runs ``--runs`` times as a fresh process after one warm-up (the age
 are in the page cache), and the script prints the median and best wall time and CPU time of each, with the
 load average, so that a figure measured on a shared machine says how shared it was.
 
-    DIFFAGENT_HOME=.home .venv/bin/python scripts/bench_startup.py --runs 7
+    DIFFAGENT_HOME=.home .venv/bin/python scripts/bench_startup.py --runs 7 \
+        --baseline OLD_CHECKOUT/src --baseline-home OLD_HOME
+
+``--baseline`` runs the same two commands on another checkout's ``src`` (an earlier release) with its own
+``DIFFAGENT_HOME``, in the same run, so that the figures sit side by side.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from pathlib import Path
 PROMPT = "a cozy cabin in the woods"
 
 
-def _run(command: list[str]) -> tuple[float, float]:
+def _run(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall and CPU (user + system) seconds of one run of ``command`` as a child process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -36,21 +40,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--prompt", default=PROMPT)
+    parser.add_argument("--baseline", type=Path, help="the src folder of another checkout to time beside")
+    parser.add_argument("--baseline-home", type=Path, help="DIFFAGENT_HOME for --baseline")
     args = parser.parse_args()
-    bin_dir = Path(sys.executable).parent
-    commands = {
-        "python -c 'import diffagent.cli'": [sys.executable, "-c", "import diffagent.cli"],
-        f"diffagent select {args.prompt!r} --json": [
-            str(bin_dir / "diffagent"),
-            "select",
-            args.prompt,
-            "--json",
-        ],
+    select = [sys.executable, "-c", "from diffagent.cli import main; main()", "select", args.prompt, "--json"]
+    commands: dict[str, tuple[list[str], dict[str, str] | None]] = {
+        "python -c 'import diffagent.cli'": ([sys.executable, "-c", "import diffagent.cli"], None),
+        f"diffagent select {args.prompt!r} --json": (select, None),
     }
+    if args.baseline is not None:
+        env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+        if args.baseline_home is not None:
+            env["DIFFAGENT_HOME"] = str(args.baseline_home.resolve())
+        for name, (command, _) in list(commands.items()):
+            commands[f"baseline: {name}"] = (command, env)
     rows = {}
-    for name, command in commands.items():
-        _run(command)  # warm-up: builds the cache on a first use, fills the page cache
-        samples = [_run(command) for _ in range(args.runs)]
+    for name, (command, env) in commands.items():
+        _run(command, env)  # warm-up: builds the cache on a first use, fills the page cache
+        samples = [_run(command, env) for _ in range(args.runs)]
         walls, cpus = [s[0] for s in samples], [s[1] for s in samples]
         rows[name] = {
             "wall_median_s": round(statistics.median(walls), 3),

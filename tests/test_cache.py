@@ -47,6 +47,7 @@ class _Tree:
     pairs: dict[tuple[int, int], float]
     nested: list[tuple[tuple[int, float], ...]]
     maybe: list[str | None]
+    groups: list[list[VersionRef]]
     derived: dict[str, int] = field(default_factory=dict)
 
 
@@ -65,6 +66,11 @@ def _tree() -> _Tree:
         pairs={(1, 2): 0.25},
         nested=[(), ((7, 0.8), (9, 1.0))],
         maybe=["a", None, ""],
+        groups=[
+            [],
+            [VersionRef(3, 4, "A", "v1", "LORA", None, ())] * 2,
+            [VersionRef(5, 6, "B", None, None, "Pony", ())],
+        ],
     )
 
 
@@ -77,7 +83,9 @@ def test_a_dataclass_tree_round_trips_with_its_types(tmp_path: Path) -> None:
         original.count, original.ratio, original.label, original.by_id, original.pairs, original.nested,
     )  # fmt: skip
     assert isinstance(back.ratio, float) and isinstance(back.refs[0], VersionRef)
-    assert back.refs == original.refs and list(back.maybe) == ["a", None, ""]
+    assert (
+        back.refs == original.refs and list(back.maybe) == ["a", None, ""] and back.groups == original.groups
+    )
     assert list(back.inner.names) == TEXTS and back.inner.names[5] == TEXTS[5]
     assert np.array_equal(back.inner.values, original.inner.values)
     assert (back.inner.matrix != original.inner.matrix).nnz == 0 and isinstance(

@@ -80,6 +80,9 @@ class _Encoder:
                 "count": len(value),
                 "nulls": nulls,
             }
+        if _is_record_groups(origin, args):
+            flat = [item for group in value for item in group]  # lists of records: one table, cut
+            return {"cuts": [len(group) for group in value], "table": self.encode(flat, args[0])}
         if origin is list and args and _is_record(args[0]):  # a table: one column per field
             hints = _hints(args[0])
             return {
@@ -137,6 +140,8 @@ def _item_hint(args: tuple[Any, ...], index: int) -> Any:
 
 
 _SCALARS = (str, int, float, bool)
+_SIMPLE: set[Any] = set()
+"""Decoders that return JSON values as they are (filled below, once those functions exist)."""
 Decode = Callable[[Any, Any], Any]
 """``decode(data, archive)``: one value of a declared type from its JSON tree and the archive's arrays."""
 
@@ -153,6 +158,17 @@ def _plain(data: Any, archive: Any) -> Any:
 
 def _to_float(data: Any, archive: Any) -> Any:
     return float(data) if isinstance(data, int) else data
+
+
+_SIMPLE.update({_plain, _to_float})
+
+
+def _is_record_groups(origin: Any, args: tuple[Any, ...]) -> bool:
+    """``list[list[SomeDataclass]]``: stored as one table and the length of each inner list."""
+    if origin is not list or not args or typing.get_origin(args[0]) is not list:
+        return False
+    inner = typing.get_args(args[0])
+    return bool(inner) and _is_record(inner[0])
 
 
 @functools.cache
@@ -175,6 +191,8 @@ def _decoder(hint: Any) -> Decode:
         return _to_float
     if hint in _SCALARS or hint is Any or hint is type(None):
         return _plain
+    if _is_record_groups(origin, args):
+        return functools.partial(_groups, _decoder(args[0]))
     if origin is list and args and _is_record(args[0]):
         record: Any = args[0]
         hints = _hints(record)
@@ -261,9 +279,23 @@ class _Strings(Sequence[str | None]):
     __hash__ = None  # type: ignore[assignment]
 
 
+def _groups(table: Decode, data: Any, archive: Any) -> list[Any]:
+    """Lists of records, stored as one table and the length of each list."""
+    flat, groups, start = table(data["table"], archive), [], 0
+    for count in data["cuts"]:
+        groups.append(flat[start : start + count])
+        start += count
+    return groups
+
+
 def _tuple(items: list[Decode], repeated: bool, data: Any, archive: Any) -> tuple[Any, ...]:
     if repeated:
-        return tuple(items[0](v, archive) for v in data)
+        item = items[0]
+        if item is _plain:
+            return tuple(data)
+        if isinstance(item, functools.partial) and item.func is _tuple and set(item.args[0]) <= _SIMPLE:
+            return tuple(map(tuple, data))  # pairs of numbers: no call per number (a float stays a float)
+        return tuple(item(v, archive) for v in data)
     return tuple(decode(v, archive) for decode, v in zip(items, data, strict=True))
 
 

@@ -60,12 +60,14 @@ def test_filters_reach_the_default_agent_and_the_rest_is_noted(client: TestClien
             "prompt": "a castle at sunset",
             "agent": "default",
             "base_models": ["SD 2.1 768"],
-            "installed": True,
         },
     ).json()
     assert body["api"]["checkpoint"]["base_model"] == "SD 2.1 768"
     assert all(alt["checkpoint"]["base_model"] == "SD 2.1 768" for alt in body["alternatives"])
-    assert any("installed" in note for note in body["notes"])
+    none_installed = client.post(
+        "/select", json={"prompt": "a castle", "agent": "default", "installed": True}
+    )
+    assert none_installed.status_code == 422 and "library scan" in none_installed.json()["detail"]
     loaded = len(state(client).pool.loaded)
     unknown = client.post("/select", json={"prompt": "x", "agent": "default", "base_models": ["Nope 9"]})
     assert unknown.status_code == 422 and unknown.json()["detail"].startswith("unknown base model")

@@ -107,7 +107,7 @@ class Filters(_Strict):
     )
     allow_nsfw: bool = Field(False, description="allow checkpoints marked NSFW")
     allow_poi: bool = Field(False, description="allow models the catalogue marks as real people")
-    installed: bool = Field(False, description="only models installed locally (needs the model library)")
+    installed: bool = Field(False, description="only models of the model library (diffagent library scan)")
 
     @field_validator("base_models")
     @classmethod
@@ -144,8 +144,8 @@ def _notes(request: Filters, agent: str) -> list[str]:
     notes = []
     if agent != "default" and (request.base_models or request.allow_nsfw):
         notes.append(f"the {agent} agent takes no base-model or NSFW filter; they were not applied")
-    if request.installed:
-        notes.append("the installed-models filter needs the model library, not in this service yet")
+    if agent != "default" and request.installed:
+        notes.append(f"the {agent} agent takes no installed-models filter; it was not applied")
     return notes
 
 
@@ -237,7 +237,7 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
         if not known.issuperset(request.base_models):  # refused before any agent is built for it
             raise UserInputError("unknown base model; GET /info lists those of the catalogue")
         key = (
-            AgentKey(name, tuple(request.base_models), request.allow_nsfw)
+            AgentKey(name, tuple(request.base_models), request.allow_nsfw, request.installed)
             if name == "default"
             else AgentKey(name)
         )

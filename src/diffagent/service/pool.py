@@ -38,6 +38,8 @@ class AgentKey:
     name: str
     base_models: tuple[str, ...] = ()
     allow_nsfw: bool = False
+    installed: bool = False
+    """Only the checkpoints and LoRAs of the model library (``diffagent library scan``)."""
 
     def options(self) -> dict[str, Any]:
         if self.name != "default":
@@ -50,7 +52,7 @@ Opener = Callable[..., Agent]
 
 
 def _open(store: Store, key: AgentKey, progress: Progress | None = None) -> Agent:
-    return open_agent(store, key.name, progress=progress, **key.options())
+    return open_agent(store, key.name, progress=progress, installed=key.installed, **key.options())
 
 
 class AgentPool:

@@ -25,12 +25,16 @@ def open_agent(
     *,
     splits: Sequence[str] = SPLITS,
     progress: Callable[[int, int], None] | None = None,
+    allow_nsfw: bool = False,
+    allow_poi: bool = False,
     **options: Any,
 ) -> Agent:
     """Agent ``name`` over ``store``, learning from the DABench ``splits`` (built first if missing).
 
     The one place that wires catalogue, bench and agent together: the CLI, the service and
-    :class:`DiffAgent` all come through here.
+    :class:`DiffAgent` all come through here. Agents are safe by default: ``allow_nsfw`` lets them name
+    explicit checkpoints and LoRAs, ``allow_poi`` real-person ones (the LLM agent names what it was
+    trained on and takes neither).
     """
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
@@ -40,6 +44,8 @@ def open_agent(
     examples = [pair for split in dict.fromkeys(splits) for pair in load_pairs(folder / f"{split}.jsonl")]
     if name == "default" and progress is not None:
         options = {"progress": progress, **options}
+    if name != "llm":
+        options = {"allow_nsfw": allow_nsfw, "allow_poi": allow_poi, **options}
     return load_agent(name, store, examples, **options)
 
 
@@ -47,8 +53,9 @@ class DiffAgent:
     """An agent over the catalogue in ``DIFFAGENT_HOME``; usable as a context manager.
 
     ``agent`` names any registered agent (``default``, ``tfidf``, ``llm`` ...); ``splits`` are the DABench
-    splits it learns from (all of them, as ``diffagent select`` does); other keyword options go to the
-    agent (the default agent takes ``base_models=["SD 1.5"]`` and ``allow_nsfw=True``).
+    splits it learns from (all of them, as ``diffagent select`` does); ``allow_nsfw`` and ``allow_poi``
+    let it name explicit and real-person models (out by default); other keyword options go to the agent
+    (the default agent takes ``base_models=["SD 1.5"]``).
     ``progress(done, total)`` follows the first-use builds.
     """
 
@@ -58,11 +65,21 @@ class DiffAgent:
         *,
         splits: Sequence[str] = SPLITS,
         progress: Callable[[int, int], None] | None = None,
+        allow_nsfw: bool = False,
+        allow_poi: bool = False,
         **options: Any,
     ) -> None:
         self.store = Store(store_path())
         try:
-            self.agent: Agent = open_agent(self.store, agent, splits=splits, progress=progress, **options)
+            self.agent: Agent = open_agent(
+                self.store,
+                agent,
+                splits=splits,
+                progress=progress,
+                allow_nsfw=allow_nsfw,
+                allow_poi=allow_poi,
+                **options,
+            )
         except BaseException:
             self.store.close()
             raise

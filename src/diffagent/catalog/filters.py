@@ -5,18 +5,31 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from .safety import UNSAFE_LEVEL
 from .store import Store
 
-__all__ = ["CatalogFilter", "ModelEntry", "latest_versions"]
+__all__ = ["CatalogFilter", "ModelEntry", "latest_versions", "safety_columns"]
+
+
+def safety_columns(m: str = "m") -> str:
+    """SQL for two columns of a ``models`` alias ``m``: explicit (0/1) and real person (0/1), so that
+    indexes built over every model can mask either at query time."""
+    return (
+        f"({m}.nsfw OR COALESCE((SELECT s.nsfw_level FROM model_safety s WHERE s.model_id = {m}.id), 1)"
+        f" >= {UNSAFE_LEVEL}),"
+        f" COALESCE((SELECT s.person FROM model_safety s WHERE s.model_id = {m}.id), {m}.poi)"
+    )
 
 
 @dataclass(frozen=True)
 class CatalogFilter:
-    """Selection of the catalogue. Defaults are the safe ones: non-nsfw models, ``None`` images only."""
+    """Selection of the catalogue. Defaults are the safe ones: no explicit models (by the level
+    :mod:`.safety` derives), no real-person models, ``None`` images only."""
 
     types: tuple[str, ...] | None = ("Checkpoint", "LORA")
     base_models: tuple[str, ...] | None = None
     allow_nsfw_models: bool = False
+    allow_poi: bool = False
     image_nsfw: tuple[str, ...] = ("None",)
     require_file: bool = True
     """Keep only versions with a primary file that has hashes and a download URL."""
@@ -32,7 +45,14 @@ class CatalogFilter:
             clauses.append(f"{v}.base_model IN ({','.join('?' * len(self.base_models))})")
             params += self.base_models
         if not self.allow_nsfw_models:
-            clauses.append(f"{m}.nsfw = 0")
+            clauses.append(
+                f"{m}.nsfw = 0 AND NOT EXISTS (SELECT 1 FROM model_safety s WHERE s.model_id = {m}.id"
+                f" AND s.nsfw_level >= {UNSAFE_LEVEL})"
+            )
+        if not self.allow_poi:
+            clauses.append(
+                f"NOT EXISTS (SELECT 1 FROM model_safety s WHERE s.model_id = {m}.id AND s.person = 1)"
+            )
         if self.require_file:
             clauses.append(
                 f"EXISTS (SELECT 1 FROM files f WHERE f.version_id = {v}.id AND f.is_primary = 1"

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import UserInputError
 from .meta import normalize_hash, parse_meta
+from .safety import is_person, nsfw_level
 
 __all__ = ["MalformedRecord", "Store", "VersionRef"]
 
@@ -95,6 +96,11 @@ CREATE TABLE IF NOT EXISTS images (
     PRIMARY KEY (version_id, id)
 );
 CREATE INDEX IF NOT EXISTS images_model ON images(model_id);
+CREATE TABLE IF NOT EXISTS model_safety (
+    model_id INTEGER PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+    nsfw_level INTEGER NOT NULL,
+    person INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
 CREATE VIRTUAL TABLE IF NOT EXISTS model_fts USING fts5(
     name, tags, trained_words, description, tokenize = 'porter unicode61'
@@ -172,6 +178,8 @@ class Store:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.executescript(_SCHEMA)
+        if self._safety_missing():
+            self.refresh_safety()
 
     def __enter__(self) -> Store:
         return self
@@ -233,10 +241,24 @@ class Store:
             ),
         )  # fmt: skip
         words: list[str] = []
+        ratings: list[str | None] = []
         versions = record.get("modelVersions")
         for position, version in enumerate(versions if isinstance(versions, list) else []):
             if isinstance(version, dict) and isinstance(version.get("id"), int):
                 words += self._insert_version(model_id, position, version)
+                images = version.get("images")
+                ratings += (
+                    [_image_nsfw(i) for i in images if isinstance(i, dict)]
+                    if isinstance(images, list)
+                    else []
+                )
+        level = nsfw_level(
+            name, tags, ratings, flagged=record.get("nsfw") is True, api_level=record.get("nsfwLevel")
+        )
+        self.conn.execute(
+            "INSERT OR REPLACE INTO model_safety VALUES (?,?,?)",
+            (model_id, level, int(is_person(record.get("poi") is True, tags))),
+        )
         self.conn.execute(
             "INSERT INTO model_fts(rowid, name, tags, trained_words, description) VALUES (?,?,?,?,?)",
             (model_id, name, " ".join(tags), " ".join(words), _strip_html(_str(record.get("description")))),
@@ -291,6 +313,35 @@ class Store:
             "INSERT OR REPLACE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
         )
         return words
+
+    def _safety_missing(self) -> bool:
+        """A store written before ``model_safety`` existed (or by older code) lacks rows for some models."""
+        models = self.conn.execute("SELECT COUNT(*) FROM models").fetchone()[0]
+        return models != self.conn.execute("SELECT COUNT(*) FROM model_safety").fetchone()[0]
+
+    def refresh_safety(self) -> int:
+        """Recompute every model's NSFW level and real-person flag from the stored rows (see
+        :mod:`.safety`); returns how many models were rated. Import does this per model as it goes."""
+        ratings: dict[int, list[str | None]] = {}
+        for model_id, rating in self.conn.execute("SELECT model_id, nsfw FROM images"):
+            ratings.setdefault(model_id, []).append(rating)
+        rows = []
+        for model_id, name, tags, nsfw, poi, raw in self.conn.execute(
+            "SELECT id, name, tags, nsfw, poi, raw FROM models"
+        ):
+            tag_list = json.loads(tags)
+            try:
+                api_level = json.loads(raw).get("nsfwLevel")
+            except (json.JSONDecodeError, AttributeError):
+                api_level = None
+            level = nsfw_level(
+                name, tag_list, ratings.get(model_id, []), flagged=bool(nsfw), api_level=api_level
+            )
+            rows.append((model_id, level, int(is_person(bool(poi), tag_list))))
+        with self.transaction():
+            self.conn.execute("DELETE FROM model_safety")
+            self.conn.executemany("INSERT INTO model_safety VALUES (?,?,?)", rows)
+        return len(rows)
 
     def _bump_revision(self) -> None:
         self.conn.execute(

@@ -61,14 +61,30 @@ def agent_spec(spec: str, model: str | None, unconstrained: bool) -> tuple[str, 
 
 
 def build_agent(
-    store: Store, spec: str, *, splits: tuple[str, ...], model: str | None = None, unconstrained: bool = False
+    store: Store,
+    spec: str,
+    *,
+    splits: tuple[str, ...],
+    model: str | None = None,
+    unconstrained: bool = False,
+    allow_nsfw: bool = False,
+    allow_poi: bool = False,
 ) -> Agent:
     """Agent ``spec`` (see :func:`agent_spec`, which reads ``model`` and ``unconstrained``) learning from
-    DABench ``splits``, with a progress bar over first-use builds."""
+    DABench ``splits``, safe unless ``allow_nsfw`` / ``allow_poi``, with a progress bar over first-use
+    builds."""
     name, options = agent_spec(spec, model, unconstrained)
     try:
         with progress_bar(f"preparing the {spec} agent (first use builds it)") as update:
-            return open_agent(store, name, splits=splits, progress=update, **options)
+            return open_agent(
+                store,
+                name,
+                splits=splits,
+                progress=update,
+                allow_nsfw=allow_nsfw,
+                allow_poi=allow_poi,
+                **options,
+            )
     except UserInputError as exc:
         fail(str(exc))
 
@@ -151,6 +167,12 @@ def select_command(
     payload: str = typer.Option(
         None, "--format", help=f"print what a generator runs instead: {', '.join(FORMATS)}"
     ),
+    allow_nsfw: bool = typer.Option(
+        False, "--allow-nsfw", help="let the answer name explicit checkpoints and LoRAs (out by default)"
+    ),
+    allow_poi: bool = typer.Option(
+        False, "--allow-poi", help="let the answer name real-person likeness models (out by default)"
+    ),
 ) -> None:
     """One API call for PROMPT, or one per line of --batch IN.jsonl written to --out OUT.jsonl."""
     if (prompt is None) == (batch is None):
@@ -165,7 +187,15 @@ def select_command(
         fail(f"--format takes one of {', '.join(FORMATS)}, for a single PROMPT")
     items = read_prompts(batch) if batch is not None else []
     with open_store() as store:
-        selector = build_agent(store, agent, splits=SPLITS, model=model, unconstrained=unconstrained)
+        selector = build_agent(
+            store,
+            agent,
+            splits=SPLITS,
+            model=model,
+            unconstrained=unconstrained,
+            allow_nsfw=allow_nsfw,
+            allow_poi=allow_poi,
+        )
         if batch is None:
             answer = selector.select(prompt, k)
             if payload is not None:
@@ -189,6 +219,7 @@ def select_command(
                         "id": item_id,
                         "api": answer.api.model_dump(),
                         "alternatives": [alt.model_dump() for alt in answer.alternatives],
+                        "low_confidence": answer.low_confidence,
                         "latency_ms": round(latency, 3),
                     }
                     for (item_id, _), answer in zip(chunk, answers, strict=True)

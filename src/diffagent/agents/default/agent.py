@@ -42,7 +42,7 @@ from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, 
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 4
+FORMAT = 5
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
@@ -254,7 +254,7 @@ class RetrievalAgent(Agent):
         self.flt = flt
         self.allowed = index.checkpoints.allowed(flt)
         if not self.allowed.any():
-            raise UserInputError("no checkpoint in the catalogue passes the base-model and NSFW filter")
+            raise UserInputError("no checkpoint in the catalogue passes the base-model, NSFW and poi filter")
         self._image_ids = [p.source.image_id for p in pairs]
         self._params: ParamStats | None = None
 
@@ -356,7 +356,9 @@ class RetrievalAgent(Agent):
             for v, _ in examples.loras[i]
             if v in self.index.loras.by_version
         ][:3]
-        loras = self.index.loras.pick(ref, model, relevance, explicit, near, self.flt.allow_nsfw_models)
+        loras = self.index.loras.pick(
+            ref, model, relevance, explicit, near, self.flt.allow_nsfw_models, self.flt.allow_poi
+        )
         return assemble_call(ref, text, params, loras)
 
     def _params_for(
@@ -424,13 +426,15 @@ def build_default_agent(
     *,
     base_models: Sequence[str] | None = None,
     allow_nsfw: bool = False,
+    allow_poi: bool = False,
     rebuild: bool = False,
     progress: Progress | None = None,
 ) -> RetrievalAgent:
     """The default agent over ``store``, learning from ``examples`` only; its index and ranker are loaded
     from ``DIFFAGENT_HOME/default-agent`` or built there first (``progress(done, total)`` meanwhile).
 
-    ``base_models`` and ``allow_nsfw`` restrict the checkpoints it may name (NSFW models are out by default).
+    ``base_models`` restricts the checkpoints it may name; explicit models (``allow_nsfw``) and real-person
+    models (``allow_poi``) are out unless allowed (see :mod:`diffagent.catalog.safety`).
     """
     pairs = _examples(examples)
     store.require_models()
@@ -439,6 +443,7 @@ def build_default_agent(
         types=("Checkpoint",),
         base_models=tuple(base_models) if base_models else None,
         allow_nsfw_models=allow_nsfw,
+        allow_poi=allow_poi,
     )
     return RetrievalAgent(store, index, pairs, flt)
 

@@ -33,7 +33,7 @@ from sklearn.preprocessing import normalize
 
 from ...bench.pairs import Pair
 from ...bench.text import group_key
-from ...catalog import FAMILIES, CatalogFilter, Store, VersionRef, family, is_few_step
+from ...catalog import FAMILIES, CatalogFilter, Store, VersionRef, family, is_few_step, safety_columns
 from ...errors import UserInputError
 from ...schema import KNOWN_SAMPLERS
 from .params import valid_size
@@ -43,7 +43,7 @@ __all__ = ["FOLDS", "SAMPLERS", "Checkpoints", "Examples", "PromptIndex", "fold_
 FOLDS = 5
 """The ranker learns on each fold with neighbours and centroids taken from the other folds only."""
 
-_UNIVERSE = CatalogFilter(types=("Checkpoint",), allow_nsfw_models=True)
+_UNIVERSE = CatalogFilter(types=("Checkpoint",), allow_nsfw_models=True, allow_poi=True)
 _DESCRIPTION_CHARS = 3000  # long descriptions are mostly changelogs and licences
 
 
@@ -72,6 +72,9 @@ class Checkpoints:
     versions: list[list[VersionRef]]
     """Usable versions of each model, newest first (Civitai's order)."""
     nsfw: np.ndarray
+    """Explicit models (:mod:`diffagent.catalog.safety`), masked out unless NSFW is allowed."""
+    person: np.ndarray
+    """Real-person likeness models, masked out unless asked for."""
     log_downloads: np.ndarray
     rating: np.ndarray
     recency: np.ndarray
@@ -96,7 +99,7 @@ class Checkpoints:
     def build(cls, store: Store) -> Checkpoints:
         where, params = _UNIVERSE.versions_where()
         rows = store.conn.execute(
-            f"""SELECT m.id, m.name, m.nsfw, m.tags, m.description, m.download_count, m.rating,
+            f"""SELECT m.id, m.name, {safety_columns()}, m.tags, m.description, m.download_count, m.rating,
                        v.id, v.name, v.base_model, v.created_at, v.trained_words
                 FROM versions v JOIN models m ON m.id = v.model_id
                 WHERE {where} ORDER BY m.id, v.position""",
@@ -107,31 +110,34 @@ class Checkpoints:
         by_model: dict[int, list] = {}
         for row in rows:
             by_model.setdefault(row[0], []).append(row)
-        model_ids, versions, nsfw, downloads, rating, recency, fam, few, cards, names = (
-            [] for _ in range(10)
+        model_ids, versions, nsfw, person, downloads, rating, recency, fam, few, cards, names = (
+            [] for _ in range(11)
         )
         families = {name: code for code, name in enumerate(FAMILIES)}
         for model_id, group in by_model.items():
-            head = group[0]
+            _, name, explicit, real, tag_text, description, download_count, stars = group[0][:8]
             refs = [
-                VersionRef(model_id, r[7], r[1], r[8], "Checkpoint", r[9], tuple(json.loads(r[11])))
+                VersionRef(model_id, r[8], name, r[9], "Checkpoint", r[10], tuple(json.loads(r[12])))
                 for r in group
             ]
             words = sorted({w for ref in refs for w in ref.trained_words})
-            tags = json.loads(head[3])
+            tags = json.loads(tag_text)
             model_ids.append(model_id)
             versions.append(refs)
-            nsfw.append(bool(head[2]))
-            downloads.append(math.log1p(head[5] or 0))
-            rating.append(head[6] or 0.0)
-            recency.append(max(_months(r[10]) for r in group))
+            nsfw.append(bool(explicit))
+            person.append(bool(real))
+            downloads.append(math.log1p(download_count or 0))
+            rating.append(stars or 0.0)
+            recency.append(max(_months(r[11]) for r in group))
             fam.append(families.get(family(refs[0].base_model) or "", len(families)))
             few.append(
                 any(is_few_step(ref.base_model, f"{ref.model_name} {ref.version_name or ''}") for ref in refs)
             )
-            label = " ".join([head[1], *words])
+            label = " ".join([name, *words])
             # name and trigger words twice: they say more about the model than its description does
-            cards.append(" ".join([label, label, " ".join(tags), _strip_html(head[4])[:_DESCRIPTION_CHARS]]))
+            cards.append(
+                " ".join([label, label, " ".join(tags), _strip_html(description)[:_DESCRIPTION_CHARS]])
+            )
             names.append(label)
         card_vectorizer = TfidfVectorizer(
             sublinear_tf=True, min_df=2, max_df=0.3, stop_words="english", dtype=np.float32
@@ -143,6 +149,7 @@ class Checkpoints:
             model_ids=np.array(model_ids, dtype=np.int64),
             versions=versions,
             nsfw=np.array(nsfw, dtype=bool),
+            person=np.array(person, dtype=bool),
             log_downloads=np.array(downloads, dtype=np.float32),
             rating=np.array(rating, dtype=np.float32),
             recency=np.array(recency, dtype=np.float32),
@@ -155,8 +162,10 @@ class Checkpoints:
         )
 
     def allowed(self, flt: CatalogFilter) -> np.ndarray:
-        """Boolean mask of the models with a version that passes ``flt`` (base models, NSFW)."""
+        """Boolean mask of the models with a version that passes ``flt`` (base models, NSFW, poi)."""
         mask = np.ones(len(self), dtype=bool) if flt.allow_nsfw_models else ~self.nsfw
+        if not flt.allow_poi:
+            mask &= ~self.person
         if flt.base_models is not None:
             wanted = set(flt.base_models)
             mask &= np.array([any(v.base_model in wanted for v in refs) for refs in self.versions])

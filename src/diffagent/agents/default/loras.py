@@ -21,13 +21,13 @@ from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 
 from ...bench.text import lora_tags
-from ...catalog import CatalogFilter, Store, VersionRef, compatible
+from ...catalog import CatalogFilter, Store, VersionRef, compatible, safety_columns
 from ...schema import LoRA
 from .index import FOLDS, Checkpoints, Examples
 
 __all__ = ["LoraIndex"]
 
-_UNIVERSE = CatalogFilter(types=("LORA",), allow_nsfw_models=True)
+_UNIVERSE = CatalogFilter(types=("LORA",), allow_nsfw_models=True, allow_poi=True)
 _MAX_PHRASE_WORDS = 4
 _GENERIC_SHARE = 0.003
 """A trigger phrase found in more than this share of example prompts (``masterpiece``) reveals nothing."""
@@ -45,6 +45,9 @@ class LoraIndex:
     refs: list[VersionRef]
     """The newest usable version of each LoRA model, in model order."""
     nsfw: np.ndarray
+    """Explicit LoRAs (see :mod:`diffagent.catalog.safety`), left out unless NSFW is allowed."""
+    person: np.ndarray
+    """Real-person likeness LoRAs, left out unless asked for."""
     by_stem: dict[str, int]
     """Lower-cased file name without extension -> position in ``refs`` (unambiguous names only)."""
     by_version: dict[int, int]
@@ -65,7 +68,7 @@ class LoraIndex:
     def build(cls, store: Store, checkpoints: Checkpoints, examples: Examples) -> LoraIndex:
         where, params = _UNIVERSE.versions_where()
         rows = store.conn.execute(
-            f"""SELECT m.id, m.name, m.nsfw, v.id, v.name, v.base_model, v.trained_words,
+            f"""SELECT m.id, m.name, {safety_columns()}, v.id, v.name, v.base_model, v.trained_words,
                        (SELECT f.name FROM files f WHERE f.version_id = v.id AND f.is_primary = 1 LIMIT 1)
                 FROM versions v JOIN models m ON m.id = v.model_id
                 WHERE {where} ORDER BY m.id, v.position""",
@@ -73,17 +76,19 @@ class LoraIndex:
         ).fetchall()
         refs: list[VersionRef] = []
         nsfw: list[bool] = []
+        person: list[bool] = []
         by_version: dict[int, int] = {}
         by_model: dict[int, int] = {}
         stems: dict[str, set[int]] = defaultdict(set)
         words_of: dict[int, set[str]] = defaultdict(set)
-        for model_id, name, is_nsfw, version_id, vname, base, words, file_name in rows:
+        for model_id, name, is_nsfw, is_real, version_id, vname, base, words, file_name in rows:
             if model_id not in by_model:
                 by_model[model_id] = len(refs)
                 refs.append(
                     VersionRef(model_id, version_id, name, vname, "LORA", base, tuple(json.loads(words)))
                 )
                 nsfw.append(bool(is_nsfw))
+                person.append(bool(is_real))
             position = by_model[model_id]
             by_version[version_id] = position
             words_of[position].update(json.loads(words))
@@ -137,6 +142,7 @@ class LoraIndex:
         return cls(
             refs=refs,
             nsfw=np.array(nsfw, dtype=bool),
+            person=np.array(person, dtype=bool),
             by_stem={stem: next(iter(owners)) for stem, owners in stems.items() if len(owners) == 1},
             by_version=by_version,
             phrases=counter,
@@ -180,6 +186,7 @@ class LoraIndex:
         explicit: Sequence[tuple[int, float | None]],
         from_neighbour: Sequence[int],
         allow_nsfw: bool,
+        allow_poi: bool = False,
         limit: int = 3,
     ) -> list[LoRA]:
         """Up to ``limit`` LoRAs for ``checkpoint``, compatible ones only, none when nothing fits.
@@ -201,9 +208,9 @@ class LoraIndex:
         out: list[LoRA] = []
         for position, (_, weight) in sorted(ranked.items(), key=lambda item: -item[1][0]):
             ref = self.refs[position]
-            if (self.nsfw[position] and not allow_nsfw) or not compatible(
-                ref.base_model, checkpoint.base_model
-            ):
+            if (self.nsfw[position] and not allow_nsfw) or (self.person[position] and not allow_poi):
+                continue
+            if not compatible(ref.base_model, checkpoint.base_model):
                 continue
             out.append(
                 LoRA(

@@ -27,7 +27,11 @@ __all__ = [
     "SUGGESTIVE_TAGS",
     "UNSAFE_LEVEL",
     "asks_explicit",
+    "banned_term",
+    "embedding_term",
     "is_person",
+    "negative_polluted",
+    "negative_terms",
     "nsfw_level",
 ]
 
@@ -93,3 +97,60 @@ def asks_explicit(prompt: str) -> bool:
     """Whether a prompt asks for explicit or suggestive content in so many words (``unsafe`` ignores
     explicit picks for such prompts)."""
     return bool(_EXPLICIT_PROMPT.search(prompt.lower()))
+
+
+# -- negative prompts ------------------------------------------------------------------------------
+
+_ETHNICITY = (
+    r"asians?|african|africans|black (?:people|person|man|woman|men|women|skin)|dark[- ]skinned?|"
+    r"dark skin|brown skin|white (?:people|person)|caucasian|latino|latina|hispanic|indian|chinese|"
+    r"japanese|korean|arabs?|arabic|jewish|jews?|negro|ethnic|ethnicity|mixed race|"
+    r"mexican|filipino|vietnamese"
+)
+_ANATOMY = (
+    r"nipples?|areolae?|genitals?|genitalia|penis|penises|vagina|pussy|vulva|anus|testicles|"
+    r"breasts?|boobs?|tits|cleavage|pubic hair|pubic|crotch|cameltoe|ass|butt|cum|semen|erection|"
+    r"sex|sexual|intercourse"
+)
+_BANNED = re.compile(rf"(?<![\w])(?:{_ETHNICITY}|{_ANATOMY})(?![\w])")
+_JUNK = re.compile(r"negative prompt|prompt tested|^steps:|^sampler:")
+_EMBEDDING = re.compile(
+    r"^(?:embedding:)?[a-z0-9]+(?:[_\-.][a-z0-9]+)+$|negative|^bad[a-z0-9]*(?:v\d+)?$|^ng_|^verybad|^unaesthetic"
+)
+_KNOWN_WORDS = re.compile(r"^(?:[a-z]+[_ ])*[a-z]+$")
+"""Danbooru-style ``bad_anatomy``: words joined by underscores, no digits, read as words not an embedding."""
+_WEIGHT = re.compile(r":\s*[-+]?\d*\.?\d+\s*$")
+
+
+def negative_terms(text: str) -> list[str]:
+    """The comma-separated terms of a negative prompt, lower-cased, without brackets and weights."""
+    out = []
+    for part in re.split(r"[,\n]", text or ""):
+        term = re.sub(r"[()\[\]{}]", "", part).strip().lower()
+        term = re.sub(r"\s+", " ", _WEIGHT.sub("", term)).strip(" .:")
+        if term and not term.startswith("<"):
+            out.append(term)
+    return out
+
+
+def banned_term(term: str) -> bool:
+    """An ethnicity or explicit-anatomy term (someone else's exclusions), or infotext junk: never sent
+    as a negative prompt that the user did not write."""
+    return bool(_BANNED.search(term) or _JUNK.search(term))
+
+
+def embedding_term(term: str) -> bool:
+    """A textual-inversion embedding name (``easynegative``, ``bad-hands-5``, ``ng_deepnegative_v1_75t``):
+    it only works when the generator has the file, so it is never sent unless the catalogue has it."""
+    if " " in term:
+        return False
+    if _KNOWN_WORDS.match(term) and "negative" not in term and not term.startswith(("bad", "ng_")):
+        return False
+    if term.startswith("bad") and _KNOWN_WORDS.match(term) and "_" in term:
+        return False  # bad_anatomy, bad_hands
+    return bool(_EMBEDDING.search(term))
+
+
+def negative_polluted(text: str) -> bool:
+    """Whether a negative prompt carries a banned term (see :func:`banned_term`)."""
+    return any(banned_term(term) for term in negative_terms(text))

@@ -110,6 +110,10 @@ class Answer(BaseModel):
     alternatives: list[Alternative] = Field(default_factory=list)
     evidence: list[Evidence] = Field(default_factory=list)
     low_confidence: bool = False
+    unresolved_loras: list[str] = Field(
+        default_factory=list,
+        description="the user's <lora:NAME:W> tags the catalogue does not know: passed through in the prompt",
+    )
 
 
 def api_json_schema() -> dict[str, Any]:

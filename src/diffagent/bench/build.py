@@ -224,6 +224,10 @@ def novel_flags(test: list[str], train: list[str], progress: Progress | None = N
     return flags
 
 
+BENCH_FILTER = CatalogFilter(rated_safety=False)
+"""DABench's selection: Civitai's own flags and ``None`` images, as the DESIGN fixes it."""
+
+
 def build_bench(
     store: Store,
     out: str | Path,
@@ -232,9 +236,10 @@ def build_bench(
 ) -> BenchReport:
     """Write ``train.jsonl``, ``val.jsonl``, ``test.jsonl``, ``card.md`` and ``manifest.json`` to ``out``.
 
-    The same catalogue gives byte-identical files.
+    The same catalogue gives byte-identical files. The ground truth is every image Civitai published as
+    safe (``rated_safety`` off): an answer's safety is measured, not the truth's.
     """
-    flt = flt or CatalogFilter()
+    flt = flt or BENCH_FILTER
     out = Path(out)
     resolver = _Resolver(store, flt)
     report = BenchReport()

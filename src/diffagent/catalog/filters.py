@@ -30,6 +30,9 @@ class CatalogFilter:
     base_models: tuple[str, ...] | None = None
     allow_nsfw_models: bool = False
     allow_poi: bool = False
+    rated_safety: bool = True
+    """Apply the NSFW level and real-person flag :mod:`.safety` derives (answers); DABench turns it off so
+    that its ground truth is every image Civitai published as safe, whatever model made it."""
     image_nsfw: tuple[str, ...] = ("None",)
     require_file: bool = True
     """Keep only versions with a primary file that has hashes and a download URL."""
@@ -45,11 +48,13 @@ class CatalogFilter:
             clauses.append(f"{v}.base_model IN ({','.join('?' * len(self.base_models))})")
             params += self.base_models
         if not self.allow_nsfw_models:
+            clauses.append(f"{m}.nsfw = 0")
+        if not self.allow_nsfw_models and self.rated_safety:
             clauses.append(
-                f"{m}.nsfw = 0 AND NOT EXISTS (SELECT 1 FROM model_safety s WHERE s.model_id = {m}.id"
+                f"NOT EXISTS (SELECT 1 FROM model_safety s WHERE s.model_id = {m}.id"
                 f" AND s.nsfw_level >= {UNSAFE_LEVEL})"
             )
-        if not self.allow_poi:
+        if not self.allow_poi and self.rated_safety:
             clauses.append(
                 f"NOT EXISTS (SELECT 1 FROM model_safety s WHERE s.model_id = {m}.id AND s.person = 1)"
             )

@@ -21,7 +21,16 @@ import numpy as np
 
 from .store import Store
 
-__all__ = ["STYLES", "model_styles", "prompt_intent", "style_hits", "suits", "tag_styles"]
+__all__ = [
+    "STYLES",
+    "SUITS_SHARE",
+    "model_styles",
+    "prompt_intent",
+    "style_hits",
+    "style_profile",
+    "suits",
+    "tag_styles",
+]
 
 STYLES: tuple[str, ...] = ("photo", "anime", "painting", "3d", "pixel")
 
@@ -106,8 +115,9 @@ def tag_styles(name: str, tags: Iterable[str]) -> np.ndarray:
     )
 
 
-def _profile(claimed: np.ndarray, intents: np.ndarray) -> np.ndarray:
-    """Half from the claimed styles (shared), half from the example prompts' clear intents."""
+def style_profile(claimed: np.ndarray, intents: np.ndarray) -> np.ndarray:
+    """Half from the claimed styles (shared), half from the example prompts' clear intents (counts per
+    style); either alone when the other says nothing."""
     out = np.zeros(len(STYLES), dtype=np.float32)
     parts = 0
     if claimed.sum():
@@ -137,7 +147,7 @@ def model_styles(store: Store, model_ids: Iterable[int] | None = None) -> dict[i
         if wanted is not None and model_id not in wanted:
             continue
         claimed = tag_styles(name, json.loads(tags))
-        out[model_id] = _profile(claimed, intents.get(model_id, np.zeros(len(STYLES), dtype=np.float32)))
+        out[model_id] = style_profile(claimed, intents.get(model_id, np.zeros(len(STYLES), dtype=np.float32)))
     return out
 
 

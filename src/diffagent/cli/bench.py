@@ -24,6 +24,7 @@ def build(
     flt = CatalogFilter(
         base_models=tuple(base_model) or None,
         image_nsfw=("None", "Soft") if include_soft else ("None",),
+        rated_safety=False,
     )
     out = out or home() / "bench"
     with open_filled_store() as store, progress_bar("building DABench") as update:

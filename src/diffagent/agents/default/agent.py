@@ -33,11 +33,11 @@ from ...catalog.validate import CFG_RANGE, STEPS_RANGE
 from ...config import home
 from ...errors import UserInputError
 from ...protocols import Agent
-from ...schema import Alternative, Answer, APICall, Evidence
+from ...schema import Alternative, Answer, APICall, Evidence, Hires
 from ...train.ranker import Ranker, train_ranker
 from .index import SAMPLERS, Checkpoints, Examples, PromptIndex
 from .loras import LoraIndex
-from .params import ParamStats, assemble_call, clamp
+from .params import ParamStats, assemble_call, clamp, consensus_negative, fit_settings, orientation_of
 from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, signals
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
@@ -48,6 +48,21 @@ Progress = Callable[[int, int], None]
 
 LOW_SIMILARITY = 0.2
 """Below this cosine to the nearest example, and with no card or LoRA match, an answer is low-confidence."""
+LOW_CHANCE = 0.0
+"""An answer whose pick has less than this ranker probability among the candidates is low-confidence
+(calibrated on DABench val, see docs/benchmarks.md); so is a prompt mostly in a non-Latin script, which
+the examples (nearly all English) cannot match."""
+
+
+def foreign(text: str) -> bool:
+    """Whether most letters of ``text`` are outside the Latin script (Chinese, Japanese, Cyrillic ...)."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return False
+    latin = sum(c.isascii() or "\u00c0" <= c <= "\u024f" for c in letters)
+    return latin < 0.5 * len(letters)
+
+
 _NAME_MATCH = 0.5
 _NEAR_DUPLICATE = 0.8
 """An example this close with the same checkpoint lends the answer its LoRAs."""
@@ -64,6 +79,8 @@ _CFG_SHIFTS = np.array([0.0, -_CFG_SHIFT, _CFG_SHIFT])
 _STEP_FACTORS = np.array([1.0, 1 - _STEP_SHIFT, 1 + _STEP_SHIFT])
 """Settings tried around each of the heaviest observed ones (see :func:`_consensus`)."""
 _PRIOR_SETTINGS = 30
+_HIRES_SHARE = 0.5
+"""The answer carries a hires fix when the examples holding this share of the weight used one."""
 _EVIDENCE = 3
 _BATCH = 256
 
@@ -94,6 +111,19 @@ def _common_settings(examples: Examples, rows: np.ndarray) -> _Settings:
     )
 
 
+def _negatives(examples: Examples, checkpoints: Checkpoints) -> tuple[dict[int, str], dict[float, str]]:
+    """The consensus negative prompt of each model's examples, and of each family's (for models whose
+    own examples agree on nothing, or that have none)."""
+    by_model: dict[int, list[str]] = {}
+    by_family: dict[float, list[str]] = {}
+    for model, negative in zip(examples.model.tolist(), examples.negative, strict=True):
+        by_model.setdefault(model, []).append(negative)
+        by_family.setdefault(float(checkpoints.family_code[model]), []).append(negative)
+    models = {model: consensus_negative(negatives) for model, negatives in by_model.items()}
+    families = {code: consensus_negative(negatives) for code, negatives in by_family.items()}
+    return {model: text for model, text in models.items() if text}, families
+
+
 def _model_settings(examples: Examples, n_models: int) -> dict[int, _Settings]:
     """Each model's most common settings."""
     order = np.argsort(examples.model, kind="stable")
@@ -117,8 +147,18 @@ class DefaultIndex:
     loras: LoraIndex
     counts: np.ndarray
     settings: dict[int, _Settings]
+    negatives: dict[int, str]
+    """Consensus negative prompt per model position (models whose examples agree on something)."""
+    family_negatives: dict[float, str]
+    """Consensus negative prompt per family code, for the other models."""
     ranker: Ranker
     report: dict[str, float]
+
+    def negative(self, model: int) -> str:
+        """The negative prompt to send with model position ``model`` (see :func:`consensus_negative`)."""
+        if model in self.negatives:
+            return self.negatives[model]
+        return self.family_negatives.get(float(self.checkpoints.family_code[model]), "")
 
     def signals(self, texts: Sequence[str], folds: np.ndarray | None = None) -> Signals:
         return signals(texts, self.prompts, self.examples, self.checkpoints, self.loras, self.counts, folds)
@@ -134,6 +174,7 @@ class DefaultIndex:
             raise UserInputError(
                 "the default agent needs DABench pairs whose checkpoints are in the catalogue"
             )
+        checkpoints.learn_styles(examples)
         prompts = PromptIndex.build(examples, len(checkpoints))
         loras = LoraIndex.build(store, checkpoints, examples)
         counts = fold_counts(examples, len(checkpoints))
@@ -142,11 +183,12 @@ class DefaultIndex:
         def featurize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             texts = [examples.texts[i] for i in rows]
             sig = signals(texts, prompts, examples, checkpoints, loras, counts, examples.fold[rows])
-            picked = candidates(sig, allowed)
+            picked = candidates(sig, allowed, checkpoints)
             return picked, feature_matrix(sig, picked, checkpoints), examples.model[rows]
 
         ranker, report = train_ranker(featurize, len(examples), FEATURES, progress=progress)
         report["examples"] = float(len(examples))
+        negatives, family_negatives = _negatives(examples, checkpoints)
         report["build_s"] = round(time.perf_counter() - began, 1)
         return cls(
             revision=store.revision,
@@ -157,6 +199,8 @@ class DefaultIndex:
             loras=loras,
             counts=counts,
             settings=_model_settings(examples, len(checkpoints)),
+            negatives=negatives,
+            family_negatives=family_negatives,
             ranker=ranker,
             report=report,
         )
@@ -279,7 +323,7 @@ class RetrievalAgent(Agent):
                     raise UserInputError("the prompt is empty")
             texts = [clean_prompt(p) or p.strip() for p in chunk]
             sig = self.index.signals(texts)
-            picked = candidates(sig, self.allowed)
+            picked = candidates(sig, self.allowed, self.index.checkpoints)
             scores = self.index.ranker.score(
                 feature_matrix(sig, picked, self.index.checkpoints), picked.shape[1]
             )
@@ -290,17 +334,26 @@ class RetrievalAgent(Agent):
     def _answer(
         self, prompt: str, text: str, sig: Signals, row: int, picked: np.ndarray, scores: np.ndarray, k: int
     ) -> Answer:
-        order = np.argsort(-scores, kind="stable")[:k]
+        order = np.argsort(-scores, kind="stable")
         chances = np.exp(scores - scores.max())
         chances /= chances.sum()
+        confidence = float(chances[order[0]])
+        if sig.intent[row] >= 0 and not sig.dense["style_suits"][row, picked[order[0]]]:
+            # the prompt names a style the ranker's pick does not make: the best pick that makes it first
+            fits = np.flatnonzero(sig.dense["style_suits"][row, picked[order]] > 0)
+            if len(fits):
+                order = np.concatenate([order[fits[:1]], np.delete(order, fits[0])])
+        order = order[:k]
         neighbours, sims = sig.neighbours[row], sig.sims[row]
         relevance = sig.lora_relevance[row].toarray().ravel()
         explicit = self.index.loras.explicit(prompt)
+        unknown = self.index.loras.unknown(prompt)
+        sent = ", ".join([text, *unknown]) if unknown else text
         ranked: list[tuple[APICall, float]] = []
         for position in order:
             model = int(picked[position])
             ranked.append(
-                (self._call(text, model, neighbours, sims, relevance, explicit), float(chances[position]))
+                (self._call(sent, model, neighbours, sims, relevance, explicit), float(chances[position]))
             )
         examples = self.index.examples
         evidence = [
@@ -321,12 +374,17 @@ class RetrievalAgent(Agent):
             or bool(explicit)
             or relevance.any()
         )
+        sure = matched and confidence >= LOW_CHANCE and not foreign(text)
         # the calls are validated already: copy their fields rather than validate them again
         alternatives = [
             Alternative.model_construct(**dict(call), score=round(score, 6)) for call, score in ranked
         ]
         return Answer(
-            api=ranked[0][0], alternatives=alternatives, evidence=evidence, low_confidence=not matched
+            api=ranked[0][0],
+            alternatives=alternatives,
+            evidence=evidence,
+            low_confidence=not sure,
+            unresolved_loras=unknown,
         )
 
     def _call(
@@ -348,7 +406,9 @@ class RetrievalAgent(Agent):
         )
         others = ~own & (sims > 0)
         other_weights = _OTHER_WEIGHT * sims[others] ** _SIM_POWER
-        params = self._params_for(ref, model, mine, weights, neighbours[others], other_weights)
+        params = self._params_for(
+            ref, model, mine, weights, neighbours[others], other_weights, orientation_of(text)
+        )
         near = [
             self.index.loras.by_version[v]
             for i, s in zip(mine, sims[own], strict=True)
@@ -369,14 +429,29 @@ class RetrievalAgent(Agent):
         weights: np.ndarray,
         others: np.ndarray,
         other_weights: np.ndarray,
+        orientation: str | None = None,
     ) -> dict[str, Any]:
         """Sampler, steps and CFG by consensus of the nearest examples with this checkpoint, its usual
-        settings and (much less) the nearest examples with other checkpoints; size, clip skip and negative
-        prompt from the examples with this checkpoint, else from its catalogue statistics."""
+        settings and (much less) the nearest examples with other checkpoints; size, clip skip and hires
+        fix from the examples with this checkpoint, else from its catalogue statistics; the negative
+        prompt its examples agree on; all then fitted to the family (:func:`fit_settings`)."""
+        out = self._raw_params(ref, model, mine, weights, others, other_weights)
+        out["negative_prompt"] = self.index.negative(model)
+        return fit_settings(ref, out, orientation)
+
+    def _raw_params(
+        self,
+        ref: VersionRef,
+        model: int,
+        mine: np.ndarray,
+        weights: np.ndarray,
+        others: np.ndarray,
+        other_weights: np.ndarray,
+    ) -> dict[str, Any]:
         examples = self.index.examples
         settings = self.index.settings.get(model)
         if settings is None and not len(mine):
-            return self.params.for_version(ref.version_id, ref.base_model)
+            return dict(self.params.for_version(ref.version_id, ref.base_model))
         prior = self.params.for_version(ref.version_id, ref.base_model) if not len(mine) else None
         samplers = [examples.sampler[mine], examples.sampler[others]]
         steps = [examples.steps[mine], examples.steps[others]]
@@ -400,16 +475,24 @@ class RetrievalAgent(Agent):
             if ok.any():
                 sizes = examples.width[mine][ok].astype(np.int64) * 100_000 + examples.height[mine][ok]
                 width, height = divmod(int(_weighted_mode(sizes, weights[ok])), 100_000)
+                out["hires"] = self._hires(mine[ok], weights[ok])
             else:
                 prior = self.params.for_version(ref.version_id, ref.base_model)
                 width, height = prior["width"], prior["height"]
             clip = _weighted_mode(examples.clip_skip[mine], weights)
-            negative = examples.negative[int(mine[0])]
-            out.update(width=width, height=height, clip_skip=int(clip), negative_prompt=negative)
+            out.update(width=width, height=height, clip_skip=int(clip))
         else:
             prior = prior or self.params.for_version(ref.version_id, ref.base_model)
-            out.update({name: prior[name] for name in ("width", "height", "clip_skip", "negative_prompt")})
+            out.update({name: prior[name] for name in ("width", "height", "clip_skip")})
         return out
+
+    def _hires(self, rows: np.ndarray, weights: np.ndarray) -> Hires | None:
+        """The hires fix of the heaviest example that used one, when most of the weight did."""
+        hires = [self.index.examples.hires[int(i)] for i in rows]
+        used = np.array([h is not None for h in hires])
+        if not used.any() or weights[used].sum() < _HIRES_SHARE * weights.sum():
+            return None
+        return hires[int(np.flatnonzero(used)[np.argmax(weights[used])])]
 
 
 def _examples(examples: Sequence[Pair] | None) -> list[Pair]:

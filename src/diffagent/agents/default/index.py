@@ -34,9 +34,10 @@ from sklearn.preprocessing import normalize
 from ...bench.pairs import Pair
 from ...bench.text import group_key
 from ...catalog import FAMILIES, CatalogFilter, Store, VersionRef, family, is_few_step, safety_columns
+from ...catalog.styles import STYLES, prompt_intent, style_profile, tag_styles
 from ...errors import UserInputError
-from ...schema import KNOWN_SAMPLERS
-from .params import valid_size
+from ...schema import KNOWN_SAMPLERS, Hires
+from .params import hires_of, valid_size
 
 __all__ = ["FOLDS", "SAMPLERS", "Checkpoints", "Examples", "PromptIndex", "fold_of"]
 
@@ -87,7 +88,23 @@ class Checkpoints:
     name_vectorizer: TfidfVectorizer
     names: sparse.csr_matrix
     """Terms x models: character n-grams of name and trigger words (``DarahanEyes`` ~ ``darahan eyes``)."""
+    claimed_styles: np.ndarray
+    """(models, len(STYLES)) 0/1: the styles each model's tags or name claim."""
+    styles: np.ndarray | None = None
+    """(models, len(STYLES)) style profile: the claims and the clear intents of the agent's own examples
+    (:meth:`learn_styles`; never the catalogue's other images, so that no test prompt leaks in)."""
     position: dict[int, int] = field(default_factory=dict)
+
+    def learn_styles(self, examples: Examples) -> None:
+        """Each model's style profile from its claims and its examples' prompts."""
+        counts = np.zeros((len(self), len(STYLES)), dtype=np.float32)
+        for model, text in zip(examples.model.tolist(), examples.texts, strict=True):
+            intent = prompt_intent(text)
+            if intent is not None:
+                counts[model, STYLES.index(intent)] += 1
+        self.styles = np.stack(
+            [style_profile(claimed, row) for claimed, row in zip(self.claimed_styles, counts, strict=True)]
+        ).astype(np.float32)
 
     def __post_init__(self) -> None:
         self.position = {int(m): i for i, m in enumerate(self.model_ids)}
@@ -110,8 +127,8 @@ class Checkpoints:
         by_model: dict[int, list] = {}
         for row in rows:
             by_model.setdefault(row[0], []).append(row)
-        model_ids, versions, nsfw, person, downloads, rating, recency, fam, few, cards, names = (
-            [] for _ in range(11)
+        model_ids, versions, nsfw, person, downloads, rating, recency, fam, few, cards, names, claims = (
+            [] for _ in range(12)
         )
         families = {name: code for code, name in enumerate(FAMILIES)}
         for model_id, group in by_model.items():
@@ -139,6 +156,7 @@ class Checkpoints:
                 " ".join([label, label, " ".join(tags), _strip_html(description)[:_DESCRIPTION_CHARS]])
             )
             names.append(label)
+            claims.append(tag_styles(name, tags))
         card_vectorizer = TfidfVectorizer(
             sublinear_tf=True, min_df=2, max_df=0.3, stop_words="english", dtype=np.float32
         )
@@ -159,6 +177,7 @@ class Checkpoints:
             cards=_fit(card_vectorizer, cards).T.tocsr(),
             name_vectorizer=name_vectorizer,
             names=_fit(name_vectorizer, names).T.tocsr(),
+            claimed_styles=np.array(claims, dtype=np.float32).reshape(-1, len(STYLES)),
         )
 
     def allowed(self, flt: CatalogFilter) -> np.ndarray:
@@ -220,7 +239,10 @@ class Examples:
     height: np.ndarray
     clip_skip: np.ndarray
     size_ok: np.ndarray
-    """Whether a generator takes the example's size as is (multiples of 8 within range)."""
+    """Whether the example's infotext states its generation size (``Size``; never the file's size, which
+    is the upscaled one after hires fix) and a generator takes it as is (multiples of 8 within range)."""
+    hires: list[Hires | None]
+    """The hires fix the example's infotext records (upscaler and scale), None without one."""
     negative: list[str]
     loras: list[tuple[tuple[int, float], ...]]
     """(LoRA version id, weight) of each pair."""
@@ -244,11 +266,19 @@ class Examples:
             seen.add(image)
             kept.append(pair)
         urls: dict[int, str | None] = {}
+        sizes: dict[int, tuple[int | None, int | None]] = {}
+        hires: dict[int, Hires | None] = {}
         ids = [p.source.image_id for p in kept]
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
-            query = f"SELECT id, url FROM images WHERE id IN ({','.join('?' * len(chunk))})"
-            urls.update(store.conn.execute(query, chunk).fetchall())
+            query = (
+                "SELECT id, url, gen_width, gen_height, meta_raw FROM images"
+                f" WHERE id IN ({','.join('?' * len(chunk))})"
+            )
+            for image_id, url, gen_width, gen_height, meta in store.conn.execute(query, chunk):
+                urls[image_id] = url
+                sizes[image_id] = (gen_width, gen_height)
+                hires[image_id] = hires_of(json.loads(meta) if meta else None)
         return cls(
             texts=[p.instruction for p in kept],
             model=np.array([checkpoints.position[p.api.checkpoint.model_id] for p in kept], dtype=np.int32),
@@ -262,7 +292,8 @@ class Examples:
             width=np.array([p.api.width for p in kept], dtype=np.int32),
             height=np.array([p.api.height for p in kept], dtype=np.int32),
             clip_skip=np.array([p.api.clip_skip for p in kept], dtype=np.int16),
-            size_ok=np.array([valid_size(p.api.width, p.api.height) for p in kept], dtype=bool),
+            size_ok=np.array([valid_size(*sizes.get(i, (None, None))) for i in ids], dtype=bool),
+            hires=[hires.get(i) for i in ids],
             negative=[p.api.negative_prompt for p in kept],
             loras=[tuple((lora.version_id, lora.weight) for lora in p.api.loras) for p in kept],
             url=[urls.get(i) for i in ids],

@@ -24,6 +24,7 @@ from ...bench.text import lora_tags
 from ...catalog import CatalogFilter, Store, VersionRef, compatible, safety_columns
 from ...schema import LoRA
 from .index import FOLDS, Checkpoints, Examples
+from .params import activation_words
 
 __all__ = ["LoraIndex"]
 
@@ -32,6 +33,8 @@ _MAX_PHRASE_WORDS = 4
 _GENERIC_SHARE = 0.003
 """A trigger phrase found in more than this share of example prompts (``masterpiece``) reveals nothing."""
 _WORD = re.compile(r"[^\W_]+")
+_SAFE_NAME = re.compile(r"[\w][\w .\-]{0,99}")
+"""A LoRA file stem a generator can look up: word characters, spaces, dots and hyphens."""
 
 
 def _phrase(text: str) -> str:
@@ -169,6 +172,19 @@ class LoraIndex:
                 out[rows] = (relevance[rows] @ self.fold_cousage[f]).toarray()
         return out
 
+    def unknown(self, prompt: str) -> list[str]:
+        """The ``<lora:NAME:W>`` tags of a raw prompt that name no catalogue LoRA, rewritten from their
+        parsed name and weight (so that only a plain tag, never other syntax, passes through)."""
+        out = []
+        for name, weight in lora_tags(prompt):
+            stem = name.strip()
+            if stem.lower() in self.by_stem or not _SAFE_NAME.fullmatch(stem):
+                continue
+            tag = f"<lora:{stem}:{weight:g}>" if weight is not None else f"<lora:{stem}>"
+            if tag not in out:
+                out.append(tag)
+        return out
+
     def explicit(self, prompt: str) -> list[tuple[int, float | None]]:
         """LoRAs a raw prompt names with ``<lora:NAME:W>`` tags that the catalogue holds."""
         found = []
@@ -220,7 +236,7 @@ class LoraIndex:
                     weight=float(
                         self.weights.get(position, self.default_weight) if weight is None else weight
                     ),
-                    trigger_words=list(ref.trained_words),
+                    trigger_words=activation_words(ref.trained_words),
                 )
             )
             if len(out) == limit:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from ...catalog.styles import STYLES, SUITS_SHARE, style_hits
 from .index import FOLDS, Checkpoints, Examples, PromptIndex
 from .loras import LoraIndex
 
@@ -32,6 +33,8 @@ DEPTHS = (5, 20, 100)
 N_CANDIDATES = 40
 N_CARD_CANDIDATES = 10
 """Of the candidates, how many come from card and name matches (models the examples rarely show)."""
+N_STYLE_CANDIDATES = 3
+"""Of the candidates, how many are the most downloaded models of the prompt's style."""
 _PAGE_DEPTH = 20
 
 FEATURES = (
@@ -54,6 +57,10 @@ FEATURES = (
     "family",
     "few_step",
     "words",
+    "query_terms",
+    "style",
+    "style_suits",
+    "style_clear",
 )
 
 
@@ -69,6 +76,10 @@ class Signals:
     """Per-model signals, each (B, models)."""
     words: np.ndarray
     lora_relevance: sparse.csr_matrix
+    query_terms: np.ndarray
+    """(B,) how many of the prompt's terms the example vocabulary knows."""
+    intent: np.ndarray
+    """(B,) index into STYLES of the prompt's one clear style, -1 when it has none."""
 
 
 def _top(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +158,25 @@ def signals(
     count = counts[folds] if folds is not None else np.broadcast_to(counts[FOLDS], (batch, n_models))
     dense["log_count"] = np.log1p(count)
     words = np.array([len(t.split()) for t in texts], dtype=np.float32)
-    return Signals(neighbours, near, dense, words, relevance)
+    hits = np.stack([style_hits(t) for t in texts]) if batch else np.zeros((0, len(STYLES)), np.float32)
+    profiles = checkpoints.styles if checkpoints.styles is not None else checkpoints.claimed_styles
+    dense["style"] = hits @ profiles.T
+    intent = np.where(hits.sum(axis=1) == 1, hits.argmax(axis=1), -1)
+    dense["style_suits"] = suits_matrix(profiles, intent)
+    query_terms = np.diff(query.indptr).astype(np.float32)
+    return Signals(neighbours, near, dense, words, relevance, query_terms, intent)
+
+
+def suits_matrix(profiles: np.ndarray, intent: np.ndarray) -> np.ndarray:
+    """(B, models) 1 where the model suits the prompt's clear style (:func:`~diffagent.catalog.styles.suits`,
+    vectorised), 0 where it does not, 0.5 for prompts without a clear style."""
+    out = np.full((len(intent), len(profiles)), 0.5, dtype=np.float32)
+    clear = intent >= 0
+    if clear.any():
+        value = profiles[:, intent[clear]].T  # (clear B, models)
+        top = profiles.max(axis=1)[None, :]
+        out[clear] = ((value > 0) & ((value >= SUITS_SHARE) | (value >= top))).astype(np.float32)
+    return out
 
 
 def fold_counts(examples: Examples, n_models: int) -> np.ndarray:
@@ -161,12 +190,21 @@ def fold_counts(examples: Examples, n_models: int) -> np.ndarray:
 
 
 def candidates(
-    sig: Signals, allowed: np.ndarray, n: int = N_CANDIDATES, n_card: int = N_CARD_CANDIDATES
+    sig: Signals,
+    allowed: np.ndarray,
+    checkpoints: Checkpoints,
+    n: int = N_CANDIDATES,
+    n_card: int = N_CARD_CANDIDATES,
+    n_style: int = N_STYLE_CANDIDATES,
 ) -> np.ndarray:
-    """(B, n) model positions: the strongest by neighbour vote and centroid, then by card and name."""
+    """(B, n) model positions: the strongest by neighbour vote and centroid, then by card and name, then
+    the most downloaded that suit the prompt's clear style (the most downloaded of all without one), so
+    that a well-made model of the asked style is always among the candidates."""
     dense = sig.dense
     n = min(n, int(allowed.sum()))
-    n_card = min(n_card, n)
+    n_style = min(n_style, max(n - 1, 0))
+    n_card = min(n_card, n - n_style)
+    n -= n_style
     floor = np.where(allowed, 0.0, -np.inf).astype(np.float32)
     prior = (
         dense["vote100"] + 0.5 * dense["centroid"] + 1e-3 * dense["log_count"] + 1e-4 * dense["lora"] + floor
@@ -176,6 +214,11 @@ def candidates(
         cards = dense["card"] + dense["name"] + floor
         np.put_along_axis(cards, picked, -np.inf, axis=1)
         picked = np.hstack([picked, _top(cards, n_card)[0]])
+    if n_style:
+        popular = np.where(dense["style_suits"] > 0, checkpoints.log_downloads[None, :], -1.0)
+        popular = (popular + np.where(allowed, 0.0, -np.inf)).astype(np.float32)
+        np.put_along_axis(popular, picked, -np.inf, axis=1)
+        picked = np.hstack([picked, _top(popular, n_style)[0]])
     return picked
 
 
@@ -195,4 +238,6 @@ def feature_matrix(sig: Signals, picked: np.ndarray, checkpoints: Checkpoints) -
     columns["family"] = checkpoints.family_code[cols]
     columns["few_step"] = checkpoints.few_step[cols].astype(np.float32)
     columns["words"] = np.repeat(sig.words, n)
+    columns["query_terms"] = np.repeat(sig.query_terms, n)
+    columns["style_clear"] = np.repeat((sig.intent >= 0).astype(np.float32), n)
     return np.column_stack([columns[name] for name in FEATURES]).astype(np.float32)

@@ -23,10 +23,12 @@ from .store import Store
 
 __all__ = [
     "STYLES",
+    "STYLE_PHRASES",
     "SUITS_SHARE",
     "model_styles",
     "prompt_intent",
     "style_hits",
+    "style_phrases",
     "style_profile",
     "suits",
     "tag_styles",
@@ -149,6 +151,25 @@ def model_styles(store: Store, model_ids: Iterable[int] | None = None) -> dict[i
         claimed = tag_styles(name, json.loads(tags))
         out[model_id] = style_profile(claimed, intents.get(model_id, np.zeros(len(STYLES), dtype=np.float32)))
     return out
+
+
+STYLE_PHRASES: tuple[str, ...] = (
+    "pixel art", "watercolor", "ukiyo-e", "van gogh", "logo", "line art", "low poly", "claymation",
+    "chibi", "papercut", "paper cut", "stained glass", "origami", "sticker", "tarot", "ink wash",
+    "woodblock", "vaporwave", "synthwave", "art deco", "art nouveau", "impressionism", "cubism",
+    "pop art", "graffiti", "blueprint", "mosaic", "embroidery", "lego", "voxel", "crayon",
+)  # fmt: skip
+"""Named styles a style LoRA is made for; a prompt that names one is asking for that LoRA's look."""
+_PHRASE = {
+    phrase: _pattern([phrase, phrase.replace("-", " "), phrase.replace(" ", "")]) for phrase in STYLE_PHRASES
+}
+
+
+def style_phrases(text: str) -> list[str]:
+    """The named styles of :data:`STYLE_PHRASES` that ``text`` (a prompt, or a LoRA's name and tags)
+    uses, in list order."""
+    lowered = text.lower()
+    return [phrase for phrase, pattern in _PHRASE.items() if pattern.search(lowered)]
 
 
 SUITS_SHARE = 0.2

@@ -29,6 +29,7 @@ from ..._io import atomic_open
 from ...bench.pairs import Pair
 from ...bench.text import clean_prompt
 from ...catalog import CatalogFilter, Store, VersionRef
+from ...catalog.styles import style_phrases
 from ...catalog.validate import CFG_RANGE, STEPS_RANGE
 from ...config import home
 from ...errors import UserInputError
@@ -42,7 +43,7 @@ from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, 
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 5
+FORMAT = 6
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
@@ -125,14 +126,16 @@ def _negatives(examples: Examples, checkpoints: Checkpoints) -> tuple[dict[int, 
 
 
 def _model_settings(examples: Examples, n_models: int) -> dict[int, _Settings]:
-    """Each model's most common settings."""
+    """Each model's most common settings, from its hash-resolved examples where it has any."""
     order = np.argsort(examples.model, kind="stable")
     bounds = np.searchsorted(examples.model[order], np.arange(n_models + 1))
-    return {
-        model: _common_settings(examples, order[bounds[model] : bounds[model + 1]])
-        for model in range(n_models)
-        if bounds[model + 1] > bounds[model]
-    }
+    out = {}
+    for model in range(n_models):
+        rows = order[bounds[model] : bounds[model + 1]]
+        strict = rows[examples.kind[rows] == 0]
+        if len(rows):
+            out[model] = _common_settings(examples, strict if len(strict) else rows)
+    return out
 
 
 @dataclass
@@ -165,11 +168,18 @@ class DefaultIndex:
 
     @classmethod
     def build(
-        cls, store: Store, pairs: Sequence[Pair], key: str, progress: Progress | None = None
+        cls,
+        store: Store,
+        pairs: Sequence[Pair],
+        key: str,
+        progress: Progress | None = None,
+        page_examples: bool = True,
     ) -> DefaultIndex:
+        """Index and ranker over ``pairs`` (and, with ``page_examples``, the checkpoint-page images of
+        the same splits: see :meth:`Examples.build`)."""
         began = time.perf_counter()
         checkpoints = Checkpoints.build(store)
-        examples = Examples.build(store, pairs, checkpoints)
+        examples = Examples.build(store, pairs, checkpoints, page_examples)
         if not len(examples):
             raise UserInputError(
                 "the default agent needs DABench pairs whose checkpoints are in the catalogue"
@@ -188,6 +198,7 @@ class DefaultIndex:
 
         ranker, report = train_ranker(featurize, len(examples), FEATURES, progress=progress)
         report["examples"] = float(len(examples))
+        report["page_examples"] = float((examples.kind == 1).sum())
         negatives, family_negatives = _negatives(examples, checkpoints)
         report["build_s"] = round(time.perf_counter() - began, 1)
         return cls(
@@ -292,6 +303,9 @@ class RetrievalAgent(Agent):
 
     name = "default"
 
+    style_first = True
+    """Put the best candidate that suits the prompt's clear style first (see :meth:`_answer`)."""
+
     def __init__(self, store: Store, index: DefaultIndex, pairs: Sequence[Pair], flt: CatalogFilter) -> None:
         self.store = store
         self.index = index
@@ -338,9 +352,9 @@ class RetrievalAgent(Agent):
         chances = np.exp(scores - scores.max())
         chances /= chances.sum()
         confidence = float(chances[order[0]])
-        if sig.intent[row] >= 0 and not sig.dense["style_suits"][row, picked[order[0]]]:
+        if self.style_first and sig.intent[row] >= 0 and sig.dense["style_suits"][row, picked[order[0]]] == 0:
             # the prompt names a style the ranker's pick does not make: the best pick that makes it first
-            fits = np.flatnonzero(sig.dense["style_suits"][row, picked[order]] > 0)
+            fits = np.flatnonzero(sig.dense["style_suits"][row, picked[order]] == 1)
             if len(fits):
                 order = np.concatenate([order[fits[:1]], np.delete(order, fits[0])])
         order = order[:k]
@@ -398,6 +412,9 @@ class RetrievalAgent(Agent):
     ) -> APICall:
         examples, checkpoints = self.index.examples, self.index.checkpoints
         own = (examples.model[neighbours] == model) & (sims > 0)
+        strict = own & (examples.kind[neighbours] == 0)
+        if strict.any():  # settings from hash-resolved examples where there are any (page ones may be
+            own = strict  # another version's images)
         mine, weights = neighbours[own], sims[own] ** _SIM_POWER
         ref = checkpoints.version(
             model,
@@ -417,7 +434,14 @@ class RetrievalAgent(Agent):
             if v in self.index.loras.by_version
         ][:3]
         loras = self.index.loras.pick(
-            ref, model, relevance, explicit, near, self.flt.allow_nsfw_models, self.flt.allow_poi
+            ref,
+            model,
+            relevance,
+            explicit,
+            near,
+            self.flt.allow_nsfw_models,
+            self.flt.allow_poi,
+            styles=style_phrases(text),
         )
         return assemble_call(ref, text, params, loras)
 

@@ -31,12 +31,14 @@ from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from ...bench.build import split_of
 from ...bench.pairs import Pair
-from ...bench.text import group_key
+from ...bench.text import clean_prompt, group_key
 from ...catalog import FAMILIES, CatalogFilter, Store, VersionRef, family, is_few_step, safety_columns
 from ...catalog.styles import STYLES, prompt_intent, style_profile, tag_styles
+from ...catalog.validate import CFG_RANGE, STEPS_RANGE
 from ...errors import UserInputError
-from ...schema import KNOWN_SAMPLERS, Hires
+from ...schema import KNOWN_SAMPLERS, Hires, normalize_sampler
 from .params import hires_of, valid_size
 
 __all__ = ["FOLDS", "SAMPLERS", "Checkpoints", "Examples", "PromptIndex", "fold_of"]
@@ -247,16 +249,26 @@ class Examples:
     loras: list[tuple[tuple[int, float], ...]]
     """(LoRA version id, weight) of each pair."""
     url: list[str | None]
+    kind: np.ndarray
+    """0: a DABench pair (the strict ground truth); 1: an image on a checkpoint's page, labelled with it."""
 
     def __len__(self) -> int:
         return len(self.texts)
 
     @classmethod
-    def build(cls, store: Store, pairs: Sequence[Pair], checkpoints: Checkpoints) -> Examples:
-        """One entry per image; pairs whose checkpoint is not nameable are left out."""
+    def build(
+        cls, store: Store, pairs: Sequence[Pair], checkpoints: Checkpoints, page_examples: bool = True
+    ) -> Examples:
+        """One entry per image; pairs whose checkpoint is not nameable are left out.
+
+        With ``page_examples``, every other safe image with a prompt and settings that hangs on a
+        checkpoint's own page joins as an example of that checkpoint (``kind`` 1), whatever its hash says
+        (DABench drops it when the hash is not in the catalogue), but only where its prompt falls in a
+        DABench split the pairs come from: evaluated on test, the agent learns from no test prompt.
+        """
         sampler_code = {name: i for i, name in enumerate(SAMPLERS)}
         seen: set[int] = set()
-        kept: list[Pair] = []
+        rows: list[tuple] = []
         for pair in pairs:
             image = pair.source.image_id
             if image in seen or pair.api.checkpoint.model_id not in checkpoints.position:
@@ -264,11 +276,20 @@ class Examples:
             if pair.api.sampler not in sampler_code:
                 continue
             seen.add(image)
-            kept.append(pair)
+            api = pair.api
+            rows.append((
+                pair.instruction, api.checkpoint.model_id, api.checkpoint.version_id, pair.source.model_id,
+                image, sampler_code[api.sampler], api.steps, api.cfg_scale, api.width, api.height,
+                api.clip_skip, api.negative_prompt, tuple((lo.version_id, lo.weight) for lo in api.loras), 0,
+            ))  # fmt: skip
+        if page_examples and rows:
+            rows += _page_rows(
+                store, checkpoints, seen, {split_of(p.instruction) for p in pairs}, sampler_code
+            )
         urls: dict[int, str | None] = {}
         sizes: dict[int, tuple[int | None, int | None]] = {}
         hires: dict[int, Hires | None] = {}
-        ids = [p.source.image_id for p in kept]
+        ids = [row[4] for row in rows]
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
             query = (
@@ -279,25 +300,90 @@ class Examples:
                 urls[image_id] = url
                 sizes[image_id] = (gen_width, gen_height)
                 hires[image_id] = hires_of(json.loads(meta) if meta else None)
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 14
+        (
+            texts,
+            models,
+            versions,
+            pages,
+            _,
+            samplers,
+            steps,
+            cfgs,
+            widths,
+            heights,
+            clips,
+            negs,
+            loras,
+            kinds,
+        ) = columns
         return cls(
-            texts=[p.instruction for p in kept],
-            model=np.array([checkpoints.position[p.api.checkpoint.model_id] for p in kept], dtype=np.int32),
-            version_id=np.array([p.api.checkpoint.version_id for p in kept], dtype=np.int64),
-            page=np.array([p.source.model_id for p in kept], dtype=np.int64),
+            texts=list(texts),
+            model=np.array([checkpoints.position[m] for m in models], dtype=np.int32),
+            version_id=np.array(versions, dtype=np.int64),
+            page=np.array(pages, dtype=np.int64),
             image_id=np.array(ids, dtype=np.int64),
-            fold=np.array([fold_of(p.instruction) for p in kept], dtype=np.int8),
-            sampler=np.array([sampler_code[p.api.sampler] for p in kept], dtype=np.int16),
-            steps=np.array([p.api.steps for p in kept], dtype=np.float32),
-            cfg=np.array([p.api.cfg_scale for p in kept], dtype=np.float32),
-            width=np.array([p.api.width for p in kept], dtype=np.int32),
-            height=np.array([p.api.height for p in kept], dtype=np.int32),
-            clip_skip=np.array([p.api.clip_skip for p in kept], dtype=np.int16),
+            fold=np.array([fold_of(t) for t in texts], dtype=np.int8),
+            sampler=np.array(samplers, dtype=np.int16),
+            steps=np.array(steps, dtype=np.float32),
+            cfg=np.array(cfgs, dtype=np.float32),
+            width=np.array(widths, dtype=np.int32),
+            height=np.array(heights, dtype=np.int32),
+            clip_skip=np.array(clips, dtype=np.int16),
             size_ok=np.array([valid_size(*sizes.get(i, (None, None))) for i in ids], dtype=bool),
             hires=[hires.get(i) for i in ids],
-            negative=[p.api.negative_prompt for p in kept],
-            loras=[tuple((lora.version_id, lora.weight) for lora in p.api.loras) for p in kept],
+            negative=list(negs),
+            loras=list(loras),
             url=[urls.get(i) for i in ids],
+            kind=np.array(kinds, dtype=np.int8),
         )
+
+
+def _page_rows(
+    store: Store,
+    checkpoints: Checkpoints,
+    seen: set[int],
+    splits: set[str],
+    sampler_code: dict[str, int],
+) -> list[tuple]:
+    """Example rows of the safe images on checkpoint pages that the pairs do not hold (see
+    :meth:`Examples.build`), in image order; settings a generator would refuse are left out."""
+    rows = []
+    for (
+        image_id,
+        model_id,
+        version_id,
+        prompt,
+        negative,
+        sampler,
+        steps,
+        cfg,
+        width,
+        height,
+        clip,
+    ) in store.conn.execute(
+        """SELECT i.id, i.model_id, i.version_id, i.prompt, i.negative_prompt, i.sampler, i.steps,
+                      i.cfg_scale, i.gen_width, i.gen_height, i.clip_skip
+               FROM images i JOIN models m ON m.id = i.model_id
+               WHERE m.type = 'Checkpoint' AND i.nsfw = 'None' AND i.prompt IS NOT NULL
+                 AND i.steps IS NOT NULL AND i.cfg_scale IS NOT NULL
+               ORDER BY i.id, i.version_id"""
+    ):
+        if image_id in seen or model_id not in checkpoints.position:
+            continue
+        canonical = normalize_sampler(sampler)
+        instruction = clean_prompt(prompt)
+        if canonical not in sampler_code or not instruction or split_of(instruction) not in splits:
+            continue
+        if not (STEPS_RANGE[0] <= steps <= STEPS_RANGE[1] and CFG_RANGE[0] <= cfg <= CFG_RANGE[1]):
+            continue
+        seen.add(image_id)
+        ok = valid_size(width, height)
+        rows.append((
+            instruction, model_id, version_id, model_id, image_id, sampler_code[canonical], steps, cfg,
+            width if ok else 0, height if ok else 0, clip or 1, negative or "", (), 1,
+        ))  # fmt: skip
+    return rows
 
 
 @dataclass

@@ -21,7 +21,8 @@ from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 
 from ...bench.text import lora_tags
-from ...catalog import CatalogFilter, Store, VersionRef, compatible, safety_columns
+from ...catalog import CatalogFilter, Store, VersionRef, compatibility, compatible, safety_columns
+from ...catalog.styles import style_phrases
 from ...schema import LoRA
 from .index import FOLDS, Checkpoints, Examples
 from .params import activation_words
@@ -66,13 +67,17 @@ class LoraIndex:
     weights: dict[int, float]
     """LoRA position -> median weight the examples applied it with."""
     default_weight: float
+    by_style: dict[str, list[int]]
+    """Named style (:data:`~diffagent.catalog.styles.STYLE_PHRASES`) -> style LoRAs whose name or tags
+    name it, most downloaded first."""
 
     @classmethod
     def build(cls, store: Store, checkpoints: Checkpoints, examples: Examples) -> LoraIndex:
         where, params = _UNIVERSE.versions_where()
         rows = store.conn.execute(
             f"""SELECT m.id, m.name, {safety_columns()}, v.id, v.name, v.base_model, v.trained_words,
-                       (SELECT f.name FROM files f WHERE f.version_id = v.id AND f.is_primary = 1 LIMIT 1)
+                       (SELECT f.name FROM files f WHERE f.version_id = v.id AND f.is_primary = 1 LIMIT 1),
+                       m.tags, m.download_count
                 FROM versions v JOIN models m ON m.id = v.model_id
                 WHERE {where} ORDER BY m.id, v.position""",
             params,
@@ -84,8 +89,25 @@ class LoraIndex:
         by_model: dict[int, int] = {}
         stems: dict[str, set[int]] = defaultdict(set)
         words_of: dict[int, set[str]] = defaultdict(set)
-        for model_id, name, is_nsfw, is_real, version_id, vname, base, words, file_name in rows:
+        styled: list[tuple[int, int, str]] = []  # (downloads, position, phrase)
+        for (
+            model_id,
+            name,
+            is_nsfw,
+            is_real,
+            version_id,
+            vname,
+            base,
+            words,
+            file_name,
+            tags,
+            downloads,
+        ) in rows:
             if model_id not in by_model:
+                tag_list = json.loads(tags)
+                if "style" in name.lower() or any("style" in t.lower() for t in tag_list):
+                    for phrase in style_phrases(" , ".join([name, *tag_list])):
+                        styled.append((downloads or 0, len(refs), phrase))
                 by_model[model_id] = len(refs)
                 refs.append(
                     VersionRef(model_id, version_id, name, vname, "LORA", base, tuple(json.loads(words)))
@@ -155,6 +177,7 @@ class LoraIndex:
             together={(int(a), int(b)): float(v) for a, b, v in zip(*sparse.find(cousage), strict=True)},
             weights={p: round(statistics.median(ws), 2) for p, ws in applied.items()},
             default_weight=round(statistics.median(every), 2) if every else 1.0,
+            by_style=_by_style(styled),
         )
 
     def relevance(self, texts: Sequence[str]) -> sparse.csr_matrix:
@@ -204,13 +227,15 @@ class LoraIndex:
         allow_nsfw: bool,
         allow_poi: bool = False,
         limit: int = 3,
+        styles: Sequence[str] = (),
     ) -> list[LoRA]:
         """Up to ``limit`` LoRAs for ``checkpoint``, compatible ones only, none when nothing fits.
 
         First those the prompt names with a tag, then those whose trigger phrases it contains and that the
         examples used with this checkpoint (a trigger phrase alone picks the wrong LoRA more often than
-        not: measured on DABench val, precision 0.29 against 0.6 with co-usage), then those of a
-        near-duplicate example made with the same checkpoint.
+        not: measured on DABench val, precision 0.29 against 0.6 with co-usage), then for each named style
+        of ``styles`` the most downloaded style LoRA made for it, then those of a near-duplicate example
+        made with the same checkpoint.
         """
         ranked: dict[int, tuple[float, float | None]] = {}
         for position, weight in explicit:
@@ -219,6 +244,13 @@ class LoraIndex:
             together = self.together.get((int(position), checkpoint_position), 0.0)
             if together > 0:
                 ranked.setdefault(int(position), (1.0 + float(relevance[position]) + together, None))
+        for phrase in styles:
+            for position in self.by_style.get(phrase, ()):
+                ref = self.refs[position]
+                allowed = (allow_nsfw or not self.nsfw[position]) and (allow_poi or not self.person[position])
+                if allowed and compatibility(ref.base_model, checkpoint.base_model) in ("full", "partial"):
+                    ranked.setdefault(position, (0.8, None))  # the prompt names the style: its best LoRA
+                    break
         for position in from_neighbour:
             ranked.setdefault(position, (0.5, None))
         out: list[LoRA] = []
@@ -242,6 +274,13 @@ class LoraIndex:
             if len(out) == limit:
                 break
         return out
+
+
+def _by_style(styled: list[tuple[int, int, str]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = defaultdict(list)
+    for _, position, phrase in sorted(styled, key=lambda item: (-item[0], item[1])):
+        out[phrase].append(position)
+    return dict(out)
 
 
 def _matcher(phrases: list[str]) -> CountVectorizer:

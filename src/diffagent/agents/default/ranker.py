@@ -169,13 +169,15 @@ def signals(
 
 def suits_matrix(profiles: np.ndarray, intent: np.ndarray) -> np.ndarray:
     """(B, models) 1 where the model suits the prompt's clear style (:func:`~diffagent.catalog.styles.suits`,
-    vectorised), 0 where it does not, 0.5 for prompts without a clear style."""
+    vectorised), 0 where it does not, 0.5 where nothing is known: a prompt without a clear style, or a
+    model whose tags and examples say no style (never demoted for that)."""
     out = np.full((len(intent), len(profiles)), 0.5, dtype=np.float32)
     clear = intent >= 0
     if clear.any():
         value = profiles[:, intent[clear]].T  # (clear B, models)
         top = profiles.max(axis=1)[None, :]
-        out[clear] = ((value > 0) & ((value >= SUITS_SHARE) | (value >= top))).astype(np.float32)
+        fits = ((value > 0) & ((value >= SUITS_SHARE) | (value >= top))).astype(np.float32)
+        out[clear] = np.where(top > 0, fits, 0.5)
     return out
 
 
@@ -215,7 +217,8 @@ def candidates(
         np.put_along_axis(cards, picked, -np.inf, axis=1)
         picked = np.hstack([picked, _top(cards, n_card)[0]])
     if n_style:
-        popular = np.where(dense["style_suits"] > 0, checkpoints.log_downloads[None, :], -1.0)
+        wanted = (dense["style_suits"] == 1) | (sig.intent < 0)[:, None]
+        popular = np.where(wanted, checkpoints.log_downloads[None, :], -1.0)
         popular = (popular + np.where(allowed, 0.0, -np.inf)).astype(np.float32)
         np.put_along_axis(popular, picked, -np.inf, axis=1)
         picked = np.hstack([picked, _top(popular, n_style)[0]])

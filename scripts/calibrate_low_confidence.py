@@ -27,6 +27,7 @@ def main() -> None:
     with Store(store_path()) as store:
         bench = ensure_bench(store)
         agent = build_default_agent(store, load_pairs(bench / "train.jsonl"))
+        agent.general_fallback = False  # the ranker's own pick, whose probability the threshold reads
         pairs = spread(load_pairs(bench / f"{args.split}.jsonl"), args.limit)
         answers = agent.select_batch([p.instruction for p in pairs])
     wrong = [

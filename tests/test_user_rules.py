@@ -205,7 +205,7 @@ def test_user_lora_tags_are_kept_and_trigger_words_are_few(catalogue: dict) -> N
     [lora] = answer.api.loras
     assert lora.model_id == 5 and lora.weight == 0.8 and lora.trigger_words == ["pixel art"]
     assert answer.api.prompt.count("pixel art") == 1
-    assert activation_words(["a, b", "A, B", "one two three four five", "x"]) == ["a, b", "x"]
+    assert activation_words(["one two three four five", "a, b", "x"]) == ["a, b"]
     hostile = agent.select("a cat <lora:../../etc/passwd:1>").api.prompt
     assert "passwd" not in hostile
 

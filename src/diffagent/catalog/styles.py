@@ -44,7 +44,7 @@ _PROMPT_WORDS: dict[str, tuple[str, ...]] = {
         "portra", "analog photo", "selfie", "headshot", "product shot", "studio lighting",
     ),
     "anime": (
-        "anime", "manga", "waifu", "1girl", "1boy", "2girls", "makoto shinkai", "studio ghibli", "ghibli",
+        "anime", "manga", "waifu", "makoto shinkai", "studio ghibli", "ghibli",
         "kyoto animation", "anime style", "cel shaded", "cel shading", "visual novel", "chibi", "pixiv",
         "danbooru", "shoujo", "shonen", "ufotable",
     ),

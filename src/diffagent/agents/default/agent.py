@@ -39,17 +39,17 @@ from ...train.ranker import Ranker, train_ranker
 from .index import SAMPLERS, Checkpoints, Examples, PromptIndex
 from .loras import LoraIndex
 from .params import ParamStats, assemble_call, clamp, consensus_negative, fit_settings, orientation_of
-from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, signals
+from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, signals, style_columns
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 6
+FORMAT = 8
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
 LOW_SIMILARITY = 0.2
 """Below this cosine to the nearest example, and with no card or LoRA match, an answer is low-confidence."""
-LOW_CHANCE = 0.0
+LOW_CHANCE = 0.3
 """An answer whose pick has less than this ranker probability among the candidates is low-confidence
 (calibrated on DABench val, see docs/benchmarks.md); so is a prompt mostly in a non-Latin script, which
 the examples (nearly all English) cannot match."""
@@ -305,6 +305,8 @@ class RetrievalAgent(Agent):
 
     style_first = True
     """Put the best candidate that suits the prompt's clear style first (see :meth:`_answer`)."""
+    general_fallback = True
+    """Answer a low-confidence prompt with the best-scored well-made model of its style."""
 
     def __init__(self, store: Store, index: DefaultIndex, pairs: Sequence[Pair], flt: CatalogFilter) -> None:
         self.store = store
@@ -352,15 +354,30 @@ class RetrievalAgent(Agent):
         chances = np.exp(scores - scores.max())
         chances /= chances.sum()
         confidence = float(chances[order[0]])
-        if self.style_first and sig.intent[row] >= 0 and sig.dense["style_suits"][row, picked[order[0]]] == 0:
+        neighbours, sims = sig.neighbours[row], sig.sims[row]
+        relevance = sig.lora_relevance[row].toarray().ravel()
+        explicit = self.index.loras.explicit(prompt)
+        matched = (
+            sims[0] >= LOW_SIMILARITY
+            or sig.dense["name"][row].max(initial=0.0) >= _NAME_MATCH
+            or bool(explicit)
+            or relevance.any()
+        )
+        sure = matched and confidence >= LOW_CHANCE and not foreign(text)
+        general = len(picked) - np.arange(1, style_columns(int(self.allowed.sum())) + 1)
+        if not sure and self.general_fallback and len(general):
+            # nothing vouches for the ranker's pick: the best-scored of the most downloaded models of the
+            # prompt's style (of all, without one) answers, a well-made general model
+            first = int(general[np.argmax(scores[general])])
+            order = np.concatenate([[first], order[order != first]])
+        elif (
+            self.style_first and sig.intent[row] >= 0 and sig.dense["style_suits"][row, picked[order[0]]] == 0
+        ):
             # the prompt names a style the ranker's pick does not make: the best pick that makes it first
             fits = np.flatnonzero(sig.dense["style_suits"][row, picked[order]] == 1)
             if len(fits):
                 order = np.concatenate([order[fits[:1]], np.delete(order, fits[0])])
         order = order[:k]
-        neighbours, sims = sig.neighbours[row], sig.sims[row]
-        relevance = sig.lora_relevance[row].toarray().ravel()
-        explicit = self.index.loras.explicit(prompt)
         unknown = self.index.loras.unknown(prompt)
         sent = ", ".join([text, *unknown]) if unknown else text
         ranked: list[tuple[APICall, float]] = []
@@ -382,13 +399,6 @@ class RetrievalAgent(Agent):
             for i, s in zip(neighbours[:_EVIDENCE], sims[:_EVIDENCE], strict=True)
             if s > 0
         ]
-        matched = (
-            sims[0] >= LOW_SIMILARITY
-            or sig.dense["name"][row].max(initial=0.0) >= _NAME_MATCH
-            or bool(explicit)
-            or relevance.any()
-        )
-        sure = matched and confidence >= LOW_CHANCE and not foreign(text)
         # the calls are validated already: copy their fields rather than validate them again
         alternatives = [
             Alternative.model_construct(**dict(call), score=round(score, 6)) for call, score in ranked

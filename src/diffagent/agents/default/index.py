@@ -97,14 +97,25 @@ class Checkpoints:
     (:meth:`learn_styles`; never the catalogue's other images, so that no test prompt leaks in)."""
     position: dict[int, int] = field(default_factory=dict)
 
+    fold_styles: np.ndarray | None = None
+    """(FOLDS, models, len(STYLES)): the same profiles without each fold's examples, for training
+    features (a prompt must not shape the profile it is scored against)."""
+
     def learn_styles(self, examples: Examples) -> None:
-        """Each model's style profile from its claims and its examples' prompts."""
-        counts = np.zeros((len(self), len(STYLES)), dtype=np.float32)
-        for model, text in zip(examples.model.tolist(), examples.texts, strict=True):
+        """Each model's style profile from its claims and its examples' prompts (also without each fold)."""
+        counts = np.zeros((FOLDS, len(self), len(STYLES)), dtype=np.float32)
+        for model, fold, text in zip(
+            examples.model.tolist(), examples.fold.tolist(), examples.texts, strict=True
+        ):
             intent = prompt_intent(text)
             if intent is not None:
-                counts[model, STYLES.index(intent)] += 1
-        self.styles = np.stack(
+                counts[fold, model, STYLES.index(intent)] += 1
+        total = counts.sum(axis=0)
+        self.styles = self._profiles(total)
+        self.fold_styles = np.stack([self._profiles(total - counts[f]) for f in range(FOLDS)])
+
+    def _profiles(self, counts: np.ndarray) -> np.ndarray:
+        return np.stack(
             [style_profile(claimed, row) for claimed, row in zip(self.claimed_styles, counts, strict=True)]
         ).astype(np.float32)
 

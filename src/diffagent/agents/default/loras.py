@@ -254,12 +254,17 @@ class LoraIndex:
         for position in from_neighbour:
             ranked.setdefault(position, (0.5, None))
         out: list[LoRA] = []
+        series: set[str] = set()
         for position, (_, weight) in sorted(ranked.items(), key=lambda item: -item[1][0]):
             ref = self.refs[position]
+            stem = _series(ref.model_name)
+            if stem in series:
+                continue  # one LoRA of a series (XSarchitectural-1, -9, -11 ...): they do the same thing
             if (self.nsfw[position] and not allow_nsfw) or (self.person[position] and not allow_poi):
                 continue
             if not compatible(ref.base_model, checkpoint.base_model):
                 continue
+            series.add(stem)
             out.append(
                 LoRA(
                     model_id=ref.model_id,
@@ -274,6 +279,12 @@ class LoraIndex:
             if len(out) == limit:
                 break
         return out
+
+
+def _series(name: str) -> str:
+    """The first word of a LoRA's name, lower-cased: what the LoRAs of one series share."""
+    words = _WORD.findall(name.lower())
+    return words[0] if words else name.lower()
 
 
 def _by_style(styled: list[tuple[int, int, str]]) -> dict[str, list[int]]:

@@ -294,14 +294,14 @@ class ParamStats:
         return out
 
 
-_ACTIVATION_WORDS = 2
+_ACTIVATION_WORDS = 1
 _ACTIVATION_MAX_WORDS = 4
 _ACTIVATION_MAX_CHARS = 40
 
 
 def activation_words(trained_words: Iterable[str]) -> list[str]:
-    """The words that switch a LoRA on: its first few short trained words, each once. Long entries are
-    training captions (one LoRA lists forty), which only bloat the prompt."""
+    """The words that switch a LoRA on: its first short trained word. The rest are mostly training
+    captions (one LoRA lists forty), which only bloat the prompt."""
     out: list[str] = []
     seen: set[str] = set()
     for word in trained_words:

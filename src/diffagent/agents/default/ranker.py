@@ -24,7 +24,7 @@ from ...catalog.styles import STYLES, SUITS_SHARE, style_hits
 from .index import FOLDS, Checkpoints, Examples, PromptIndex
 from .loras import LoraIndex
 
-__all__ = ["FEATURES", "Signals", "candidates", "feature_matrix", "signals"]
+__all__ = ["FEATURES", "Signals", "candidates", "feature_matrix", "signals", "style_columns"]
 
 Progress = Callable[[int, int], None]
 
@@ -159,10 +159,19 @@ def signals(
     dense["log_count"] = np.log1p(count)
     words = np.array([len(t.split()) for t in texts], dtype=np.float32)
     hits = np.stack([style_hits(t) for t in texts]) if batch else np.zeros((0, len(STYLES)), np.float32)
-    profiles = checkpoints.styles if checkpoints.styles is not None else checkpoints.claimed_styles
-    dense["style"] = hits @ profiles.T
     intent = np.where(hits.sum(axis=1) == 1, hits.argmax(axis=1), -1)
-    dense["style_suits"] = suits_matrix(profiles, intent)
+    if folds is None or checkpoints.fold_styles is None:
+        profiles = checkpoints.styles if checkpoints.styles is not None else checkpoints.claimed_styles
+        dense["style"] = hits @ profiles.T
+        dense["style_suits"] = suits_matrix(profiles, intent)
+    else:
+        dense["style"] = np.zeros((batch, n_models), dtype=np.float32)
+        dense["style_suits"] = np.zeros((batch, n_models), dtype=np.float32)
+        for f in range(FOLDS):
+            mine = np.flatnonzero(folds == f)
+            if len(mine):
+                dense["style"][mine] = hits[mine] @ checkpoints.fold_styles[f].T
+                dense["style_suits"][mine] = suits_matrix(checkpoints.fold_styles[f], intent[mine])
     query_terms = np.diff(query.indptr).astype(np.float32)
     return Signals(neighbours, near, dense, words, relevance, query_terms, intent)
 
@@ -191,6 +200,11 @@ def fold_counts(examples: Examples, n_models: int) -> np.ndarray:
     return out
 
 
+def style_columns(allowed: int, n: int = N_CANDIDATES, n_style: int = N_STYLE_CANDIDATES) -> int:
+    """How many of the last candidate columns are the style candidates, for ``allowed`` nameable models."""
+    return min(n_style, max(min(n, allowed) - 1, 0))
+
+
 def candidates(
     sig: Signals,
     allowed: np.ndarray,
@@ -204,7 +218,7 @@ def candidates(
     that a well-made model of the asked style is always among the candidates."""
     dense = sig.dense
     n = min(n, int(allowed.sum()))
-    n_style = min(n_style, max(n - 1, 0))
+    n_style = style_columns(int(allowed.sum()), n, n_style)
     n_card = min(n_card, n - n_style)
     n -= n_style
     floor = np.where(allowed, 0.0, -np.inf).astype(np.float32)

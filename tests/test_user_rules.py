@@ -264,3 +264,19 @@ def test_intent_rules_and_labels(tmp_path: Path) -> None:
     prompts.write_text(json.dumps(items))
     label_file.write_text("\n".join(json.dumps(label) for label in labels))
     assert load_intent_set(label_file, prompts) == [("photo of a dog", "photo"), ("anime boy", "anime")]
+
+
+def test_trigger_words_never_repeat_a_fragment() -> None:
+    from diffagent.agents.default.params import assemble_call
+    from diffagent.catalog import VersionRef
+    from diffagent.schema import LoRA
+
+    ref = VersionRef(1, 10, "Photo Real", "v1", "Checkpoint", "SD 1.5", ())
+    params = {"negative_prompt": "", "sampler": "Euler a", "steps": 20, "cfg_scale": 7.0, "width": 512,
+              "height": 768, "clip_skip": 1}  # fmt: skip
+    loras = [
+        LoRA(model_id=5, version_id=50, name="a", weight=0.8, trigger_words=["pixel art, 16-bit"]),
+        LoRA(model_id=6, version_id=60, name="b", weight=0.8, trigger_words=["Pixel Art"]),
+    ]
+    call = assemble_call(ref, "a cat, 16-bit", params, loras)
+    assert call.prompt == "a cat, 16-bit, pixel art"

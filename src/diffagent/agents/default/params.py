@@ -319,13 +319,16 @@ def activation_words(trained_words: Iterable[str]) -> list[str]:
 
 
 def _with_trigger_words(prompt: str, words: Iterable[str]) -> str:
-    """``prompt`` with each trigger word it lacks appended once (case-insensitive)."""
+    """``prompt`` with each comma-separated fragment of the trigger words that it lacks appended once
+    (case-insensitive), so that no fragment is repeated."""
     lowered = prompt.lower()  # a plain substring test: a regex per word overflows re's cache (slow)
     missing: list[str] = []
     for word in words:
-        if word and word.lower() not in lowered:
-            missing.append(word)
-            lowered += f", {word.lower()}"
+        for part in word.split(","):
+            part = part.strip()
+            if part and part.lower() not in lowered:
+                missing.append(part)
+                lowered += f", {part.lower()}"
     return ", ".join([prompt.strip(), *missing]) if missing else prompt.strip()
 
 

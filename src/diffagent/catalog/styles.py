@@ -160,16 +160,19 @@ STYLE_PHRASES: tuple[str, ...] = (
     "pop art", "graffiti", "blueprint", "mosaic", "embroidery", "lego", "voxel", "crayon",
 )  # fmt: skip
 """Named styles a style LoRA is made for; a prompt that names one is asking for that LoRA's look."""
-_PHRASE = {
-    phrase: _pattern([phrase, phrase.replace("-", " "), phrase.replace(" ", "")]) for phrase in STYLE_PHRASES
+_VARIANT = {
+    variant: phrase
+    for phrase in STYLE_PHRASES
+    for variant in (phrase, phrase.replace("-", " "), phrase.replace(" ", ""))
 }
+_ANY_PHRASE = _pattern(_VARIANT)
 
 
 def style_phrases(text: str) -> list[str]:
     """The named styles of :data:`STYLE_PHRASES` that ``text`` (a prompt, or a LoRA's name and tags)
-    uses, in list order."""
-    lowered = text.lower()
-    return [phrase for phrase, pattern in _PHRASE.items() if pattern.search(lowered)]
+    uses, in list order (one pattern for all of them: this runs once per prompt)."""
+    found = {_VARIANT[match] for match in _ANY_PHRASE.findall(text.lower())}
+    return [phrase for phrase in STYLE_PHRASES if phrase in found]
 
 
 SUITS_SHARE = 0.2

@@ -380,12 +380,12 @@ class RetrievalAgent(Agent):
         order = order[:k]
         unknown = self.index.loras.unknown(prompt)
         sent = ", ".join([text, *unknown]) if unknown else text
+        wording = (orientation_of(text), style_phrases(text))  # read once, used by every alternative
         ranked: list[tuple[APICall, float]] = []
         for position in order:
             model = int(picked[position])
-            ranked.append(
-                (self._call(sent, model, neighbours, sims, relevance, explicit), float(chances[position]))
-            )
+            call = self._call(sent, model, neighbours, sims, relevance, explicit, wording)
+            ranked.append((call, float(chances[position])))
         examples = self.index.examples
         evidence = [
             Evidence(
@@ -419,7 +419,11 @@ class RetrievalAgent(Agent):
         sims: np.ndarray,
         relevance: np.ndarray,
         explicit: list[tuple[int, float | None]],
+        wording: tuple[str | None, list[str]] = (None, []),
     ) -> APICall:
+        """The call for model position ``model``; ``wording`` is the prompt's orientation and named
+        styles (:func:`orientation_of`, :func:`style_phrases`)."""
+        orientation, styles = wording
         examples, checkpoints = self.index.examples, self.index.checkpoints
         own = (examples.model[neighbours] == model) & (sims > 0)
         strict = own & (examples.kind[neighbours] == 0)
@@ -433,9 +437,7 @@ class RetrievalAgent(Agent):
         )
         others = ~own & (sims > 0)
         other_weights = _OTHER_WEIGHT * sims[others] ** _SIM_POWER
-        params = self._params_for(
-            ref, model, mine, weights, neighbours[others], other_weights, orientation_of(text)
-        )
+        params = self._params_for(ref, model, mine, weights, neighbours[others], other_weights, orientation)
         near = [
             self.index.loras.by_version[v]
             for i, s in zip(mine, sims[own], strict=True)
@@ -451,7 +453,7 @@ class RetrievalAgent(Agent):
             near,
             self.flt.allow_nsfw_models,
             self.flt.allow_poi,
-            styles=style_phrases(text),
+            styles=styles,
         )
         return assemble_call(ref, text, params, loras)
 

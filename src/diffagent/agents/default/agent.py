@@ -43,7 +43,7 @@ from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, 
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 8
+FORMAT = 9
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
@@ -382,10 +382,11 @@ class RetrievalAgent(Agent):
         sent = ", ".join([text, *unknown]) if unknown else text
         wording = (orientation_of(text), style_phrases(text))  # read once, used by every alternative
         ranked: list[tuple[APICall, float]] = []
-        for position in order:
+        # scores stay in rank order: a pick moved first (style, general model) takes the first score
+        for position, chance in zip(order, -np.sort(-chances[order]), strict=True):
             model = int(picked[position])
             call = self._call(sent, model, neighbours, sims, relevance, explicit, wording)
-            ranked.append((call, float(chances[position])))
+            ranked.append((call, float(chance)))
         examples = self.index.examples
         evidence = [
             Evidence(

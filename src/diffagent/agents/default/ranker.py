@@ -214,7 +214,7 @@ def candidates(
     n_style: int = N_STYLE_CANDIDATES,
 ) -> np.ndarray:
     """(B, n) model positions: the strongest by neighbour vote and centroid, then by card and name, then
-    the most downloaded that suit the prompt's clear style (the most downloaded of all without one), so
+    the popular models most of the prompt's clear style (the most downloaded of all without one), so
     that a well-made model of the asked style is always among the candidates."""
     dense = sig.dense
     n = min(n, int(allowed.sum()))
@@ -231,8 +231,12 @@ def candidates(
         np.put_along_axis(cards, picked, -np.inf, axis=1)
         picked = np.hstack([picked, _top(cards, n_card)[0]])
     if n_style:
-        wanted = (dense["style_suits"] == 1) | (sig.intent < 0)[:, None]
-        popular = np.where(wanted, checkpoints.log_downloads[None, :], -1.0)
+        clear = (sig.intent >= 0)[:, None]
+        wanted = (dense["style_suits"] == 1) | ~clear
+        # of a clear style, the models it is most the style of, weighed by popularity (a general mix
+        # that also does some 3D loses to a well-liked 3D model)
+        weight = np.where(clear, dense["style"], 1.0)
+        popular = np.where(wanted, weight * checkpoints.log_downloads[None, :], -1.0)
         popular = (popular + np.where(allowed, 0.0, -np.inf)).astype(np.float32)
         np.put_along_axis(popular, picked, -np.inf, axis=1)
         picked = np.hstack([picked, _top(popular, n_style)[0]])

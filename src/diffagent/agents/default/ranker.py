@@ -222,25 +222,26 @@ def candidates(
     n_card = min(n_card, n - n_style)
     n -= n_style
     floor = np.where(allowed, 0.0, -np.inf).astype(np.float32)
-    prior = (
-        dense["vote100"] + 0.5 * dense["centroid"] + 1e-3 * dense["log_count"] + 1e-4 * dense["lora"] + floor
-    )
-    picked = _top(prior, n - n_card)[0] if n > n_card else np.zeros((len(prior), 0), dtype=np.int64)
-    if n_card:
-        cards = dense["card"] + dense["name"] + floor
-        np.put_along_axis(cards, picked, -np.inf, axis=1)
-        picked = np.hstack([picked, _top(cards, n_card)[0]])
+    style = np.zeros((len(sig.intent), 0), dtype=np.int64)
     if n_style:
         clear = (sig.intent >= 0)[:, None]
         wanted = (dense["style_suits"] == 1) | ~clear
         # of a clear style, the models it is most the style of, weighed by popularity (a general mix
-        # that also does some 3D loses to a well-liked 3D model)
+        # that also does some 3D loses to a well-liked 3D model); chosen first, so that they are
+        # these whatever the other candidates are (the agent's fallback reads them)
         weight = np.where(clear, dense["style"], 1.0)
         popular = np.where(wanted, weight * checkpoints.log_downloads[None, :], -1.0)
-        popular = (popular + np.where(allowed, 0.0, -np.inf)).astype(np.float32)
-        np.put_along_axis(popular, picked, -np.inf, axis=1)
-        picked = np.hstack([picked, _top(popular, n_style)[0]])
-    return picked
+        style = _top((popular + floor).astype(np.float32), n_style)[0]
+    prior = (
+        dense["vote100"] + 0.5 * dense["centroid"] + 1e-3 * dense["log_count"] + 1e-4 * dense["lora"] + floor
+    )
+    np.put_along_axis(prior, style, -np.inf, axis=1)
+    picked = _top(prior, n - n_card)[0] if n > n_card else np.zeros((len(prior), 0), dtype=np.int64)
+    if n_card:
+        cards = dense["card"] + dense["name"] + floor
+        np.put_along_axis(cards, np.hstack([picked, style]), -np.inf, axis=1)
+        picked = np.hstack([picked, _top(cards, n_card)[0]])
+    return np.hstack([picked, style])
 
 
 def feature_matrix(sig: Signals, picked: np.ndarray, checkpoints: Checkpoints) -> np.ndarray:

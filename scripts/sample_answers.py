@@ -5,7 +5,8 @@
 The prompts: ``--n`` DiffusionDB prompts drawn with ``--seed`` from ``../shared`` and the typical intents
 below (a photo portrait, anime, a landscape painting, a product shot, a logo, pixel art, architecture, a
 named art style, Chinese / Japanese / French, "a cat"). The agent learns from the train split (the index
-``diffagent eval`` caches; ``diffagent select`` learns from every split). ``docs/benchmarks.md`` summarises one reading of this output.
+``diffagent eval`` caches; ``diffagent select`` learns from every split). ``docs/benchmarks.md``
+summarises one reading of this output.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from diffagent._io import atomic_open
 from diffagent.agents import AGENT_NAMES, load_agent
 from diffagent.bench import ensure_bench, load_pairs
 from diffagent.bench.evaluate import evaluate, render_markdown, spread
+from diffagent.bench.intents import INTENT_LABELS, load_intent_set
+from diffagent.bench.usersees import UserChecks
 from diffagent.catalog import Store
 from diffagent.cli._common import progress_bar
 from diffagent.cli.evaluate import default_agents
@@ -70,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="score at most N test pairs, spread evenly")
     parser.add_argument("--latency-prompts", type=int, default=200, help="prompts timed one at a time")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--allow-nsfw", action="store_true", help="let agents name explicit models")
+    parser.add_argument("--allow-poi", action="store_true", help="let agents name real-person models")
+    parser.add_argument(
+        "--intent-prompts",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared/data/diffusiondb-prompts/prompts-10k.json",
+        help="DiffusionDB prompts for the labelled intent set (rows 'intents'); skipped when missing",
+    )
     args = parser.parse_args(argv)
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
     started = dt.datetime.now(dt.UTC)
@@ -84,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         train = load_pairs(folder / "train.jsonl")
         test = spread(load_pairs(folder / "test.jsonl"), args.limit)
         reward = ProxyReward(store)
+        checks = UserChecks(store)
+        intents = load_intent_set(INTENT_LABELS, args.intent_prompts) if args.intent_prompts.is_file() else []
+        safety = {"allow_nsfw": args.allow_nsfw, "allow_poi": args.allow_poi}
         rows = []
         for name in args.agent or default_agents():
             began = time.perf_counter()
-            agent = load_agent(name, store, train)
+            agent = load_agent(name, store, train, **({} if name == "llm" else safety))
             built = time.perf_counter() - began
             with progress_bar(f"evaluating {name}") as update:
                 row = evaluate(
@@ -98,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                     latency_prompts=args.latency_prompts,
                     reward=reward,
                     progress=update,
+                    intents=intents,
+                    checks=checks,
                 )
             print(f"{name}: built in {built:.1f} s, evaluated in {time.perf_counter() - began - built:.1f} s",
                   file=sys.stderr)  # fmt: skip
@@ -119,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         f"scored: {len(test):,} test pairs; agents learn from the train split only",
         f"- latency: warm, one prompt at a time, on up to {args.latency_prompts} prompts (and as many "
         "novel ones); prompts/s: `select_batch` over every scored prompt",
+        f"- safety: explicit models {'allowed' if args.allow_nsfw else 'out'}, real-person models "
+        f"{'allowed' if args.allow_poi else 'out'}; `intents`: {len(intents)} labelled DiffusionDB prompts "
+        "(docs/intent-rules.md), user metrics only",
         "",
         render_markdown(rows).rstrip("\n"),
         "",

@@ -54,7 +54,7 @@ def test_batch_answers_every_line_in_order(home: Path, tmp_path: Path) -> None:
     assert [row["id"] for row in rows] == [7, "b", 3]
     with Store(home / "catalog.sqlite") as store:
         for row in rows:
-            assert set(row) == {"id", "api", "alternatives", "latency_ms"}
+            assert set(row) == {"id", "api", "alternatives", "low_confidence", "latency_ms"}
             assert validate_call(store, APICall.model_validate(row["api"])) == []
             assert len(row["alternatives"]) == 5 and all("score" in alt for alt in row["alternatives"])
             assert row["latency_ms"] > 0

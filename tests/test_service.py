@@ -73,7 +73,7 @@ def test_filters_reach_the_default_agent_and_the_rest_is_noted(client: TestClien
     assert unknown.status_code == 422 and unknown.json()["detail"].startswith("unknown base model")
     assert len(state(client).pool.loaded) == loaded  # refused before building an agent for it
     tfidf = client.post("/select", json={"prompt": "x", "base_models": ["SD 1.5"], "allow_poi": True}).json()
-    assert tfidf["notes"] == ["the tfidf agent takes no base-model or NSFW filter; they were not applied"]
+    assert tfidf["notes"] == ["the tfidf agent takes no base-model filter; it was not applied"]
 
 
 def test_batch_keeps_order_and_ids(client: TestClient) -> None:

@@ -9,8 +9,9 @@ loading wrong values; callers rebuild on :class:`CacheError`.
 
 Supported field types: ``np.ndarray``, ``scipy.sparse.csr_matrix`` / ``csc_matrix``, ``str``, ``int``,
 ``float``, ``bool``, ``None``, unions with ``None``, ``list``, ``tuple`` (fixed or ``...``), ``dict`` (any
-supported key type), ``Any`` (plain JSON), and nested dataclasses. A ``Sequence[str]`` (or of ``str | None``)
-comes back as a read-only sequence that decodes an item when it is read: for big columns read sparsely.
+supported key type), ``Any`` (plain JSON), nested dataclasses, and pydantic models (as their JSON). A
+``Sequence[str]`` (or of ``str | None``) comes back as a read-only sequence that decodes an item when it is
+read: for big columns read sparsely.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from ._io import atomic_open
 from .errors import DiffAgentError
@@ -69,6 +71,8 @@ class _Encoder:
                 "indices": self.array(value.indices),
                 "indptr": self.array(value.indptr),
             }
+        if isinstance(hint, type) and issubclass(hint, BaseModel):
+            return value.model_dump(mode="json")
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             hints = _hints(hint)
             return {f.name: self.encode(getattr(value, f.name), hints[f.name]) for f in _fields(hint)}
@@ -182,6 +186,9 @@ def _decoder(hint: Any) -> Decode:
         return _array_ref
     if _is_sparse(hint):
         return _sparse
+    if isinstance(hint, type) and issubclass(hint, BaseModel):
+        model: Any = hint
+        return lambda data, archive: model.model_validate(data)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         make: Any = hint
         hints = _hints(hint)

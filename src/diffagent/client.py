@@ -26,13 +26,17 @@ def open_agent(
     splits: Sequence[str] = SPLITS,
     progress: Callable[[int, int], None] | None = None,
     installed: bool = False,
+    allow_nsfw: bool = False,
+    allow_poi: bool = False,
     **options: Any,
 ) -> Agent:
     """Agent ``name`` over ``store``, learning from the DABench ``splits`` (built first if missing).
 
     The one place that wires catalogue, bench and agent together: the CLI, the service and
-    :class:`DiffAgent` all come through here. ``installed`` restricts it to the checkpoints and LoRAs of
-    the user's library (``diffagent library scan``); only the default agent takes that restriction.
+    :class:`DiffAgent` all come through here. Agents are safe by default: ``allow_nsfw`` lets them name
+    explicit checkpoints and LoRAs, ``allow_poi`` real-person ones (the LLM agent names what it was
+    trained on and takes neither). ``installed`` restricts the default agent to the checkpoints and LoRAs
+    of the user's library (``diffagent library scan``).
     """
     from .bench.build import ensure_bench  # numpy and scipy: only once an agent is wanted
 
@@ -48,6 +52,8 @@ def open_agent(
     examples = PairFiles(folder, splits)
     if name == "default" and progress is not None:
         options = {"progress": progress, **options}
+    if name != "llm":
+        options = {"allow_nsfw": allow_nsfw, "allow_poi": allow_poi, **options}
     return load_agent(name, store, examples, **options)
 
 
@@ -68,9 +74,10 @@ class DiffAgent:
     """An agent over the catalogue in ``DIFFAGENT_HOME``; usable as a context manager.
 
     ``agent`` names any registered agent (``default``, ``tfidf``, ``llm`` ...); ``splits`` are the DABench
-    splits it learns from (all of them, as ``diffagent select`` does); other keyword options go to the
-    agent (the default agent takes ``base_models=["SD 1.5"]`` and ``allow_nsfw=True``); ``installed=True``
-    answers with the user's own scanned model files only.
+    splits it learns from (all of them, as ``diffagent select`` does); ``allow_nsfw`` and ``allow_poi``
+    let it name explicit and real-person models (out by default); ``installed=True`` answers with the
+    user's own scanned model files only; other keyword options go to the agent (the default agent takes
+    ``base_models=["SD 1.5"]``).
     ``progress(done, total)`` follows the first-use builds.
     """
 
@@ -81,12 +88,21 @@ class DiffAgent:
         splits: Sequence[str] = SPLITS,
         progress: Callable[[int, int], None] | None = None,
         installed: bool = False,
+        allow_nsfw: bool = False,
+        allow_poi: bool = False,
         **options: Any,
     ) -> None:
         self.store = Store(store_path())
         try:
             self.agent: Agent = open_agent(
-                self.store, agent, splits=splits, progress=progress, installed=installed, **options
+                self.store,
+                agent,
+                splits=splits,
+                progress=progress,
+                installed=installed,
+                allow_nsfw=allow_nsfw,
+                allow_poi=allow_poi,
+                **options,
             )
         except BaseException:
             self.store.close()

@@ -17,6 +17,7 @@ __all__ = [
     "Answer",
     "Checkpoint",
     "Evidence",
+    "Hires",
     "LoRA",
     "api_json_schema",
     "normalize_sampler",
@@ -42,6 +43,24 @@ class LoRA(BaseModel):
     trigger_words: list[str] = Field(default_factory=list)
 
 
+class Hires(BaseModel):
+    """Hires fix: generate at the call's size, upscale by ``scale``, then refine (AUTOMATIC1111's
+    ``enable_hr`` with ``hr_scale``, ``hr_upscaler``, ``denoising_strength``, ``hr_second_pass_steps``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scale: float = Field(description="upscale factor of the first pass's size")
+    upscaler: str = Field(
+        description="upscaler name as AUTOMATIC1111 lists it, e.g. 'Latent', '4x-UltraSharp'"
+    )
+    denoising_strength: float
+    steps: int = Field(0, description="second-pass steps; 0 means as many as the first pass")
+
+
+_OPTIONAL_FIELDS = ("hires", "guidance", "scheduler")
+"""Fields that DESIGN.md says are present only when they apply: left out of JSON when None."""
+
+
 class APICall(BaseModel):
     """One executable text-to-image request; ``sampler`` uses AUTOMATIC1111's names."""
 
@@ -58,6 +77,7 @@ class APICall(BaseModel):
     height: int
     clip_skip: int = 1
     seed: int = -1
+    hires: Hires | None = Field(default=None, description="hires fix, when the evidence used it")
     guidance: float | None = Field(
         default=None, description="distilled guidance (Flux), beside a sampler CFG of 1; absent elsewhere"
     )
@@ -66,16 +86,13 @@ class APICall(BaseModel):
     )
 
     @model_serializer(mode="wrap")
-    def _drop_absent_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Optional fields that do not apply are left out of the JSON, as DESIGN.md fixes it."""
         data = handler(self)
-        for key in _OPTIONAL:
-            if key in data and data[key] is None:
-                del data[key]
+        for key in _OPTIONAL_FIELDS:
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
-
-
-_OPTIONAL = ("guidance", "scheduler")
 
 
 class Alternative(APICall):
@@ -100,6 +117,10 @@ class Answer(BaseModel):
     alternatives: list[Alternative] = Field(default_factory=list)
     evidence: list[Evidence] = Field(default_factory=list)
     low_confidence: bool = False
+    unresolved_loras: list[str] = Field(
+        default_factory=list,
+        description="the user's <lora:NAME:W> tags the catalogue does not know: passed through in the prompt",
+    )
 
 
 def api_json_schema() -> dict[str, Any]:

@@ -68,7 +68,13 @@ def prompt_with_words(prompt: str, words: Iterable[str]) -> str:
     :func:`strip_generator_syntax`: the one way an agent adds catalogue text to the prompt it sends."""
     prompt = strip_generator_syntax(prompt)
     lowered = prompt.lower()  # a plain substring test: a regex per word overflows re's cache (slow)
-    missing = [w for w in map(strip_generator_syntax, words) if w and w.lower() not in lowered]
+    missing: list[str] = []
+    for word in map(strip_generator_syntax, words):
+        for part in word.split(","):  # each comma-separated fragment once, never one the prompt has
+            part = part.strip()
+            if part and part.lower() not in lowered:
+                missing.append(part)
+                lowered += f", {part.lower()}"
     return ", ".join(part for part in (prompt, *missing) if part)
 
 

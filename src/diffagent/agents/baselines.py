@@ -28,17 +28,17 @@ from .default.params import ParamStats, assemble_call, clamp, valid_size
 
 __all__ = ["KeywordAgent", "PopularAgent", "RandomAgent", "TfidfAgent"]
 
-CHECKPOINTS = CatalogFilter(types=("Checkpoint",))
-"""The checkpoints a baseline may name: safe models with a downloadable, hashed primary file."""
-
 
 class _CatalogAgent(Agent):
     """Shared plumbing: the checkpoint pool, parameter priors and answer assembly."""
 
-    def __init__(self, store: Store, examples: Sequence[Pair]) -> None:
+    def __init__(
+        self, store: Store, examples: Sequence[Pair], *, allow_nsfw: bool = False, allow_poi: bool = False
+    ) -> None:
         self.store = store
         self.params = ParamStats.shared(store, {p.source.image_id for p in examples} if examples else None)
-        entries = latest_versions(store, CHECKPOINTS)
+        self.flt = CatalogFilter(types=("Checkpoint",), allow_nsfw_models=allow_nsfw, allow_poi=allow_poi)
+        entries = latest_versions(store, self.flt)
         if not entries:
             raise UserInputError(
                 "the catalogue has no usable checkpoint: run `diffagent catalog import PATH`"
@@ -50,6 +50,7 @@ class _CatalogAgent(Agent):
             for e in entries
         ]
         self.downloads = [e.downloads for e in entries]
+        self.nameable = {ref.model_id for ref in self.pool}
         self._refs: dict[int, VersionRef | None] = {ref.version_id: ref for ref in self.pool}
 
     def ref(self, version_id: int) -> VersionRef | None:
@@ -82,8 +83,8 @@ class RandomAgent(_CatalogAgent):
 
     name = "random"
 
-    def __init__(self, store: Store, examples: Sequence[Pair] = (), *, seed: int = 0) -> None:
-        super().__init__(store, examples)
+    def __init__(self, store: Store, examples: Sequence[Pair] = (), *, seed: int = 0, **safety: bool) -> None:
+        super().__init__(store, examples, **safety)
         self.seed = seed
 
     def select(self, prompt: str, k: int = 5) -> Answer:
@@ -110,7 +111,7 @@ class KeywordAgent(_CatalogAgent):
     def select(self, prompt: str, k: int = 5) -> Answer:
         ranked: list[tuple[VersionRef, float]] = []
         # search_cards ranks all model cards before it keeps checkpoints: ask for more, keep k.
-        for hit in search_cards(self.store, prompt, limit=8 * k, flt=CHECKPOINTS)[:k]:
+        for hit in search_cards(self.store, prompt, limit=8 * k, flt=self.flt)[:k]:
             ref = self.ref(hit.version_id)
             if ref is not None:
                 ranked.append((ref, hit.score))
@@ -147,12 +148,13 @@ class TfidfAgent(_CatalogAgent):
         *,
         neighbours: int = 25,
         lora_similarity: float = 0.5,
+        **safety: bool,
     ) -> None:
         if not examples:
             raise UserInputError(
                 "the tfidf agent learns from DABench pairs: build them with `diffagent bench build`"
             )
-        super().__init__(store, examples)
+        super().__init__(store, examples, **safety)
         self.examples = list(examples)
         self.neighbours = neighbours
         self.lora_similarity = lora_similarity
@@ -183,6 +185,8 @@ class TfidfAgent(_CatalogAgent):
             by_model[self.examples[i].api.checkpoint.model_id][i] = float(sims[i])
         votes = []
         for model_id, weights in by_model.items():
+            if model_id not in self.nameable:
+                continue  # a model the user's filter leaves out (explicit, real person)
             per_version: dict[int, float] = defaultdict(float)
             for i, w in weights.items():
                 per_version[self.examples[i].api.checkpoint.version_id] += w

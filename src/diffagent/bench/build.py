@@ -27,7 +27,7 @@ from ..textsafety import strip_generator_syntax
 from .pairs import SPLITS, Pair, PairSource
 from .text import NEAR_DUPLICATE_JACCARD, clean_prompt, group_key, lora_tags, shingles
 
-__all__ = ["BenchReport", "build_bench", "ensure_bench"]
+__all__ = ["BENCH_FILTER", "BenchReport", "build_bench", "ensure_bench", "split_of"]
 
 BENCH_FORMAT = 3
 SPLIT_SHARES = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -41,6 +41,9 @@ class BenchReport:
     pairs: dict[str, int] = field(default_factory=dict)
     novel: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    page_only: int = 0
+    """Dropped images with a prompt on a checkpoint's own page: no ground truth, but an example of that
+    checkpoint for an agent that learns from its pages (the default agent does)."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,7 @@ def _pair_from_row(row: tuple, resolver: _Resolver, store: Store) -> Pair | str:
     return Pair(id=f"dab-{image_id}", instruction=instruction, api=api, source=source)
 
 
-def _split_of(instruction: str) -> str:
+def split_of(instruction: str) -> str:
     """Deterministic split from a hash of the normalised prompt: equal prompts always land together."""
     digest = hashlib.blake2b(group_key(instruction).encode(), digest_size=8).digest()
     point = int.from_bytes(digest, "big") / 2**64
@@ -252,6 +255,12 @@ def novel_flags(test: list[str], train: list[str], progress: Progress | None = N
     return flags
 
 
+_NO_EXAMPLE = frozenset({"no_prompt", "empty_prompt", "missing_params", "unknown_sampler"})
+"""Drop reasons that also keep an image from being a page-labelled example (no prompt or settings)."""
+BENCH_FILTER = CatalogFilter(rated_safety=False)
+"""DABench's selection: Civitai's own flags and ``None`` images, as the DESIGN fixes it."""
+
+
 def build_bench(
     store: Store,
     out: str | Path,
@@ -260,9 +269,10 @@ def build_bench(
 ) -> BenchReport:
     """Write ``train.jsonl``, ``val.jsonl``, ``test.jsonl``, ``card.md`` and ``manifest.json`` to ``out``.
 
-    The same catalogue gives byte-identical files.
+    The same catalogue gives byte-identical files. The ground truth is every image Civitai published as
+    safe (``rated_safety`` off): an answer's safety is measured, not the truth's.
     """
-    flt = flt or CatalogFilter()
+    flt = flt or BENCH_FILTER
     out = Path(out)
     resolver = _Resolver(store, flt)
     report = BenchReport()
@@ -279,8 +289,9 @@ def build_bench(
         pair = _pair_from_row(row, resolver, store)
         if isinstance(pair, str):
             report.dropped[pair] += 1
+            report.page_only += row[3] == "Checkpoint" and bool(row[4]) and pair not in _NO_EXAMPLE
         else:
-            splits[_split_of(pair.instruction)].append(pair)
+            splits[split_of(pair.instruction)].append(pair)
     flags = novel_flags([p.instruction for p in splits["test"]], [p.instruction for p in splits["train"]])
     for pair, novel in zip(splits["test"], flags, strict=True):
         pair.novel = novel
@@ -344,6 +355,10 @@ def dataset_card(splits: dict[str, list[Pair]], report: BenchReport, flt: Catalo
         "",
         f"Images considered: {report.images:,}. Pairs: {len(everything):,}."
         f" Novel test pairs: {report.novel:,}.",
+        "",
+        f"Examples of two kinds: the pairs above are hash-resolved ground truth; {report.page_only:,} more"
+        " dropped images with a prompt and settings hang on a checkpoint's own page and are, for an agent"
+        " that learns from pages, examples of that checkpoint (never ground truth).",
         "",
         *_table("split", {split: len(pairs) for split, pairs in splits.items()}),
         *_table("base model", Counter(p.api.checkpoint.base_model for p in everything)),

@@ -6,7 +6,10 @@
 installed), ``latency_ms_p50``, ``latency_ms_p95`` and ``prompts_per_s``. Where the pairs carry ``novel``
 flags (a DABench test split), every metric is repeated on the novel subset under the same name prefixed
 with ``novel/`` (``novel/n``, ``novel/model@1``, ... ``novel/prompts_per_s``), so that each agent stays one
-row of ``diffagent eval --json``.
+row of ``diffagent eval --json``. Every subset also carries the user-facing metrics of
+:mod:`.usersees` (``unsafe``, ``neg_polluted``, ``params_outside_family``, ``prompt_bloat``,
+``intent_match`` ...) and low-confidence precision and recall against model@1 misses; with a labelled
+intent set, the same metrics on those prompts under ``intents/`` (misses there: the style).
 
 Timing: after ``warmup`` calls, ``latency_ms_*`` time ``agent.select`` one prompt at a time on up to
 ``latency_prompts`` prompts spread evenly over the pairs (and as many over the novel subset), warm, in
@@ -26,8 +29,9 @@ from ..protocols import Agent, Progress, Reward
 from ..schema import Answer
 from .metrics import PairScore, mean_scores, percentile, score_answer
 from .pairs import Pair
+from .usersees import UserChecks, UserScore, low_confidence_scores, mean_user_scores
 
-__all__ = ["evaluate", "render_markdown", "spread"]
+__all__ = ["evaluate", "evaluate_intents", "render_markdown", "spread"]
 
 T = TypeVar("T")
 
@@ -63,8 +67,12 @@ def evaluate(
     warmup: int = 3,
     reward: Reward | None = None,
     progress: Progress | None = None,
+    intents: Sequence[tuple[str, str]] = (),
+    checks: UserChecks | None = None,
 ) -> dict[str, Any]:
-    """Every metric of ``agent`` on ``pairs`` and their novel subset, as one row (see the module doc)."""
+    """Every metric of ``agent`` on ``pairs`` and their novel subset, as one row (see the module doc);
+    with ``intents`` (prompt, style label), the user metrics on those prompts too, under ``intents/``."""
+    checks = checks or UserChecks(store)
     n = len(pairs)
     novel = [i for i, pair in enumerate(pairs) if pair.novel]
     has_novel = any(pair.novel is not None for pair in pairs)
@@ -106,19 +114,24 @@ def evaluate(
         tick(1)
 
     scores: list[PairScore] = []
+    seen: list[UserScore] = []
     for pair, maybe in zip(pairs, answers, strict=True):
         answer = _answered(maybe)
         value = reward.score_calls(pair.instruction, [answer.api], pair.api)[0] if reward else None
         scores.append(score_answer(store, answer, pair.api, reward=value))
+        seen.append(checks.score(pair.instruction, answer))
         tick(1)
 
     def block(indices: Sequence[int], timed_here: Sequence[int], secs: float) -> dict[str, Any]:
         metrics = mean_scores([scores[i] for i in indices])
         if reward is None:
             metrics.pop("reward")
+        flags = [seen[i].low_confidence for i in indices]
         return {
             "n": len(indices),
             **metrics,
+            **mean_user_scores([seen[i] for i in indices]),
+            **low_confidence_scores(flags, [not scores[i].model_at_1 for i in indices]),
             "latency_ms_p50": percentile((latency[i] for i in timed_here), 50),
             "latency_ms_p95": percentile((latency[i] for i in timed_here), 95),
             "prompts_per_s": _speed(secs, len(indices)),
@@ -132,7 +145,32 @@ def evaluate(
         row.update(
             {f"novel/{key}": value for key, value in block(novel, timed_novel, seconds["novel"]).items()}
         )
+    if intents:
+        row.update(
+            {f"intents/{key}": value for key, value in evaluate_intents(agent, intents, checks, k).items()}
+        )
     return row
+
+
+def evaluate_intents(
+    agent: Agent, items: Sequence[tuple[str, str]], checks: UserChecks, k: int = 5
+) -> dict[str, Any]:
+    """The user metrics of ``agent`` on real prompts labelled with the style they ask for (no ground-truth
+    API: a wrong answer is one whose checkpoint does not suit the label), with batch throughput."""
+    began = time.perf_counter()
+    answers: list[Answer] = []
+    for start in range(0, len(items), _BATCH_CHUNK):
+        answers += agent.select_batch([prompt for prompt, _ in items[start : start + _BATCH_CHUNK]], k)
+    seconds = time.perf_counter() - began
+    seen = [
+        checks.score(prompt, answer, label) for (prompt, label), answer in zip(items, answers, strict=True)
+    ]
+    return {
+        "n": len(items),
+        **mean_user_scores(seen),
+        **low_confidence_scores([s.low_confidence for s in seen], [s.intent_match is False for s in seen]),
+        "prompts_per_s": _speed(seconds, len(items)),
+    }
 
 
 _COLUMNS = (
@@ -147,6 +185,15 @@ _COLUMNS = (
     ("cfg", "cfg", "{:.3f}"),
     ("params", "params", "{:.3f}"),
     ("reward", "reward", "{:.3f}"),
+    ("unsafe", "unsafe", "{:.3f}"),
+    ("neg_polluted", "neg polluted", "{:.3f}"),
+    ("neg_embeddings", "neg emb.", "{:.3f}"),
+    ("params_outside_family", "params outside", "{:.3f}"),
+    ("prompt_bloat", "bloat", "{:.3f}"),
+    ("intent_match", "intent", "{:.3f}"),
+    ("low_confidence", "low conf", "{:.3f}"),
+    ("low_conf_precision", "lc prec", "{:.3f}"),
+    ("low_conf_recall", "lc rec", "{:.3f}"),
     ("latency_ms_p50", "p50 ms", "{:.1f}"),
     ("latency_ms_p95", "p95 ms", "{:.1f}"),
     ("prompts_per_s", "prompts/s", "{:,.0f}"),
@@ -162,6 +209,7 @@ def render_markdown(rows: Sequence[dict[str, Any]]) -> str:
     ]
     for row in rows:
         subsets = [("all", "")] + ([("novel", "novel/")] if "novel/n" in row else [])
+        subsets += [("intents", "intents/")] if "intents/n" in row else []
         for subset, prefix in subsets:
             cells = []
             for key, _, fmt in columns:

@@ -29,15 +29,17 @@ from .families import (
     size_ok,
     snap_size,
 )
-from .filters import CatalogFilter, ModelEntry, base_models_named, latest_versions
+from .filters import CatalogFilter, ModelEntry, base_models_named, latest_versions, safety_columns
 from .importer import ImportReport, import_dump
 from .meta import GenParams, Resource, normalize_hash, parse_meta
+from .safety import UNSAFE_LEVEL, asks_explicit, is_person, nsfw_level
 from .search import CardHit, search_cards
 from .store import MalformedRecord, Store, VersionRef
 from .validate import Problem, check_call, hallucination_reasons, is_hallucination, validate_call
 
 __all__ = [
     "FAMILIES",
+    "UNSAFE_LEVEL",
     "CardHit",
     "CatalogFilter",
     "CrawlError",
@@ -55,6 +57,7 @@ __all__ = [
     "Store",
     "VersionRef",
     "architecture",
+    "asks_explicit",
     "base_models_named",
     "check_call",
     "compatibility",
@@ -67,12 +70,15 @@ __all__ = [
     "import_dump",
     "is_few_step",
     "is_hallucination",
+    "is_person",
     "latest_versions",
     "lookup_hash",
     "normalize_hash",
+    "nsfw_level",
     "parse_meta",
     "recipe",
     "reported_cfg",
+    "safety_columns",
     "search_cards",
     "settle",
     "single_file_config",

@@ -7,18 +7,34 @@ from dataclasses import dataclass
 
 from ..errors import UserInputError
 from .families import FAMILIES, family
+from .safety import UNSAFE_LEVEL
 from .store import Store
 
-__all__ = ["CatalogFilter", "ModelEntry", "base_models_named", "latest_versions"]
+__all__ = ["CatalogFilter", "ModelEntry", "base_models_named", "latest_versions", "safety_columns"]
+
+
+def safety_columns(m: str = "m") -> str:
+    """SQL for two columns of a ``models`` alias ``m``: explicit (0/1) and real person (0/1), so that
+    indexes built over every model can mask either at query time."""
+    return (
+        f"({m}.nsfw OR COALESCE((SELECT s.nsfw_level FROM model_safety s WHERE s.model_id = {m}.id), 1)"
+        f" >= {UNSAFE_LEVEL}),"
+        f" COALESCE((SELECT s.person FROM model_safety s WHERE s.model_id = {m}.id), {m}.poi)"
+    )
 
 
 @dataclass(frozen=True)
 class CatalogFilter:
-    """Selection of the catalogue. Defaults are the safe ones: non-nsfw models, ``None`` images only."""
+    """Selection of the catalogue. Defaults are the safe ones: no explicit models (by the level
+    :mod:`.safety` derives), no real-person models, ``None`` images only."""
 
     types: tuple[str, ...] | None = ("Checkpoint", "LORA")
     base_models: tuple[str, ...] | None = None
     allow_nsfw_models: bool = False
+    allow_poi: bool = False
+    rated_safety: bool = True
+    """Apply the NSFW level and real-person flag :mod:`.safety` derives (answers); DABench turns it off so
+    that its ground truth is every image Civitai published as safe, whatever model made it."""
     image_nsfw: tuple[str, ...] = ("None",)
     require_file: bool = True
     """Keep only versions with a primary file that has hashes and a download URL."""
@@ -48,6 +64,15 @@ class CatalogFilter:
                 f"{v}.id IN ({','.join('?' * len(self.version_ids))})" if self.version_ids else "0"
             )
             params += sorted(self.version_ids)
+        if not self.allow_nsfw_models and self.rated_safety:
+            clauses.append(
+                f"NOT EXISTS (SELECT 1 FROM model_safety s WHERE s.model_id = {m}.id"
+                f" AND s.nsfw_level >= {UNSAFE_LEVEL})"
+            )
+        if not self.allow_poi and self.rated_safety:
+            clauses.append(
+                f"NOT EXISTS (SELECT 1 FROM model_safety s WHERE s.model_id = {m}.id AND s.person = 1)"
+            )
         if self.require_file:
             clauses.append(
                 f"EXISTS (SELECT 1 FROM files f WHERE f.version_id = {v}.id AND f.is_primary = 1"

@@ -24,6 +24,7 @@ from ..errors import StoreError, UserInputError
 from ..textsafety import is_safe_file_name, strip_control, strip_generator_syntax
 from .meta import normalize_hash, parse_meta
 from .nsfw import image_level, model_is_nsfw
+from .safety import is_person, nsfw_level
 
 __all__ = ["HASH_KINDS", "MalformedRecord", "Store", "VersionRef"]
 
@@ -103,6 +104,11 @@ CREATE TABLE IF NOT EXISTS images (
     PRIMARY KEY (version_id, id)
 );
 CREATE INDEX IF NOT EXISTS images_model ON images(model_id);
+CREATE TABLE IF NOT EXISTS model_safety (
+    model_id INTEGER PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+    nsfw_level INTEGER NOT NULL,
+    person INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS image_fetches (
     version_id INTEGER PRIMARY KEY REFERENCES versions(id) ON DELETE CASCADE,
@@ -228,6 +234,8 @@ class Store:
             )
             if self.get_state("text_format") != TEXT_FORMAT:
                 self._sanitise_stored_text()
+            if self._safety_missing():
+                self.refresh_safety()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the catalogue {path}: {_reason(exc)}") from None
 
@@ -395,10 +403,24 @@ class Store:
             ),
         )  # fmt: skip
         words: list[str] = []
+        ratings: list[str | None] = []
         versions = record.get("modelVersions")
         for position, version in enumerate(versions if isinstance(versions, list) else []):
             if isinstance(version, dict) and _is_id(version.get("id")):
                 words += self._insert_version(model_id, position, version)
+                images = version.get("images")
+                ratings += (
+                    [image_level(i) for i in images if isinstance(i, dict)]
+                    if isinstance(images, list)
+                    else []
+                )
+        level = nsfw_level(
+            name, tags, ratings, flagged=record.get("nsfw") is True, api_level=record.get("nsfwLevel")
+        )
+        self.conn.execute(
+            "INSERT OR REPLACE INTO model_safety VALUES (?,?,?)",
+            (model_id, level, int(is_person(record.get("poi") is True, tags))),
+        )
         self.conn.execute(
             "INSERT INTO model_fts(rowid, name, tags, trained_words, description) VALUES (?,?,?,?,?)",
             (model_id, name, " ".join(tags), " ".join(words), _strip_html(_str(record.get("description")))),
@@ -493,6 +515,35 @@ class Store:
             model_ids,
         )
         return [row[0] for row in rows]
+
+    def _safety_missing(self) -> bool:
+        """A store written before ``model_safety`` existed (or by older code) lacks rows for some models."""
+        models = self.conn.execute("SELECT COUNT(*) FROM models").fetchone()[0]
+        return models != self.conn.execute("SELECT COUNT(*) FROM model_safety").fetchone()[0]
+
+    def refresh_safety(self) -> int:
+        """Recompute every model's NSFW level and real-person flag from the stored rows (see
+        :mod:`.safety`); returns how many models were rated. Import does this per model as it goes."""
+        ratings: dict[int, list[str | None]] = {}
+        for model_id, rating in self.conn.execute("SELECT model_id, nsfw FROM images"):
+            ratings.setdefault(model_id, []).append(rating)
+        rows = []
+        for model_id, name, tags, nsfw, poi, raw in self.conn.execute(
+            "SELECT id, name, tags, nsfw, poi, raw FROM models"
+        ):
+            tag_list = json.loads(tags)
+            try:
+                api_level = json.loads(raw).get("nsfwLevel")
+            except (json.JSONDecodeError, AttributeError):
+                api_level = None
+            level = nsfw_level(
+                name, tag_list, ratings.get(model_id, []), flagged=bool(nsfw), api_level=api_level
+            )
+            rows.append((model_id, level, int(is_person(bool(poi), tag_list))))
+        with self.transaction():
+            self.conn.execute("DELETE FROM model_safety")
+            self.conn.executemany("INSERT INTO model_safety VALUES (?,?,?)", rows)
+        return len(rows)
 
     def _bump_revision(self) -> None:
         self.conn.execute(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from ..bench.intents import DIFFUSIONDB_PROMPTS, INTENT_LABELS
+from ..errors import UserInputError
 from ._common import fail, open_filled_store, progress_bar
 from .select import AGENT_HELP, agent_spec, build_agent
 
@@ -44,15 +46,34 @@ def eval_command(
     unconstrained: bool = typer.Option(
         False, "--unconstrained", help="let the LLM agent decode freely (--agent llm)"
     ),
+    intents: Path = typer.Option(
+        INTENT_LABELS, "--intents", help="labelled intent set (style labels of DiffusionDB prompts)"
+    ),
+    intent_prompts: Path = typer.Option(
+        DIFFUSIONDB_PROMPTS, "--intent-prompts", help="the DiffusionDB prompts the labels index into"
+    ),
+    no_intents: bool = typer.Option(False, "--no-intents", help="skip the labelled intent set"),
+    allow_nsfw: bool = typer.Option(False, "--allow-nsfw", help="let agents name explicit models"),
+    allow_poi: bool = typer.Option(False, "--allow-poi", help="let agents name real-person models"),
 ) -> None:
-    """Score agents on DABench pairs: model@1/@5, base@1, hallucination, parameters, reward, speed."""
+    """Score agents on DABench pairs (model@1/@5, base@1, hallucination, parameters, reward, speed, and
+    what users see: unsafe, polluted negatives, settings outside the family, bloat, intent match) and on
+    the labelled intent set."""
     from ..bench import ensure_bench, load_pairs
     from ..bench.evaluate import evaluate, render_markdown, spread
+    from ..bench.intents import load_intent_set
+    from ..bench.usersees import UserChecks
     from ..reward import ProxyReward
 
     names = agent or default_agents()
     for name in names:
         agent_spec(name, model, unconstrained)  # every name checked before any agent is built
+    labelled: list[tuple[str, str]] = []
+    if not no_intents:
+        try:
+            labelled = load_intent_set(intents, intent_prompts)
+        except UserInputError as exc:
+            fail(f"{exc}; pass --intent-prompts PATH or --no-intents")
     with open_filled_store() as store:
         if pairs is None:
             with progress_bar("building DABench") as update:
@@ -61,9 +82,18 @@ def eval_command(
         if not chosen:
             fail(f"{pairs}: no pairs")
         reward = ProxyReward(store)
+        checks = UserChecks(store)
         rows = []
         for name in names:
-            selector = build_agent(store, name, splits=("train",), model=model, unconstrained=unconstrained)
+            selector = build_agent(
+                store,
+                name,
+                splits=("train",),
+                model=model,
+                unconstrained=unconstrained,
+                allow_nsfw=allow_nsfw,
+                allow_poi=allow_poi,
+            )
             with progress_bar(f"evaluating {name}") as update:
                 rows.append(
                     evaluate(
@@ -75,6 +105,8 @@ def eval_command(
                         latency_prompts=latency_prompts,
                         reward=reward,
                         progress=update,
+                        intents=labelled,
+                        checks=checks,
                     )
                 )
     if as_json:

@@ -70,7 +70,7 @@ def generate_command(
         fail("the prompt is empty")
     if backend not in BACKENDS:
         fail(f"--backend takes one of: {', '.join(BACKENDS)}")
-    options = {"base_models": base_models} if base_models else {}
+    options: dict[str, Any] = {"base_models": base_models} if base_models else {}
     with open_store() as store:
         with progress_bar("preparing the default agent (first use builds it)") as update:
             agent = open_agent(

@@ -67,17 +67,29 @@ def build_agent(
     unconstrained: bool = False,
     installed: bool = False,
     base_models: tuple[str, ...] = (),
+    allow_nsfw: bool = False,
+    allow_poi: bool = False,
 ) -> Agent:
     """Agent ``spec`` (see :func:`agent_spec`, which reads ``model`` and ``unconstrained``) learning from
-    DABench ``splits``, with a progress bar over first-use builds; ``installed``: the library's files only;
-    ``base_models`` restrict the default agent's checkpoints (Civitai strings or family names)."""
+    DABench ``splits``, with a progress bar over first-use builds; safe unless ``allow_nsfw`` /
+    ``allow_poi``; ``installed``: the library's files only; ``base_models`` restrict the default agent's
+    checkpoints (Civitai strings or family names)."""
     name, options = agent_spec(spec, model, unconstrained)
     if base_models:
         if name != "default":
             fail("--base-model restricts the default agent's checkpoints; drop it or use --agent default")
         options["base_models"] = base_models
     with progress_bar(f"preparing the {spec} agent (first use builds it)") as update:
-        return open_agent(store, name, splits=splits, progress=update, installed=installed, **options)
+        return open_agent(
+            store,
+            name,
+            splits=splits,
+            progress=update,
+            installed=installed,
+            allow_nsfw=allow_nsfw,
+            allow_poi=allow_poi,
+            **options,
+        )
 
 
 def _batch_item(line: bytes) -> tuple[Any, str]:
@@ -197,6 +209,12 @@ def select_command(
         "--base-model",
         help="only checkpoints of this base model or family, e.g. 'SDXL 1.0', Pony (repeat)",
     ),
+    allow_nsfw: bool = typer.Option(
+        False, "--allow-nsfw", help="let the answer name explicit checkpoints and LoRAs (out by default)"
+    ),
+    allow_poi: bool = typer.Option(
+        False, "--allow-poi", help="let the answer name real-person likeness models (out by default)"
+    ),
 ) -> None:
     """One API call for PROMPT, or one per line of --batch IN.jsonl written to --out OUT.jsonl."""
     if (prompt is None) == (batch is None):
@@ -221,6 +239,8 @@ def select_command(
             unconstrained=unconstrained,
             installed=installed,
             base_models=tuple(base_model),
+            allow_nsfw=allow_nsfw,
+            allow_poi=allow_poi,
         )
         if batch is None:
             answer = selector.select(prompt, k)
@@ -254,6 +274,7 @@ def select_command(
                         "id": item_id,
                         "api": answer.api.model_dump(),
                         "alternatives": [alt.model_dump() for alt in answer.alternatives],
+                        "low_confidence": answer.low_confidence,
                         "latency_ms": round(latency, 3),
                     }
                     for (item_id, _), answer in zip(chunk, answers, strict=True)

@@ -102,7 +102,9 @@ class CatalogNames:
 
     @classmethod
     def from_store(cls, store: Store, flt: CatalogFilter | None = None) -> CatalogNames:
-        entries = latest_versions(store, flt)
+        """The names of the models ``flt`` selects; by default DABench's (Civitai's own flags, not the
+        derived safety levels), so that every training pair's checkpoint has a name."""
+        entries = latest_versions(store, flt or CatalogFilter(rated_safety=False))
         if not any(e.type == "Checkpoint" for e in entries):
             raise UserInputError(
                 "the catalogue has no usable checkpoint: run `diffagent catalog import PATH`"

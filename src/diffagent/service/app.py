@@ -35,7 +35,7 @@ from ..catalog import CatalogFilter, Store, latest_versions
 from ..config import store_path
 from ..errors import UserInputError
 from ..execute import FORMATS, to_payload
-from ..schema import Answer, APICall, api_json_schema
+from ..schema import Answer, api_json_schema
 from .config import ServiceConfig
 from .limits import AccessLog, BearerAuth, BodyLimit, RateLimit
 from .pool import AgentKey, AgentPool
@@ -142,39 +142,11 @@ class BatchRequest(Filters):
 def _notes(request: Filters, agent: str) -> list[str]:
     """Filters the agent cannot apply, said in the answer rather than silently dropped."""
     notes = []
-    if agent != "default" and (request.base_models or request.allow_nsfw):
-        notes.append(f"the {agent} agent takes no base-model or NSFW filter; they were not applied")
+    if agent != "default" and request.base_models:
+        notes.append(f"the {agent} agent takes no base-model filter; it was not applied")
     if agent != "default" and request.installed:
         notes.append(f"the {agent} agent takes no installed-models filter; it was not applied")
     return notes
-
-
-def _without_real_people(store: Store, answer: Answer) -> Answer:
-    """The answer without calls that use a model the catalogue marks as a real person (``poi``).
-
-    The agents take no such filter yet, so the service applies it to what they rank: a call naming such a
-    checkpoint or LoRA is dropped, and the best remaining alternative becomes the answer.
-    """
-    calls = [answer.api, *answer.alternatives]
-    ids = sorted({c.checkpoint.model_id for c in calls} | {lo.model_id for c in calls for lo in c.loras})
-    marks = ",".join("?" * len(ids))
-    people = {
-        row[0] for row in store.conn.execute(f"SELECT id FROM models WHERE poi = 1 AND id IN ({marks})", ids)
-    }
-    if not people:
-        return answer
-
-    def clean(call: APICall) -> bool:
-        return call.checkpoint.model_id not in people and not any(lo.model_id in people for lo in call.loras)
-
-    kept = [alt for alt in answer.alternatives if clean(alt)]
-    if clean(answer.api):
-        api = answer.api
-    elif kept:
-        api = APICall.model_validate(kept[0].model_dump(exclude={"score"}))
-    else:
-        raise UserInputError("every candidate uses a real-person model; set allow_poi to see them")
-    return answer.model_copy(update={"api": api, "alternatives": kept})
 
 
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -237,9 +209,11 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
         if not known.issuperset(request.base_models):  # refused before any agent is built for it
             raise UserInputError("unknown base model; GET /info lists those of the catalogue")
         key = (
-            AgentKey(name, tuple(request.base_models), request.allow_nsfw, request.installed)
+            AgentKey(
+                name, tuple(request.base_models), request.allow_nsfw, request.allow_poi, request.installed
+            )
             if name == "default"
-            else AgentKey(name)
+            else AgentKey(name, allow_nsfw=request.allow_nsfw, allow_poi=request.allow_poi)
         )
         return name, pool.get(key)
 
@@ -306,8 +280,6 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
         def work() -> dict[str, Any]:
             name, agent = agent_for(request, request.agent)
             answer = agent.select(request.prompt, request.k)
-            if not request.allow_poi:
-                answer = _without_real_people(store, answer)
             return answer_body(answer, request, _notes(request, name))
 
         try:
@@ -343,8 +315,6 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
                 return _timeout(config.request_timeout_s)
             chunk = prompts[start : start + config.batch_chunk]
             answers += await _in_thread(agent.select_batch, chunk, request.k)
-        if not request.allow_poi:
-            answers = await _in_thread(lambda: [_without_real_people(store, a) for a in answers])
         each_ms = (time.perf_counter() - began) * 1000 / len(answers)
         return {
             "results": [

@@ -38,13 +38,15 @@ class AgentKey:
     name: str
     base_models: tuple[str, ...] = ()
     allow_nsfw: bool = False
+    allow_poi: bool = False
     installed: bool = False
     """Only the checkpoints and LoRAs of the model library (``diffagent library scan``)."""
 
     def options(self) -> dict[str, Any]:
+        safety = {"allow_nsfw": self.allow_nsfw, "allow_poi": self.allow_poi}
         if self.name != "default":
-            return {}
-        return {"base_models": list(self.base_models) or None, "allow_nsfw": self.allow_nsfw}
+            return safety  # every served agent is safe by default; only the default one takes the rest
+        return {"base_models": list(self.base_models) or None, **safety}
 
 
 Opener = Callable[..., Agent]

@@ -30,25 +30,41 @@ from ..._npz import CacheError
 from ...bench.pairs import Pair
 from ...bench.text import clean_prompt
 from ...catalog import CatalogFilter, Store, VersionRef, base_models_named
+from ...catalog.styles import style_phrases
 from ...catalog.validate import CFG_RANGE, STEPS_RANGE
 from ...config import home
 from ...errors import UserInputError
 from ...protocols import Agent
-from ...schema import Alternative, Answer, APICall, Evidence
+from ...schema import Alternative, Answer, APICall, Evidence, Hires
 from ...train.ranker import Ranker, train_ranker
 from .index import SAMPLERS, Checkpoints, Examples, PromptIndex
 from .loras import LoraIndex
-from .params import ParamStats, assemble_call, clamp
-from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, signals
+from .params import ParamStats, assemble_call, clamp, consensus_negative, fit_settings, orientation_of
+from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, signals, style_columns
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 10
+FORMAT = 11
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
 LOW_SIMILARITY = 0.2
 """Below this cosine to the nearest example, and with no card or LoRA match, an answer is low-confidence."""
+LOW_CHANCE = 0.3
+"""An answer whose pick has less than this ranker probability among the candidates is low-confidence
+(calibrated on DABench val, see docs/benchmarks.md); so is a prompt mostly in a non-Latin script, which
+the examples (nearly all English) cannot match."""
+
+
+def foreign(text: str) -> bool:
+    """Whether most letters of ``text`` are outside the Latin script (Chinese, Japanese, Cyrillic ...)."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return False
+    latin = sum(c.isascii() or "\u00c0" <= c <= "\u024f" for c in letters)
+    return latin < 0.5 * len(letters)
+
+
 _NAME_MATCH = 0.5
 _NEAR_DUPLICATE = 0.8
 """An example this close with the same checkpoint lends the answer its LoRAs."""
@@ -65,6 +81,8 @@ _CFG_SHIFTS = np.array([0.0, -_CFG_SHIFT, _CFG_SHIFT])
 _STEP_FACTORS = np.array([1.0, 1 - _STEP_SHIFT, 1 + _STEP_SHIFT])
 """Settings tried around each of the heaviest observed ones (see :func:`_consensus`)."""
 _PRIOR_SETTINGS = 30
+_HIRES_SHARE = 0.5
+"""The answer carries a hires fix when the examples holding this share of the weight used one."""
 _EVIDENCE = 3
 _BATCH = 256
 
@@ -95,6 +113,25 @@ def _common_settings(examples: Examples, rows: np.ndarray) -> _Settings:
     )
 
 
+def _negatives(examples: Examples, checkpoints: Checkpoints) -> tuple[dict[int, str], dict[float, str]]:
+    """The consensus negative prompt of each model's examples, and of each family's (for models whose
+    own examples agree on nothing, or that have none)."""
+    by_model: dict[int, list[str]] = {}
+    by_family: dict[float, list[str]] = {}
+    for model, negative in zip(examples.model.tolist(), examples.negative, strict=True):
+        by_model.setdefault(model, []).append(negative)
+        by_family.setdefault(float(checkpoints.family_code[model]), []).append(negative)
+    models = {model: consensus_negative(negatives) for model, negatives in by_model.items()}
+    families = {code: consensus_negative(negatives) for code, negatives in by_family.items()}
+    return {model: text for model, text in models.items() if text}, families
+
+
+def _strict_first(examples: Examples, rows: np.ndarray) -> np.ndarray:
+    """A model's hash-resolved examples where it has any, else its page-only ones."""
+    strict = rows[examples.kind[rows] == 0]
+    return strict if len(strict) else rows
+
+
 @dataclass
 class _SettingsTable:
     """Every model's most common settings in flat arrays: model m's are rows ``offsets[m]:offsets[m+1]``."""
@@ -110,7 +147,7 @@ class _SettingsTable:
         order = np.argsort(examples.model, kind="stable")
         bounds = np.searchsorted(examples.model[order], np.arange(n_models + 1))
         parts = [
-            _common_settings(examples, order[bounds[m] : bounds[m + 1]])
+            _common_settings(examples, _strict_first(examples, order[bounds[m] : bounds[m + 1]]))
             for m in range(n_models)
             if bounds[m + 1] > bounds[m]
         ]
@@ -146,27 +183,45 @@ class DefaultIndex:
     loras: LoraIndex
     counts: np.ndarray
     settings: _SettingsTable
+    negatives: dict[int, str]
+    """Consensus negative prompt per model position (models whose examples agree on something)."""
+    family_negatives: dict[float, str]
+    """Consensus negative prompt per family code, for the other models."""
     ranker: Ranker
     pair_image_ids: np.ndarray
     """Images of every pair the agent was given: the catalogue statistics it falls back on see only these."""
     report: dict[str, float]
+
+    def negative(self, model: int) -> str:
+        """The negative prompt to send with model position ``model`` (see :func:`consensus_negative`)."""
+        if model in self.negatives:
+            return self.negatives[model]
+        return self.family_negatives.get(float(self.checkpoints.family_code[model]), "")
 
     def signals(self, texts: Sequence[str], folds: np.ndarray | None = None) -> Signals:
         return signals(texts, self.prompts, self.examples, self.checkpoints, self.loras, self.counts, folds)
 
     @classmethod
     def build(
-        cls, store: Store, pairs: Sequence[Pair], key: str, progress: Progress | None = None
+        cls,
+        store: Store,
+        pairs: Sequence[Pair],
+        key: str,
+        progress: Progress | None = None,
+        page_examples: bool = True,
     ) -> DefaultIndex:
+        """Index and ranker over ``pairs`` (and, with ``page_examples``, the checkpoint-page images of
+        the same splits: see :meth:`Examples.build`)."""
         began = time.perf_counter()
         if not len(pairs):
             raise UserInputError(_NO_PAIRS)
         checkpoints = Checkpoints.build(store)
-        examples = Examples.build(store, pairs, checkpoints)
+        examples = Examples.build(store, pairs, checkpoints, page_examples)
         if not len(examples):
             raise UserInputError(
                 "the default agent needs DABench pairs whose checkpoints are in the catalogue"
             )
+        checkpoints.learn_styles(examples)
         prompts = PromptIndex.build(examples, len(checkpoints))
         loras = LoraIndex.build(store, checkpoints, examples)
         counts = fold_counts(examples, len(checkpoints))
@@ -175,11 +230,13 @@ class DefaultIndex:
         def featurize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             texts = [examples.texts[i] for i in rows]
             sig = signals(texts, prompts, examples, checkpoints, loras, counts, examples.fold[rows])
-            picked = candidates(sig, allowed)
+            picked = candidates(sig, allowed, checkpoints)
             return picked, feature_matrix(sig, picked, checkpoints), examples.model[rows]
 
         ranker, report = train_ranker(featurize, len(examples), FEATURES, progress=progress)
         report["examples"] = float(len(examples))
+        report["page_examples"] = float((examples.kind == 1).sum())
+        negatives, family_negatives = _negatives(examples, checkpoints)
         report["build_s"] = round(time.perf_counter() - began, 1)
         return cls(
             revision=store.revision,
@@ -190,6 +247,8 @@ class DefaultIndex:
             loras=loras,
             counts=counts,
             settings=_SettingsTable.build(examples, len(checkpoints)),
+            negatives=negatives,
+            family_negatives=family_negatives,
             ranker=ranker,
             pair_image_ids=np.array([p.source.image_id for p in pairs], dtype=np.int64),
             report=report,
@@ -289,13 +348,18 @@ class RetrievalAgent(Agent):
 
     name = "default"
 
+    style_first = True
+    """Put the best candidate that suits the prompt's clear style first (see :meth:`_answer`)."""
+    general_fallback = True
+    """Answer a low-confidence prompt with the best-scored well-made model of its style."""
+
     def __init__(self, store: Store, index: DefaultIndex, flt: CatalogFilter) -> None:
         self.store = store
         self.index = index
         self.flt = flt
         self.allowed = index.checkpoints.allowed(flt)
         if not self.allowed.any():
-            raise UserInputError("no checkpoint in the catalogue passes the base-model and NSFW filter")
+            raise UserInputError("no checkpoint in the catalogue passes the base-model, NSFW and poi filter")
         self._params: ParamStats | None = None
 
     @property
@@ -321,7 +385,7 @@ class RetrievalAgent(Agent):
             if not all(texts):
                 raise UserInputError("the prompt is empty once its generator tags (<lora:...>) are removed")
             sig = self.index.signals(texts)
-            picked = candidates(sig, self.allowed)
+            picked = candidates(sig, self.allowed, self.index.checkpoints)
             scores = self.index.ranker.score(
                 feature_matrix(sig, picked, self.index.checkpoints), picked.shape[1]
             )
@@ -332,18 +396,45 @@ class RetrievalAgent(Agent):
     def _answer(
         self, prompt: str, text: str, sig: Signals, row: int, picked: np.ndarray, scores: np.ndarray, k: int
     ) -> Answer:
-        order = np.argsort(-scores, kind="stable")[:k]
+        order = np.argsort(-scores, kind="stable")
         chances = np.exp(scores - scores.max())
         chances /= chances.sum()
+        confidence = float(chances[order[0]])
         neighbours, sims = sig.neighbours[row], sig.sims[row]
         relevance = sig.lora_relevance[row].toarray().ravel()
         explicit = self.index.loras.explicit(prompt)
+        matched = (
+            sims[0] >= LOW_SIMILARITY
+            or sig.dense["name"][row].max(initial=0.0) >= _NAME_MATCH
+            or bool(explicit)
+            or relevance.any()
+        )
+        sure = matched and confidence >= LOW_CHANCE and not foreign(text)
+        general = len(picked) - np.arange(1, style_columns(int(self.allowed.sum())) + 1)
+        if not sure and self.general_fallback and len(general):
+            # nothing vouches for the ranker's pick: the best-scored of the most downloaded models of the
+            # prompt's style (of all, without one) answers, a well-made general model
+            first = int(general[np.argmax(scores[general])])
+            order = np.concatenate([[first], order[order != first]])
+        elif (
+            self.style_first and sig.intent[row] >= 0 and sig.dense["style_suits"][row, picked[order[0]]] == 0
+        ):
+            # the prompt names a style the ranker's pick does not make: the best pick that makes it first
+            fits = np.flatnonzero(sig.dense["style_suits"][row, picked[order]] == 1)
+            if len(fits):
+                order = np.concatenate([order[fits[:1]], np.delete(order, fits[0])])
+        order = order[:k]
+        # a user's <lora:...> the catalogue does not know is kept in the answer (unresolved_loras), never in
+        # the prompt sent: generator syntax there could load any file (see diffagent.textsafety)
+        unknown = self.index.loras.unknown(prompt)
+        sent = text
+        wording = (orientation_of(text), style_phrases(text))  # read once, used by every alternative
         ranked: list[tuple[APICall, float]] = []
-        for position in order:
+        # scores stay in rank order: a pick moved first (style, general model) takes the first score
+        for position, chance in zip(order, -np.sort(-chances[order]), strict=True):
             model = int(picked[position])
-            ranked.append(
-                (self._call(text, model, neighbours, sims, relevance, explicit), float(chances[position]))
-            )
+            call = self._call(sent, model, neighbours, sims, relevance, explicit, wording)
+            ranked.append((call, float(chance)))
         examples = self.index.examples
         evidence = [
             Evidence(
@@ -357,18 +448,16 @@ class RetrievalAgent(Agent):
             for i, s in zip(neighbours[:_EVIDENCE], sims[:_EVIDENCE], strict=True)
             if s > 0
         ]
-        matched = (
-            sims[0] >= LOW_SIMILARITY
-            or sig.dense["name"][row].max(initial=0.0) >= _NAME_MATCH
-            or bool(explicit)
-            or relevance.any()
-        )
         # the calls are validated already: copy their fields rather than validate them again
         alternatives = [
             Alternative.model_construct(**dict(call), score=round(score, 6)) for call, score in ranked
         ]
         return Answer(
-            api=ranked[0][0], alternatives=alternatives, evidence=evidence, low_confidence=not matched
+            api=ranked[0][0],
+            alternatives=alternatives,
+            evidence=evidence,
+            low_confidence=not sure,
+            unresolved_loras=unknown,
         )
 
     def _call(
@@ -379,9 +468,16 @@ class RetrievalAgent(Agent):
         sims: np.ndarray,
         relevance: np.ndarray,
         explicit: list[tuple[int, float | None]],
+        wording: tuple[str | None, list[str]] = (None, []),
     ) -> APICall:
+        """The call for model position ``model``; ``wording`` is the prompt's orientation and named
+        styles (:func:`orientation_of`, :func:`style_phrases`)."""
+        orientation, styles = wording
         examples, checkpoints = self.index.examples, self.index.checkpoints
         own = (examples.model[neighbours] == model) & (sims > 0)
+        strict = own & (examples.kind[neighbours] == 0)
+        if strict.any():  # settings from hash-resolved examples where there are any (page ones may be
+            own = strict  # another version's images)
         mine, weights = neighbours[own], sims[own] ** _SIM_POWER
         ref = checkpoints.version(
             model,
@@ -390,7 +486,7 @@ class RetrievalAgent(Agent):
         )
         others = ~own & (sims > 0)
         other_weights = _OTHER_WEIGHT * sims[others] ** _SIM_POWER
-        params = self._params_for(ref, model, mine, weights, neighbours[others], other_weights)
+        params = self._params_for(ref, model, mine, weights, neighbours[others], other_weights, orientation)
         near = [
             self.index.loras.by_version[v]
             for i, s in zip(mine, sims[own], strict=True)
@@ -399,7 +495,15 @@ class RetrievalAgent(Agent):
             if v in self.index.loras.by_version
         ][:3]
         loras = self.index.loras.pick(
-            ref, model, relevance, explicit, near, self.flt.allow_nsfw_models, versions=self.flt.version_ids
+            ref,
+            model,
+            relevance,
+            explicit,
+            near,
+            self.flt.allow_nsfw_models,
+            self.flt.allow_poi,
+            styles=styles,
+            versions=self.flt.version_ids,
         )
         return assemble_call(ref, text, params, loras)
 
@@ -411,14 +515,29 @@ class RetrievalAgent(Agent):
         weights: np.ndarray,
         others: np.ndarray,
         other_weights: np.ndarray,
+        orientation: str | None = None,
     ) -> dict[str, Any]:
         """Sampler, steps and CFG by consensus of the nearest examples with this checkpoint, its usual
-        settings and (much less) the nearest examples with other checkpoints; size, clip skip and negative
-        prompt from the examples with this checkpoint, else from its catalogue statistics."""
+        settings and (much less) the nearest examples with other checkpoints; size, clip skip and hires
+        fix from the examples with this checkpoint, else from its catalogue statistics; the negative
+        prompt its examples agree on; all then fitted to the family (:func:`fit_settings`)."""
+        out = self._raw_params(ref, model, mine, weights, others, other_weights)
+        out["negative_prompt"] = self.index.negative(model)
+        return fit_settings(ref, out, orientation)
+
+    def _raw_params(
+        self,
+        ref: VersionRef,
+        model: int,
+        mine: np.ndarray,
+        weights: np.ndarray,
+        others: np.ndarray,
+        other_weights: np.ndarray,
+    ) -> dict[str, Any]:
         examples = self.index.examples
         settings = self.index.settings.get(model)
         if settings is None and not len(mine):
-            return self.params.for_version(ref.version_id, ref.base_model)
+            return dict(self.params.for_version(ref.version_id, ref.base_model))
         prior = self.params.for_version(ref.version_id, ref.base_model) if not len(mine) else None
         samplers = [examples.sampler[mine], examples.sampler[others]]
         steps = [examples.steps[mine], examples.steps[others]]
@@ -442,16 +561,24 @@ class RetrievalAgent(Agent):
             if ok.any():
                 sizes = examples.width[mine][ok].astype(np.int64) * 100_000 + examples.height[mine][ok]
                 width, height = divmod(int(_weighted_mode(sizes, weights[ok])), 100_000)
+                out["hires"] = self._hires(mine[ok], weights[ok])
             else:
                 prior = self.params.for_version(ref.version_id, ref.base_model)
                 width, height = prior["width"], prior["height"]
             clip = _weighted_mode(examples.clip_skip[mine], weights)
-            negative = examples.negative[int(mine[0])]
-            out.update(width=width, height=height, clip_skip=int(clip), negative_prompt=negative)
+            out.update(width=width, height=height, clip_skip=int(clip))
         else:
             prior = prior or self.params.for_version(ref.version_id, ref.base_model)
-            out.update({name: prior[name] for name in ("width", "height", "clip_skip", "negative_prompt")})
+            out.update({name: prior[name] for name in ("width", "height", "clip_skip")})
         return out
+
+    def _hires(self, rows: np.ndarray, weights: np.ndarray) -> Hires | None:
+        """The hires fix of the heaviest example that used one, when most of the weight did."""
+        hires = [self.index.examples.hires[int(i)] for i in rows]
+        used = np.array([h is not None for h in hires])
+        if not used.any() or weights[used].sum() < _HIRES_SHARE * weights.sum():
+            return None
+        return hires[int(np.flatnonzero(used)[np.argmax(weights[used])])]
 
 
 _NO_PAIRS = "the default agent learns from DABench pairs: build them with `diffagent bench build`"
@@ -470,6 +597,7 @@ def build_default_agent(
     *,
     base_models: Sequence[str] | None = None,
     allow_nsfw: bool = False,
+    allow_poi: bool = False,
     versions: Collection[int] | None = None,
     rebuild: bool = False,
     progress: Progress | None = None,
@@ -477,9 +605,10 @@ def build_default_agent(
     """The default agent over ``store``, learning from ``examples`` only; its index and ranker are loaded
     from ``DIFFAGENT_HOME/default-agent`` or built there first (``progress(done, total)`` meanwhile).
 
-    ``base_models`` and ``allow_nsfw`` restrict the checkpoints it may name (NSFW models are out by default);
-    ``versions`` (the user's installed files) restricts checkpoints and LoRAs to those versions.
-    a base model is a Civitai string (``SDXL 1.0``) or a family name for all of its strings (``Pony``).
+    ``base_models`` restricts the checkpoints it may name (a Civitai string, ``SDXL 1.0``, or a family name
+    for all of its strings, ``Pony``); explicit models (``allow_nsfw``) and real-person models
+    (``allow_poi``) are out unless allowed (see :mod:`diffagent.catalog.safety`); ``versions`` (the user's
+    installed files) restricts checkpoints and LoRAs to those versions.
     """
     pairs = _examples(examples)
     store.require_models()
@@ -489,6 +618,7 @@ def build_default_agent(
         base_models=base_models_named(store, tuple(base_models)) if base_models else None,
         allow_nsfw_models=allow_nsfw,
         version_ids=frozenset(versions) if versions is not None else None,
+        allow_poi=allow_poi,
     )
     return RetrievalAgent(store, index, flt)
 

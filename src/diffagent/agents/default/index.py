@@ -30,12 +30,15 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from ...bench.build import split_of
 from ...bench.pairs import Pair
-from ...bench.text import group_key
-from ...catalog import FAMILIES, CatalogFilter, Store, VersionRef, family, is_few_step
+from ...bench.text import clean_prompt, group_key
+from ...catalog import FAMILIES, CatalogFilter, Store, VersionRef, family, is_few_step, safety_columns
+from ...catalog.styles import STYLES, prompt_intent, style_profile, tag_styles
+from ...catalog.validate import CFG_RANGE, STEPS_RANGE
 from ...errors import UserInputError
-from ...schema import KNOWN_SAMPLERS
-from .params import valid_size
+from ...schema import KNOWN_SAMPLERS, Hires, normalize_sampler
+from .params import hires_of, valid_size
 from .vectorize import TextVectorizer
 
 __all__ = ["FOLDS", "SAMPLERS", "Checkpoints", "Examples", "PromptIndex", "fold_of"]
@@ -43,7 +46,7 @@ __all__ = ["FOLDS", "SAMPLERS", "Checkpoints", "Examples", "PromptIndex", "fold_
 FOLDS = 5
 """The ranker learns on each fold with neighbours and centroids taken from the other folds only."""
 
-_UNIVERSE = CatalogFilter(types=("Checkpoint",), allow_nsfw_models=True)
+_UNIVERSE = CatalogFilter(types=("Checkpoint",), allow_nsfw_models=True, allow_poi=True)
 _DESCRIPTION_CHARS = 3000  # long descriptions are mostly changelogs and licences
 
 
@@ -72,6 +75,9 @@ class Checkpoints:
     versions: list[list[VersionRef]]
     """Usable versions of each model, newest first (Civitai's order)."""
     nsfw: np.ndarray
+    """Explicit models (:mod:`diffagent.catalog.safety`), masked out unless NSFW is allowed."""
+    person: np.ndarray
+    """Real-person likeness models, masked out unless asked for."""
     log_downloads: np.ndarray
     rating: np.ndarray
     recency: np.ndarray
@@ -84,7 +90,34 @@ class Checkpoints:
     name_vectorizer: TextVectorizer
     names: sparse.csr_matrix
     """Terms x models: character n-grams of name and trigger words (``DarahanEyes`` ~ ``darahan eyes``)."""
+    claimed_styles: np.ndarray
+    """(models, len(STYLES)) 0/1: the styles each model's tags or name claim."""
+    styles: np.ndarray | None = None
+    """(models, len(STYLES)) style profile: the claims and the clear intents of the agent's own examples
+    (:meth:`learn_styles`; never the catalogue's other images, so that no test prompt leaks in)."""
     position: dict[int, int] = field(default_factory=dict)
+
+    fold_styles: np.ndarray | None = None
+    """(FOLDS, models, len(STYLES)): the same profiles without each fold's examples, for training
+    features (a prompt must not shape the profile it is scored against)."""
+
+    def learn_styles(self, examples: Examples) -> None:
+        """Each model's style profile from its claims and its examples' prompts (also without each fold)."""
+        counts = np.zeros((FOLDS, len(self), len(STYLES)), dtype=np.float32)
+        for model, fold, text in zip(
+            examples.model.tolist(), examples.fold.tolist(), examples.texts, strict=True
+        ):
+            intent = prompt_intent(text)
+            if intent is not None:
+                counts[fold, model, STYLES.index(intent)] += 1
+        total = counts.sum(axis=0)
+        self.styles = self._profiles(total)
+        self.fold_styles = np.stack([self._profiles(total - counts[f]) for f in range(FOLDS)])
+
+    def _profiles(self, counts: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [style_profile(claimed, row) for claimed, row in zip(self.claimed_styles, counts, strict=True)]
+        ).astype(np.float32)
 
     def __post_init__(self) -> None:
         self.position = {int(m): i for i, m in enumerate(self.model_ids)}
@@ -96,7 +129,7 @@ class Checkpoints:
     def build(cls, store: Store) -> Checkpoints:
         where, params = _UNIVERSE.versions_where()
         rows = store.conn.execute(
-            f"""SELECT m.id, m.name, m.nsfw, m.tags, m.description, m.download_count, m.rating,
+            f"""SELECT m.id, m.name, {safety_columns()}, m.tags, m.description, m.download_count, m.rating,
                        v.id, v.name, v.base_model, v.created_at, v.trained_words
                 FROM versions v JOIN models m ON m.id = v.model_id
                 WHERE {where} ORDER BY m.id, v.position""",
@@ -107,32 +140,36 @@ class Checkpoints:
         by_model: dict[int, list] = {}
         for row in rows:
             by_model.setdefault(row[0], []).append(row)
-        model_ids, versions, nsfw, downloads, rating, recency, fam, few, cards, names = (
-            [] for _ in range(10)
+        model_ids, versions, nsfw, person, downloads, rating, recency, fam, few, cards, names, claims = (
+            [] for _ in range(12)
         )
         families = {name: code for code, name in enumerate(FAMILIES)}
         for model_id, group in by_model.items():
-            head = group[0]
+            _, name, explicit, real, tag_text, description, download_count, stars = group[0][:8]
             refs = [
-                VersionRef(model_id, r[7], r[1], r[8], "Checkpoint", r[9], tuple(json.loads(r[11])))
+                VersionRef(model_id, r[8], name, r[9], "Checkpoint", r[10], tuple(json.loads(r[12])))
                 for r in group
             ]
             words = sorted({w for ref in refs for w in ref.trained_words})
-            tags = json.loads(head[3])
+            tags = json.loads(tag_text)
             model_ids.append(model_id)
             versions.append(refs)
-            nsfw.append(bool(head[2]))
-            downloads.append(math.log1p(head[5] or 0))
-            rating.append(head[6] or 0.0)
-            recency.append(max(_months(r[10]) for r in group))
+            nsfw.append(bool(explicit))
+            person.append(bool(real))
+            downloads.append(math.log1p(download_count or 0))
+            rating.append(stars or 0.0)
+            recency.append(max(_months(r[11]) for r in group))
             fam.append(families.get(family(refs[0].base_model) or "", len(families)))
             few.append(
                 any(is_few_step(ref.base_model, f"{ref.model_name} {ref.version_name or ''}") for ref in refs)
             )
-            label = " ".join([head[1], *words])
+            label = " ".join([name, *words])
             # name and trigger words twice: they say more about the model than its description does
-            cards.append(" ".join([label, label, " ".join(tags), _strip_html(head[4])[:_DESCRIPTION_CHARS]]))
+            cards.append(
+                " ".join([label, label, " ".join(tags), _strip_html(description)[:_DESCRIPTION_CHARS]])
+            )
             names.append(label)
+            claims.append(tag_styles(name, tags))
         card_vectorizer, card_matrix = TextVectorizer.fit(
             cards, sublinear_tf=True, stop_words="english", **_document_cuts(len(cards), 0.3)
         )
@@ -143,6 +180,7 @@ class Checkpoints:
             model_ids=np.array(model_ids, dtype=np.int64),
             versions=versions,
             nsfw=np.array(nsfw, dtype=bool),
+            person=np.array(person, dtype=bool),
             log_downloads=np.array(downloads, dtype=np.float32),
             rating=np.array(rating, dtype=np.float32),
             recency=np.array(recency, dtype=np.float32),
@@ -152,11 +190,14 @@ class Checkpoints:
             cards=card_matrix.T.tocsr(),
             name_vectorizer=name_vectorizer,
             names=name_matrix.T.tocsr(),
+            claimed_styles=np.array(claims, dtype=np.float32).reshape(-1, len(STYLES)),
         )
 
     def allowed(self, flt: CatalogFilter) -> np.ndarray:
-        """Boolean mask of the models with a version that passes ``flt`` (base models, NSFW)."""
+        """Boolean mask of the models with a version that passes ``flt`` (base models, NSFW, poi)."""
         mask = np.ones(len(self), dtype=bool) if flt.allow_nsfw_models else ~self.nsfw
+        if not flt.allow_poi:
+            mask &= ~self.person
         if flt.base_models is not None or flt.version_ids is not None:
             mask &= np.array(
                 [any(flt.admits(v.version_id, v.base_model) for v in refs) for refs in self.versions]
@@ -220,21 +261,34 @@ class Examples:
     height: np.ndarray
     clip_skip: np.ndarray
     size_ok: np.ndarray
-    """Whether a generator takes the example's size as is (multiples of 8 within range)."""
+    """Whether the example's infotext states its generation size (``Size``; never the file's size, which
+    is the upscaled one after hires fix) and a generator takes it as is (multiples of 8 within range)."""
+    hires: list[Hires | None]
+    """The hires fix the example's infotext records (upscaler and scale), None without one."""
     negative: Sequence[str]
     loras: list[tuple[tuple[int, float], ...]]
     """(LoRA version id, weight) of each pair."""
     url: Sequence[str | None]
+    kind: np.ndarray
+    """0: a DABench pair (the strict ground truth); 1: an image on a checkpoint's page, labelled with it."""
 
     def __len__(self) -> int:
         return len(self.texts)
 
     @classmethod
-    def build(cls, store: Store, pairs: Sequence[Pair], checkpoints: Checkpoints) -> Examples:
-        """One entry per image; pairs whose checkpoint is not nameable are left out."""
+    def build(
+        cls, store: Store, pairs: Sequence[Pair], checkpoints: Checkpoints, page_examples: bool = True
+    ) -> Examples:
+        """One entry per image; pairs whose checkpoint is not nameable are left out.
+
+        With ``page_examples``, every other safe image with a prompt and settings that hangs on a
+        checkpoint's own page joins as an example of that checkpoint (``kind`` 1), whatever its hash says
+        (DABench drops it when the hash is not in the catalogue), but only where its prompt falls in a
+        DABench split the pairs come from: evaluated on test, the agent learns from no test prompt.
+        """
         sampler_code = {name: i for i, name in enumerate(SAMPLERS)}
         seen: set[int] = set()
-        kept: list[Pair] = []
+        rows: list[tuple] = []
         for pair in pairs:
             image = pair.source.image_id
             if image in seen or pair.api.checkpoint.model_id not in checkpoints.position:
@@ -242,31 +296,114 @@ class Examples:
             if pair.api.sampler not in sampler_code:
                 continue
             seen.add(image)
-            kept.append(pair)
+            api = pair.api
+            rows.append((
+                pair.instruction, api.checkpoint.model_id, api.checkpoint.version_id, pair.source.model_id,
+                image, sampler_code[api.sampler], api.steps, api.cfg_scale, api.width, api.height,
+                api.clip_skip, api.negative_prompt, tuple((lo.version_id, lo.weight) for lo in api.loras), 0,
+            ))  # fmt: skip
+        if page_examples and rows:
+            rows += _page_rows(
+                store, checkpoints, seen, {split_of(p.instruction) for p in pairs}, sampler_code
+            )
         urls: dict[int, str | None] = {}
-        ids = [p.source.image_id for p in kept]
+        sizes: dict[int, tuple[int | None, int | None]] = {}
+        hires: dict[int, Hires | None] = {}
+        ids = [row[4] for row in rows]
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
-            query = f"SELECT id, url FROM images WHERE id IN ({','.join('?' * len(chunk))})"
-            urls.update(store.conn.execute(query, chunk).fetchall())
+            query = (
+                "SELECT id, url, gen_width, gen_height, meta_raw FROM images"
+                f" WHERE id IN ({','.join('?' * len(chunk))})"
+            )
+            for image_id, url, gen_width, gen_height, meta in store.conn.execute(query, chunk):
+                urls[image_id] = url
+                sizes[image_id] = (gen_width, gen_height)
+                hires[image_id] = hires_of(json.loads(meta) if meta else None)
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 14
+        (
+            texts,
+            models,
+            versions,
+            pages,
+            _,
+            samplers,
+            steps,
+            cfgs,
+            widths,
+            heights,
+            clips,
+            negs,
+            loras,
+            kinds,
+        ) = columns
         return cls(
-            texts=[p.instruction for p in kept],
-            model=np.array([checkpoints.position[p.api.checkpoint.model_id] for p in kept], dtype=np.int32),
-            version_id=np.array([p.api.checkpoint.version_id for p in kept], dtype=np.int64),
-            page=np.array([p.source.model_id for p in kept], dtype=np.int64),
+            texts=list(texts),
+            model=np.array([checkpoints.position[m] for m in models], dtype=np.int32),
+            version_id=np.array(versions, dtype=np.int64),
+            page=np.array(pages, dtype=np.int64),
             image_id=np.array(ids, dtype=np.int64),
-            fold=np.array([fold_of(p.instruction) for p in kept], dtype=np.int8),
-            sampler=np.array([sampler_code[p.api.sampler] for p in kept], dtype=np.int16),
-            steps=np.array([p.api.steps for p in kept], dtype=np.float32),
-            cfg=np.array([p.api.cfg_scale for p in kept], dtype=np.float32),
-            width=np.array([p.api.width for p in kept], dtype=np.int32),
-            height=np.array([p.api.height for p in kept], dtype=np.int32),
-            clip_skip=np.array([p.api.clip_skip for p in kept], dtype=np.int16),
-            size_ok=np.array([valid_size(p.api.width, p.api.height) for p in kept], dtype=bool),
-            negative=[p.api.negative_prompt for p in kept],
-            loras=[tuple((lora.version_id, lora.weight) for lora in p.api.loras) for p in kept],
+            fold=np.array([fold_of(t) for t in texts], dtype=np.int8),
+            sampler=np.array(samplers, dtype=np.int16),
+            steps=np.array(steps, dtype=np.float32),
+            cfg=np.array(cfgs, dtype=np.float32),
+            width=np.array(widths, dtype=np.int32),
+            height=np.array(heights, dtype=np.int32),
+            clip_skip=np.array(clips, dtype=np.int16),
+            size_ok=np.array([valid_size(*sizes.get(i, (None, None))) for i in ids], dtype=bool),
+            hires=[hires.get(i) for i in ids],
+            negative=list(negs),
+            loras=list(loras),
             url=[urls.get(i) for i in ids],
+            kind=np.array(kinds, dtype=np.int8),
         )
+
+
+def _page_rows(
+    store: Store,
+    checkpoints: Checkpoints,
+    seen: set[int],
+    splits: set[str],
+    sampler_code: dict[str, int],
+) -> list[tuple]:
+    """Example rows of the safe images on checkpoint pages that the pairs do not hold (see
+    :meth:`Examples.build`), in image order; settings a generator would refuse are left out."""
+    rows = []
+    for (
+        image_id,
+        model_id,
+        version_id,
+        prompt,
+        negative,
+        sampler,
+        steps,
+        cfg,
+        width,
+        height,
+        clip,
+    ) in store.conn.execute(
+        """SELECT i.id, i.model_id, i.version_id, i.prompt, i.negative_prompt, i.sampler, i.steps,
+                      i.cfg_scale, i.gen_width, i.gen_height, i.clip_skip
+               FROM images i JOIN models m ON m.id = i.model_id
+               WHERE m.type = 'Checkpoint' AND i.nsfw = 'None' AND i.prompt IS NOT NULL
+                 AND i.steps IS NOT NULL AND i.cfg_scale IS NOT NULL
+               ORDER BY i.id, i.version_id"""
+    ):
+        if image_id in seen or model_id not in checkpoints.position:
+            continue
+        canonical = normalize_sampler(sampler)
+        instruction = clean_prompt(prompt)
+        if canonical not in sampler_code or not instruction or split_of(instruction) not in splits:
+            continue
+        if not (STEPS_RANGE[0] <= steps <= STEPS_RANGE[1] and CFG_RANGE[0] <= cfg <= CFG_RANGE[1]):
+            continue
+        seen.add(image_id)
+        ok = valid_size(width, height)
+        rows.append((
+            instruction, model_id, version_id, model_id, image_id, sampler_code[canonical], steps, cfg,
+            width if ok else 0, height if ok else 0, clip or 1, negative or "", (), 1,
+        ))  # fmt: skip
+    return rows
 
 
 @dataclass

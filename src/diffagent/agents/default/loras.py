@@ -21,16 +21,17 @@ import numpy as np
 from scipy import sparse
 
 from ...bench.text import lora_tags
-from ...catalog import CatalogFilter, Store, VersionRef, compatibility, compatible
+from ...catalog import CatalogFilter, Store, VersionRef, compatibility, compatible, safety_columns
+from ...catalog.styles import style_phrases
 from ...catalog.validate import LORA_WEIGHT_RANGE
 from ...schema import LoRA
 from .index import FOLDS, Checkpoints, Examples
-from .params import clamp
+from .params import activation_words, clamp
 from .vectorize import TextVectorizer
 
 __all__ = ["LoraIndex"]
 
-_UNIVERSE = CatalogFilter(types=("LORA",), allow_nsfw_models=True)
+_UNIVERSE = CatalogFilter(types=("LORA",), allow_nsfw_models=True, allow_poi=True)
 _MAX_PHRASE_WORDS = 4
 _GENERIC_SHARE = 0.003
 """A trigger phrase found in more than this share of example prompts (``masterpiece``) reveals nothing."""
@@ -38,6 +39,8 @@ _WORD = re.compile(r"[^\W_]+")
 _PARTIAL = 0.5
 """Score factor of a LoRA that runs only partially on the checkpoint (an SDXL LoRA on Pony, as Civitai marks
 it): allowed, but behind a LoRA of the checkpoint's own family with the same evidence."""
+_SAFE_NAME = re.compile(r"[\w][\w .\-]{0,99}")
+"""A LoRA file stem a generator can look up: word characters, spaces, dots and hyphens."""
 
 
 def _phrase(text: str) -> str:
@@ -51,6 +54,9 @@ class LoraIndex:
     refs: list[VersionRef]
     """The newest usable version of each LoRA model, in model order."""
     nsfw: np.ndarray
+    """Explicit LoRAs (see :mod:`diffagent.catalog.safety`), left out unless NSFW is allowed."""
+    person: np.ndarray
+    """Real-person likeness LoRAs, left out unless asked for."""
     by_stem: dict[str, int]
     """Lower-cased file name without extension -> position in ``refs`` (unambiguous names only)."""
     by_version: dict[int, int]
@@ -66,30 +72,53 @@ class LoraIndex:
     weights: dict[int, float]
     """LoRA position -> median weight the examples applied it with."""
     default_weight: float
+    by_style: dict[str, list[int]]
+    """Named style (:data:`~diffagent.catalog.styles.STYLE_PHRASES`) -> style LoRAs whose name or tags
+    name it, most downloaded first."""
 
     @classmethod
     def build(cls, store: Store, checkpoints: Checkpoints, examples: Examples) -> LoraIndex:
         where, params = _UNIVERSE.versions_where()
         rows = store.conn.execute(
-            f"""SELECT m.id, m.name, m.nsfw, v.id, v.name, v.base_model, v.trained_words,
-                       (SELECT f.name FROM files f WHERE f.version_id = v.id AND f.is_primary = 1 LIMIT 1)
+            f"""SELECT m.id, m.name, {safety_columns()}, v.id, v.name, v.base_model, v.trained_words,
+                       (SELECT f.name FROM files f WHERE f.version_id = v.id AND f.is_primary = 1 LIMIT 1),
+                       m.tags, m.download_count
                 FROM versions v JOIN models m ON m.id = v.model_id
                 WHERE {where} ORDER BY m.id, v.position""",
             params,
         ).fetchall()
         refs: list[VersionRef] = []
         nsfw: list[bool] = []
+        person: list[bool] = []
         by_version: dict[int, int] = {}
         by_model: dict[int, int] = {}
         stems: dict[str, set[int]] = defaultdict(set)
         words_of: dict[int, set[str]] = defaultdict(set)
-        for model_id, name, is_nsfw, version_id, vname, base, words, file_name in rows:
+        styled: list[tuple[int, int, str]] = []  # (downloads, position, phrase)
+        for (
+            model_id,
+            name,
+            is_nsfw,
+            is_real,
+            version_id,
+            vname,
+            base,
+            words,
+            file_name,
+            tags,
+            downloads,
+        ) in rows:
             if model_id not in by_model:
+                tag_list = json.loads(tags)
+                if "style" in name.lower() or any("style" in t.lower() for t in tag_list):
+                    for phrase in style_phrases(" , ".join([name, *tag_list])):
+                        styled.append((downloads or 0, len(refs), phrase))
                 by_model[model_id] = len(refs)
                 refs.append(
                     VersionRef(model_id, version_id, name, vname, "LORA", base, tuple(json.loads(words)))
                 )
                 nsfw.append(bool(is_nsfw))
+                person.append(bool(is_real))
             position = by_model[model_id]
             by_version[version_id] = position
             words_of[position].update(json.loads(words))
@@ -143,6 +172,7 @@ class LoraIndex:
         return cls(
             refs=refs,
             nsfw=np.array(nsfw, dtype=bool),
+            person=np.array(person, dtype=bool),
             by_stem={stem: next(iter(owners)) for stem, owners in stems.items() if len(owners) == 1},
             by_version=by_version,
             phrases=counter,
@@ -152,6 +182,7 @@ class LoraIndex:
             together={(int(a), int(b)): float(v) for a, b, v in zip(*sparse.find(cousage), strict=True)},
             weights={p: round(statistics.median(ws), 2) for p, ws in applied.items()},
             default_weight=round(statistics.median(every), 2) if every else 1.0,
+            by_style=_by_style(styled),
         )
 
     def relevance(self, texts: Sequence[str]) -> sparse.csr_matrix:
@@ -167,6 +198,19 @@ class LoraIndex:
             rows = np.flatnonzero(folds == f)
             if len(rows):
                 out[rows] = (relevance[rows] @ self.fold_cousage[f]).toarray()
+        return out
+
+    def unknown(self, prompt: str) -> list[str]:
+        """The ``<lora:NAME:W>`` tags of a raw prompt that name no catalogue LoRA, rewritten from their
+        parsed name and weight (so that only a plain tag, never other syntax, passes through)."""
+        out = []
+        for name, weight in lora_tags(prompt):
+            stem = name.strip()
+            if stem.lower() in self.by_stem or not _SAFE_NAME.fullmatch(stem):
+                continue
+            tag = f"<lora:{stem}:{weight:g}>" if weight is not None else f"<lora:{stem}>"
+            if tag not in out:
+                out.append(tag)
         return out
 
     def explicit(self, prompt: str) -> list[tuple[int, float | None]]:
@@ -187,15 +231,18 @@ class LoraIndex:
         explicit: Sequence[tuple[int, float | None]],
         from_neighbour: Sequence[int],
         allow_nsfw: bool,
+        allow_poi: bool = False,
         limit: int = 3,
         versions: frozenset[int] | None = None,
+        styles: Sequence[str] = (),
     ) -> list[LoRA]:
         """Up to ``limit`` LoRAs for ``checkpoint``, compatible ones only, none when nothing fits.
 
         First those the prompt names with a tag, then those whose trigger phrases it contains and that the
         examples used with this checkpoint (a trigger phrase alone picks the wrong LoRA more often than
-        not: measured on DABench val, precision 0.29 against 0.6 with co-usage), then those of a
-        near-duplicate example made with the same checkpoint.
+        not: measured on DABench val, precision 0.29 against 0.6 with co-usage), then for each named style
+        of ``styles`` the most downloaded style LoRA made for it, then those of a near-duplicate example
+        made with the same checkpoint.
         """
         ranked: dict[int, tuple[float, float | None]] = {}
         for position, weight in explicit:
@@ -205,9 +252,17 @@ class LoraIndex:
             together = self.together.get((position, checkpoint_position), 0.0)
             if together > 0:
                 ranked.setdefault(int(position), (1.0 + float(relevance[position]) + together, None))
+        for phrase in styles:
+            for position in self.by_style.get(phrase, ()):
+                ref = self.refs[position]
+                allowed = (allow_nsfw or not self.nsfw[position]) and (allow_poi or not self.person[position])
+                if allowed and compatibility(ref.base_model, checkpoint.base_model) in ("full", "partial"):
+                    ranked.setdefault(position, (0.8, None))  # the prompt names the style: its best LoRA
+                    break
         for position in from_neighbour:
             ranked.setdefault(position, (0.5, None))
         out: list[LoRA] = []
+        series: set[str] = set()
 
         def order(item: tuple[int, tuple[float, float | None]]) -> float:
             partial = compatibility(self.refs[item[0]].base_model, checkpoint.base_model) == "partial"
@@ -215,12 +270,16 @@ class LoraIndex:
 
         for position, (_, weight) in sorted(ranked.items(), key=order):
             ref = self.refs[position]
-            if (self.nsfw[position] and not allow_nsfw) or not compatible(
-                ref.base_model, checkpoint.base_model
-            ):
+            stem = _series(ref.model_name)
+            if stem in series:
+                continue  # one LoRA of a series (XSarchitectural-1, -9, -11 ...): they do the same thing
+            if (self.nsfw[position] and not allow_nsfw) or (self.person[position] and not allow_poi):
                 continue
             if versions is not None and ref.version_id not in versions:
                 continue  # --installed: only LoRAs the user has
+            if not compatible(ref.base_model, checkpoint.base_model):
+                continue
+            series.add(stem)
             out.append(
                 LoRA(
                     model_id=ref.model_id,
@@ -229,12 +288,25 @@ class LoraIndex:
                     weight=float(
                         self.weights.get(position, self.default_weight) if weight is None else weight
                     ),
-                    trigger_words=list(ref.trained_words),
+                    trigger_words=activation_words(ref.trained_words),
                 )
             )
             if len(out) == limit:
                 break
         return out
+
+
+def _series(name: str) -> str:
+    """The first word of a LoRA's name, lower-cased: what the LoRAs of one series share."""
+    words = _WORD.findall(name.lower())
+    return words[0] if words else name.lower()
+
+
+def _by_style(styled: list[tuple[int, int, str]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = defaultdict(list)
+    for _, position, phrase in sorted(styled, key=lambda item: (-item[0], item[1])):
+        out[phrase].append(position)
+    return dict(out)
 
 
 def _matcher(phrases: list[str]) -> TextVectorizer:

@@ -21,19 +21,41 @@ leaks into its parameters).
 from __future__ import annotations
 
 import functools
+import re
 import statistics
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ...catalog import Store, VersionRef, default_size, family, family_spec, is_few_step, recipe, settle
+from ...catalog import (
+    Store,
+    VersionRef,
+    default_size,
+    family,
+    family_spec,
+    is_few_step,
+    recipe,
+    settle,
+    snap_size,
+)
+from ...catalog.safety import banned_term, embedding_term, negative_terms
 from ...catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, SIZE_RANGE, STEPS_RANGE
 from ...errors import UserInputError
-from ...schema import APICall, Checkpoint, LoRA, normalize_sampler
+from ...schema import APICall, Checkpoint, Hires, LoRA, normalize_sampler
 from ...textsafety import prompt_with_words, strip_generator_syntax
 
-__all__ = ["ParamStats", "assemble_call", "clamp", "valid_size"]
+__all__ = [
+    "ParamStats",
+    "activation_words",
+    "assemble_call",
+    "clamp",
+    "consensus_negative",
+    "fit_settings",
+    "hires_of",
+    "orientation_of",
+    "valid_size",
+]
 
 _FEW_STEP_KEYS = ("sampler", "steps", "cfg_scale")
 """Settings a few-step checkpoint takes from its own examples or its recipe, never from its family's."""
@@ -72,6 +94,39 @@ def valid_size(width: int | None, height: int | None) -> bool:
 
 
 _sampler = functools.lru_cache(maxsize=1024)(normalize_sampler)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and number > 0 else None  # NaN and non-positive are no value
+
+
+def hires_of(meta: Any) -> Hires | None:
+    """The hires fix an AUTOMATIC1111 infotext records (``Hires upscale`` / ``Hires upscaler`` /
+    ``Denoising strength`` / ``Hires steps``), None when it records none. Upscaler names are kept only when
+    they look like one (letters, digits, spaces and ``+-_.()``): catalogue text is untrusted."""
+    if not isinstance(meta, dict):
+        return None
+    scale = _number(meta.get("Hires upscale"))
+    upscaler = meta.get("Hires upscaler")
+    if scale is None or not isinstance(upscaler, str) or not _UPSCALER.fullmatch(upscaler.strip()):
+        return None
+    if not 1.0 < scale <= 4.0:
+        return None
+    denoise = _number(meta.get("Denoising strength"))
+    steps = _number(meta.get("Hires steps"))
+    return Hires(
+        scale=round(scale, 2),
+        upscaler=upscaler.strip(),
+        denoising_strength=round(min(denoise, 1.0), 2) if denoise is not None else 0.5,
+        steps=int(steps) if steps is not None and steps <= STEPS_RANGE[1] else 0,
+    )
+
+
+_UPSCALER = re.compile(r"[A-Za-z0-9][A-Za-z0-9 +\-_.()]{0,63}")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -246,6 +301,30 @@ class ParamStats:
         return out
 
 
+_ACTIVATION_WORDS = 1
+_ACTIVATION_MAX_WORDS = 4
+_ACTIVATION_MAX_CHARS = 40
+
+
+def activation_words(trained_words: Iterable[str]) -> list[str]:
+    """The words that switch a LoRA on: its first short trained word. The rest are mostly training
+    captions (one LoRA lists forty), which only bloat the prompt."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for word in trained_words:
+        text = " ".join(word.split()).strip(" ,")
+        key = text.lower()
+        if not text or key in seen or len(text) > _ACTIVATION_MAX_CHARS:
+            continue
+        if len(text.split()) > _ACTIVATION_MAX_WORDS:
+            continue
+        seen.add(key)
+        out.append(text)
+        if len(out) == _ACTIVATION_WORDS:
+            break
+    return out
+
+
 def assemble_call(
     ref: VersionRef, prompt: str, params: dict[str, Any], loras: Iterable[LoRA] = (), seed: int = -1
 ) -> APICall:
@@ -278,4 +357,79 @@ def assemble_call(
         prompt=prompt_with_words(settled["prompt"], [w for lora in loras for w in lora.trigger_words]),
         seed=seed,
         **{name: settled[name] for name in (*fields, "guidance", "scheduler")},
+        hires=params.get("hires"),
     )
+
+
+# -- settings a user would run ---------------------------------------------------------------------
+
+_ORIENTATION_WORDS = {
+    "portrait": re.compile(r"\b(portrait|vertical|tall|phone wallpaper|full[- ]body|9:16|2:3)\b"),
+    "landscape": re.compile(
+        r"\b(landscape|wide|wide[- ]angle|panorama|panoramic|widescreen|banner|skyline|scenery|16:9|3:2)\b"
+    ),
+    "square": re.compile(r"\b(square|1:1|icon|logo|avatar|profile picture|emoji|sticker)\b"),
+}
+_TALL_SUBJECTS = re.compile(r"\b(skyscraper|tower|lighthouse|waterfall)s?\b")
+
+
+def orientation_of(prompt: str) -> str | None:
+    """The orientation a prompt asks for in words (``portrait``, ``landscape``, ``square``), None when it
+    says none or several (``a portrait in a landscape``: the evidence decides)."""
+    lowered = prompt.lower()
+    found = {name for name, pattern in _ORIENTATION_WORDS.items() if pattern.search(lowered)}
+    if not found and _TALL_SUBJECTS.search(lowered):
+        found = {"portrait"}
+    return found.pop() if len(found) == 1 else None
+
+
+def fit_settings(ref: VersionRef, params: dict[str, Any], orientation: str | None = None) -> dict[str, Any]:
+    """``params`` moved to what the checkpoint's family is run with: steps and CFG within the family's
+    (or few-step variant's) ranges, a single-pass size within its area and aspect bounds (snapped to the
+    nearest bucket), turned to the ``orientation`` the prompt asks for."""
+    name = f"{ref.model_name} {ref.version_name or ''}"
+    settings = recipe(ref.base_model, name)
+    out = dict(params)
+    out["steps"] = int(clamp(out["steps"], settings.steps_range))
+    out["cfg_scale"] = float(clamp(out["cfg_scale"], settings.cfg_range))
+    width, height = out["width"], out["height"]
+    if orientation == "square" and width != height:
+        width, height = default_size(ref.base_model, "square")
+    elif (orientation == "portrait" and width > height) or (orientation == "landscape" and height > width):
+        width, height = height, width
+    elif orientation in ("portrait", "landscape") and width == height:
+        width, height = default_size(ref.base_model, orientation)
+    out["width"], out["height"] = snap_size(ref.base_model, width, height)
+    return out
+
+
+_NEGATIVE_SHARE = 0.3
+"""A negative term joins the consensus when this share of the negatives (and at least two) use it."""
+_NEGATIVE_TERMS = 24
+
+
+def consensus_negative(negatives: Iterable[str], share: float = _NEGATIVE_SHARE) -> str:
+    """The terms the given negative prompts agree on (used in ``share`` of them, at least two), most
+    used first, without ethnicity or explicit-anatomy terms, infotext junk or embedding names
+    (:mod:`diffagent.catalog.safety`): a negative of the checkpoint's users, never one user's."""
+    counts: Counter[str] = Counter()
+    total = 0
+    for negative in negatives:
+        terms = set(negative_terms(negative))
+        if terms:
+            total += 1
+            counts.update(terms)
+    need = max(2, share * total)
+    kept = [
+        term
+        for term, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        if count >= need
+        and not banned_term(term)
+        and not embedding_term(term)
+        and _CLEAN_TERM.fullmatch(term)
+    ]
+    return ", ".join(kept[:_NEGATIVE_TERMS])
+
+
+_CLEAN_TERM = re.compile(r"[\w][\w '\-./]{0,60}")
+"""Plain words only: no generator syntax (``<...>``, ``[a|b]``) reaches the negative prompt."""

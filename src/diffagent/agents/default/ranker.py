@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from ...catalog.styles import STYLES, SUITS_SHARE, style_hits
 from .index import FOLDS, Checkpoints, Examples, PromptIndex
 from .loras import LoraIndex
 
-__all__ = ["FEATURES", "Signals", "candidates", "feature_matrix", "signals"]
+__all__ = ["FEATURES", "Signals", "candidates", "feature_matrix", "signals", "style_columns"]
 
 Progress = Callable[[int, int], None]
 
@@ -32,6 +33,8 @@ DEPTHS = (5, 20, 100)
 N_CANDIDATES = 40
 N_CARD_CANDIDATES = 10
 """Of the candidates, how many come from card and name matches (models the examples rarely show)."""
+N_STYLE_CANDIDATES = 3
+"""Of the candidates, how many are the most downloaded models of the prompt's style."""
 _PAGE_DEPTH = 20
 
 FEATURES = (
@@ -54,6 +57,10 @@ FEATURES = (
     "family",
     "few_step",
     "words",
+    "query_terms",
+    "style",
+    "style_suits",
+    "style_clear",
 )
 
 
@@ -69,6 +76,10 @@ class Signals:
     """Per-model signals, each (B, models)."""
     words: np.ndarray
     lora_relevance: sparse.csr_matrix
+    query_terms: np.ndarray
+    """(B,) how many of the prompt's terms the example vocabulary knows."""
+    intent: np.ndarray
+    """(B,) index into STYLES of the prompt's one clear style, -1 when it has none."""
 
 
 def _top(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +158,36 @@ def signals(
     count = counts[folds] if folds is not None else np.broadcast_to(counts[FOLDS], (batch, n_models))
     dense["log_count"] = np.log1p(count)
     words = np.array([len(t.split()) for t in texts], dtype=np.float32)
-    return Signals(neighbours, near, dense, words, relevance)
+    hits = np.stack([style_hits(t) for t in texts]) if batch else np.zeros((0, len(STYLES)), np.float32)
+    intent = np.where(hits.sum(axis=1) == 1, hits.argmax(axis=1), -1)
+    if folds is None or checkpoints.fold_styles is None:
+        profiles = checkpoints.styles if checkpoints.styles is not None else checkpoints.claimed_styles
+        dense["style"] = hits @ profiles.T
+        dense["style_suits"] = suits_matrix(profiles, intent)
+    else:
+        dense["style"] = np.zeros((batch, n_models), dtype=np.float32)
+        dense["style_suits"] = np.zeros((batch, n_models), dtype=np.float32)
+        for f in range(FOLDS):
+            mine = np.flatnonzero(folds == f)
+            if len(mine):
+                dense["style"][mine] = hits[mine] @ checkpoints.fold_styles[f].T
+                dense["style_suits"][mine] = suits_matrix(checkpoints.fold_styles[f], intent[mine])
+    query_terms = np.diff(query.indptr).astype(np.float32)
+    return Signals(neighbours, near, dense, words, relevance, query_terms, intent)
+
+
+def suits_matrix(profiles: np.ndarray, intent: np.ndarray) -> np.ndarray:
+    """(B, models) 1 where the model suits the prompt's clear style (:func:`~diffagent.catalog.styles.suits`,
+    vectorised), 0 where it does not, 0.5 where nothing is known: a prompt without a clear style, or a
+    model whose tags and examples say no style (never demoted for that)."""
+    out = np.full((len(intent), len(profiles)), 0.5, dtype=np.float32)
+    clear = intent >= 0
+    if clear.any():
+        value = profiles[:, intent[clear]].T  # (clear B, models)
+        top = profiles.max(axis=1)[None, :]
+        fits = ((value > 0) & ((value >= SUITS_SHARE) | (value >= top))).astype(np.float32)
+        out[clear] = np.where(top > 0, fits, 0.5)
+    return out
 
 
 def fold_counts(examples: Examples, n_models: int) -> np.ndarray:
@@ -160,23 +200,48 @@ def fold_counts(examples: Examples, n_models: int) -> np.ndarray:
     return out
 
 
+def style_columns(allowed: int, n: int = N_CANDIDATES, n_style: int = N_STYLE_CANDIDATES) -> int:
+    """How many of the last candidate columns are the style candidates, for ``allowed`` nameable models."""
+    return min(n_style, max(min(n, allowed) - 1, 0))
+
+
 def candidates(
-    sig: Signals, allowed: np.ndarray, n: int = N_CANDIDATES, n_card: int = N_CARD_CANDIDATES
+    sig: Signals,
+    allowed: np.ndarray,
+    checkpoints: Checkpoints,
+    n: int = N_CANDIDATES,
+    n_card: int = N_CARD_CANDIDATES,
+    n_style: int = N_STYLE_CANDIDATES,
 ) -> np.ndarray:
-    """(B, n) model positions: the strongest by neighbour vote and centroid, then by card and name."""
+    """(B, n) model positions: the strongest by neighbour vote and centroid, then by card and name, then
+    the popular models most of the prompt's clear style (the most downloaded of all without one), so
+    that a well-made model of the asked style is always among the candidates."""
     dense = sig.dense
     n = min(n, int(allowed.sum()))
-    n_card = min(n_card, n)
+    n_style = style_columns(int(allowed.sum()), n, n_style)
+    n_card = min(n_card, n - n_style)
+    n -= n_style
     floor = np.where(allowed, 0.0, -np.inf).astype(np.float32)
+    style = np.zeros((len(sig.intent), 0), dtype=np.int64)
+    if n_style:
+        clear = (sig.intent >= 0)[:, None]
+        wanted = (dense["style_suits"] == 1) | ~clear
+        # of a clear style, the models it is most the style of, weighed by popularity (a general mix
+        # that also does some 3D loses to a well-liked 3D model); chosen first, so that they are
+        # these whatever the other candidates are (the agent's fallback reads them)
+        weight = np.where(clear, dense["style"], 1.0)
+        popular = np.where(wanted, weight * checkpoints.log_downloads[None, :], -1.0)
+        style = _top((popular + floor).astype(np.float32), n_style)[0]
     prior = (
         dense["vote100"] + 0.5 * dense["centroid"] + 1e-3 * dense["log_count"] + 1e-4 * dense["lora"] + floor
     )
+    np.put_along_axis(prior, style, -np.inf, axis=1)
     picked = _top(prior, n - n_card)[0] if n > n_card else np.zeros((len(prior), 0), dtype=np.int64)
     if n_card:
         cards = dense["card"] + dense["name"] + floor
-        np.put_along_axis(cards, picked, -np.inf, axis=1)
+        np.put_along_axis(cards, np.hstack([picked, style]), -np.inf, axis=1)
         picked = np.hstack([picked, _top(cards, n_card)[0]])
-    return picked
+    return np.hstack([picked, style])
 
 
 def feature_matrix(sig: Signals, picked: np.ndarray, checkpoints: Checkpoints) -> np.ndarray:
@@ -195,4 +260,6 @@ def feature_matrix(sig: Signals, picked: np.ndarray, checkpoints: Checkpoints) -
     columns["family"] = checkpoints.family_code[cols]
     columns["few_step"] = checkpoints.few_step[cols].astype(np.float32)
     columns["words"] = np.repeat(sig.words, n)
+    columns["query_terms"] = np.repeat(sig.query_terms, n)
+    columns["style_clear"] = np.repeat((sig.intent >= 0).astype(np.float32), n)
     return np.column_stack([columns[name] for name in FEATURES]).astype(np.float32)

@@ -39,7 +39,9 @@ def eval_command(
         show_default=False,
     ),
     as_json: bool = typer.Option(False, "--json", help='print {"rows": [...]} instead of a markdown table'),
-    limit: int = typer.Option(None, "--limit", min=1, help="score at most N pairs, spread over the file"),
+    limit: int = typer.Option(
+        None, "--limit", min=1, help="score at most N pairs (and N labelled prompts), spread over the files"
+    ),
     k: int = typer.Option(5, "--k", min=1, help="alternatives per answer (model@5 needs 5)"),
     latency_prompts: int = typer.Option(200, min=1, help="prompts timed one at a time for p50/p95"),
     model: str = typer.Option(None, "--model", help="trained model name or path (--agent llm)"),
@@ -71,7 +73,7 @@ def eval_command(
     labelled: list[tuple[str, str]] = []
     if not no_intents:
         try:
-            labelled = load_intent_set(intents, intent_prompts)
+            labelled = spread(load_intent_set(intents, intent_prompts), limit)
         except UserInputError as exc:
             fail(f"{exc}; pass --intent-prompts PATH or --no-intents")
     with open_filled_store() as store:

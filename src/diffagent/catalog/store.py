@@ -627,23 +627,23 @@ class Store:
 
     def primary_files(self, version_ids: list[int]) -> dict[int, str]:
         """Version id -> file name of its primary model file (generators load models by file name)."""
-        marks = ",".join("?" * len(version_ids))
-        rows = self.conn.execute(
-            f"SELECT version_id, name FROM files WHERE version_id IN ({marks}) AND name IS NOT NULL"
-            " ORDER BY is_primary",
-            version_ids,
-        )
-        return {version_id: name for version_id, name in rows}  # primary rows come last and win
+        return self._primary_file_column("name", version_ids)
 
     def primary_sha256(self, version_ids: list[int]) -> dict[int, str]:
         """Version id -> SHA256 of its primary model file, where the catalogue has one."""
+        return self._primary_file_column("sha256", version_ids)
+
+    def _primary_file_column(self, column: str, version_ids: list[int]) -> dict[int, str]:
+        """Version id -> ``column`` of its primary file, else of another file that has it."""
+        if column not in ("name", "sha256"):
+            raise ValueError(f"not a file column this reads: {column!r}")
         marks = ",".join("?" * len(version_ids))
         rows = self.conn.execute(
-            f"SELECT version_id, sha256 FROM files WHERE version_id IN ({marks}) AND sha256 IS NOT NULL"
+            f"SELECT version_id, {column} FROM files WHERE version_id IN ({marks}) AND {column} IS NOT NULL"
             " ORDER BY is_primary",
             version_ids,
         )
-        return {version_id: digest for version_id, digest in rows}  # primary rows come last and win
+        return {version_id: value for version_id, value in rows}  # primary rows come last and win
 
     def stats(self) -> dict[str, Any]:
         """Counts in the shape of ``diffagent catalog stats --json`` (by_base_model counts versions)."""

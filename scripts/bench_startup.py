@@ -8,7 +8,8 @@ load average, so that a figure measured on a shared machine says how shared it w
         --baseline OLD_CHECKOUT/src --baseline-home OLD_HOME
 
 ``--baseline`` runs the same two commands on another checkout's ``src`` (an earlier release) with its own
-``DIFFAGENT_HOME``, in the same run, so that the figures sit side by side.
+``DIFFAGENT_HOME``, in the same run, so that the figures sit side by side. The report ends with the median CPU
+seconds of each stage of a warm select in this checkout (imports, loading the cached agent, the answer).
 """
 
 from __future__ import annotations
@@ -24,6 +25,29 @@ import time
 from pathlib import Path
 
 PROMPT = "a cozy cabin in the woods"
+
+# Where a warm select spends its CPU, stage by stage, in a fresh process (printed as one JSON line).
+_STAGES = """
+import json, resource, sys
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+marks = [cpu()]
+import diffagent.cli
+from diffagent.catalog import Store
+from diffagent.client import open_agent
+from diffagent.config import store_path
+marks.append(cpu())
+import numpy, scipy.sparse
+marks.append(cpu())
+store = Store(store_path())
+agent = open_agent(store, "default")
+marks.append(cpu())
+agent.select(sys.argv[1]).model_dump_json()
+marks.append(cpu())
+names = ["import the CLI", "import numpy and scipy.sparse", "open the store, load the cached agent", "answer"]
+print(json.dumps({n: round(b - a, 3) for n, a, b in zip(names, marks, marks[1:])}))
+"""
 
 
 def _run(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
@@ -64,7 +88,19 @@ def main() -> int:
             "wall_best_s": round(min(walls), 3),
             "cpu_median_s": round(statistics.median(cpus), 3),
         }
-    print(json.dumps({"runs": args.runs, "load_average": os.getloadavg(), "rows": rows}, indent=2))
+    stages = [
+        json.loads(subprocess.run([sys.executable, "-c", _STAGES, args.prompt], check=True,
+                                  capture_output=True, text=True).stdout)
+        for _ in range(args.runs)
+    ]  # fmt: skip
+    cpu_by_stage = {name: round(statistics.median(s[name] for s in stages), 3) for name in stages[0]}
+    report = {
+        "runs": args.runs,
+        "load_average": os.getloadavg(),
+        "rows": rows,
+        "cpu_by_stage_s": cpu_by_stage,
+    }
+    print(json.dumps(report, indent=2))
     return 0
 
 

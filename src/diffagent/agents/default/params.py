@@ -390,7 +390,7 @@ def fit_settings(ref: VersionRef, params: dict[str, Any], orientation: str | Non
     name = f"{ref.model_name} {ref.version_name or ''}"
     settings = recipe(ref.base_model, name)
     out = dict(params)
-    out["steps"] = int(clamp(out["steps"], settings.steps_range))
+    out["steps"] = int(clamp(out["steps"], settings.steps_for(out.get("sampler"))))
     out["cfg_scale"] = float(clamp(out["cfg_scale"], settings.cfg_range))
     width, height = out["width"], out["height"]
     if orientation == "square" and width != height:

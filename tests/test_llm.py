@@ -320,6 +320,11 @@ def test_lora_sft_then_rrhf_then_the_agent(
         answer = agent.select(pairs[0].instruction, k=3)
         assert len(answer.alternatives) == 3 and answer.alternatives[0].checkpoint == answer.api.checkpoint
         assert hallucination_reasons(store, answer.api) == []
+        banned = frozenset(e.model_id for e in retriever.top[:2])
+        agent.unsafe = banned  # as if the two most downloaded were explicit: never named
+        safe = agent.select(pairs[0].instruction, k=3)
+        assert not banned & {a.checkpoint.model_id for a in [safe.api, *safe.alternatives]}
+        agent.unsafe = frozenset()
         if decoding == "rerank":
             assert answer.api.checkpoint.model_id in {e.model_id for e in retriever.top[:3]}
             assert [a.score for a in answer.alternatives] == sorted(

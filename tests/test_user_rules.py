@@ -303,3 +303,29 @@ def test_settings_are_agreed_within_the_family_bounds() -> None:
     assert agree(euler, 80, 14.0) == (euler, 60.0, 12.0)
     assert agree(sde, 7, 7.0) == (sde, 7.0, 7.0)
     assert agree(euler, 7, 7.0)[1] == 10.0
+
+
+def test_the_llm_agent_drops_unsafe_models_its_decoding_names(catalogue: dict) -> None:
+    """The grammar and free decoding can write any catalogue name: the LLM agent's answer filter keeps
+    the real-person and nude-tagged checkpoints out unless allowed, and strips such LoRAs from the rest."""
+    pytest.importorskip("torch")
+    from diffagent.agents.llm import safe_ranked, unsafe_models
+    from diffagent.schema import LoRA
+
+    store = catalogue["store"]
+    assert unsafe_models(store) == {3, 4}
+    assert unsafe_models(store, allow_nsfw=True) == {3} and unsafe_models(store, allow_poi=True) == {4}
+    assert unsafe_models(store, allow_nsfw=True, allow_poi=True) == frozenset()
+
+    def call(model_id: int, loras: tuple[int, ...] = ()) -> APICall:
+        return APICall(
+            checkpoint=Checkpoint(model_id=model_id, version_id=model_id * 10, name="x", base_model="SD 1.5"),
+            prompt="a cat", sampler="Euler a", steps=25, cfg_scale=7.0, width=512, height=768,
+            loras=[LoRA(model_id=m, version_id=m * 10, name="l", weight=0.8) for m in loras],
+        )  # fmt: skip
+
+    ranked = [(call(3), 0.9), (call(1, loras=(4, 5)), 0.5), (call(2), 0.1)]
+    kept = safe_ranked(ranked, unsafe_models(store))
+    assert [c.checkpoint.model_id for c, _ in kept] == [1, 2]
+    assert [lo.model_id for lo in kept[0][0].loras] == [5]
+    assert safe_ranked(ranked, frozenset()) == ranked

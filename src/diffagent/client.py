@@ -34,9 +34,8 @@ def open_agent(
 
     The one place that wires catalogue, bench and agent together: the CLI, the service and
     :class:`DiffAgent` all come through here. Agents are safe by default: ``allow_nsfw`` lets them name
-    explicit checkpoints and LoRAs, ``allow_poi`` real-person ones (the LLM agent names what it was
-    trained on and takes neither). ``installed`` restricts the default agent to the checkpoints and LoRAs
-    of the user's library (``diffagent library scan``).
+    explicit checkpoints and LoRAs, ``allow_poi`` real-person ones. ``installed`` restricts the default
+    agent to the checkpoints and LoRAs of the user's library (``diffagent library scan``).
     """
     from .bench.build import ensure_bench  # numpy and scipy: only once an agent is wanted
 
@@ -52,8 +51,7 @@ def open_agent(
     examples = PairFiles(folder, splits)
     if name == "default" and progress is not None:
         options = {"progress": progress, **options}
-    if name != "llm":
-        options = {"allow_nsfw": allow_nsfw, "allow_poi": allow_poi, **options}
+    options = {"allow_nsfw": allow_nsfw, "allow_poi": allow_poi, **options}
     return load_agent(name, store, examples, **options)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..bench.pairs import Pair
-from ..catalog import Store
+from ..catalog import Store, safety_columns
 from ..errors import UserInputError
 from ..llm.codec import CatalogNames, LLMCodec
 from ..llm.config import PromptConfig
@@ -33,13 +33,20 @@ from ..train.data import answer_candidates
 from ..train.losses import response_logprobs
 from . import LLM_DECODINGS as DECODINGS
 
-__all__ = ["DECODINGS", "LLMAgent", "build_llm_agent"]
+__all__ = ["DECODINGS", "LLMAgent", "build_llm_agent", "safe_ranked", "unsafe_models"]
 
 
 class LLMAgent(Agent):
     name = "llm"
 
-    def __init__(self, model: Any, codec: LLMCodec, retriever: Agent, decoding: str = "rerank") -> None:
+    def __init__(
+        self,
+        model: Any,
+        codec: LLMCodec,
+        retriever: Agent,
+        decoding: str = "rerank",
+        unsafe: frozenset[int] = frozenset(),
+    ) -> None:
         if decoding not in DECODINGS:
             raise UserInputError(f"unknown decoding {decoding!r}: use one of {', '.join(DECODINGS)}")
         self.model = model
@@ -47,6 +54,9 @@ class LLMAgent(Agent):
         self.retriever = retriever
         self.decoding = decoding
         self.grammar = CallGrammar(codec) if decoding == "trie" else None
+        self.unsafe = unsafe
+        """Model ids the answer may not name (explicit or real-person ones not allowed, see
+        :func:`unsafe_models`): the grammar and free decoding can write any catalogue name."""
 
     def select(self, prompt: str, k: int = 5) -> Answer:
         retrieved = self.retriever.select(prompt, k=max(k, self.codec.prompt.n_candidates))
@@ -60,6 +70,7 @@ class LLMAgent(Agent):
             call = self.codec.to_api(self.codec.parse(text), prompt, shown[0] if shown else None)
             others = [c for c in candidates if c.checkpoint.model_id != call.checkpoint.model_id]
             ranked = [(call, 1.0)] + [(c, 0.0) for c in others]
+        ranked = safe_ranked(ranked, self.unsafe) or [(c, 0.0) for c in candidates[:1]]
         alternatives = [Alternative(**call.model_dump(), score=round(score, 6)) for call, score in ranked[:k]]
         return Answer(
             api=ranked[0][0],
@@ -87,6 +98,33 @@ class LLMAgent(Agent):
         return [(candidates[i], names[i]) for i in order]
 
 
+def safe_ranked(
+    ranked: Sequence[tuple[APICall, float]], unsafe: frozenset[int]
+) -> list[tuple[APICall, float]]:
+    """``ranked`` without the calls whose checkpoint is in ``unsafe`` and without such LoRAs in the rest."""
+    out = []
+    for call, score in ranked:
+        if call.checkpoint.model_id in unsafe:
+            continue
+        if any(lora.model_id in unsafe for lora in call.loras):
+            call = call.model_copy(update={"loras": [lo for lo in call.loras if lo.model_id not in unsafe]})
+        out.append((call, score))
+    return out
+
+
+def unsafe_models(store: Store, allow_nsfw: bool = False, allow_poi: bool = False) -> frozenset[int]:
+    """Ids of the catalogue's explicit models (unless ``allow_nsfw``) and real-person ones (unless
+    ``allow_poi``), by the levels :mod:`diffagent.catalog.safety` derives."""
+    if allow_nsfw and allow_poi:
+        return frozenset()
+    rows = store.conn.execute(f"SELECT m.id, {safety_columns()} FROM models m")
+    return frozenset(
+        int(model_id)
+        for model_id, explicit, person in rows
+        if (explicit and not allow_nsfw) or (person and not allow_poi)
+    )
+
+
 def _default_model() -> str:
     for name in ("rrhf", "sft"):
         if (model_dir(name) / "diffagent.json").is_file():
@@ -103,13 +141,16 @@ def build_llm_agent(
     decoding: str | None = None,
     retriever: str | Agent | None = None,
     dtype: str = "auto",
+    allow_nsfw: bool = False,
+    allow_poi: bool = False,
 ) -> LLMAgent:
     """The LLM agent with trained model ``model`` (default: ``rrhf``, else ``sft``, under DIFFAGENT_HOME).
 
     ``unconstrained`` decodes freely; otherwise ``decoding`` is ``rerank`` (default) or ``trie``. The
     retriever that lists candidates defaults to the one the model was trained with; it learns from
     ``examples`` like any agent. ``dtype``: ``auto`` (bfloat16 where the CPU has native support),
-    ``float32`` or ``bfloat16``.
+    ``float32`` or ``bfloat16``. Safe by default like every agent: the retriever lists no explicit
+    (``allow_nsfw``) or real-person (``allow_poi``) models, and an answer decoded to one is dropped.
     """
     if unconstrained and decoding not in (None, "free"):
         raise UserInputError(f"--unconstrained contradicts decoding {decoding!r}")
@@ -121,6 +162,9 @@ def build_llm_agent(
     if not isinstance(retriever, Agent):
         from . import load_agent
 
-        retriever = load_agent(retriever or prompt.retriever, store, examples)
+        retriever = load_agent(
+            retriever or prompt.retriever, store, examples, allow_nsfw=allow_nsfw, allow_poi=allow_poi
+        )
     codec = LLMCodec(tokenizer, CatalogNames.from_store(store), prompt)
-    return LLMAgent(lm, codec, retriever, "free" if unconstrained else (decoding or "rerank"))
+    decoded = "free" if unconstrained else (decoding or "rerank")
+    return LLMAgent(lm, codec, retriever, decoded, unsafe_models(store, allow_nsfw, allow_poi))

@@ -329,3 +329,18 @@ def test_the_llm_agent_drops_unsafe_models_its_decoding_names(catalogue: dict) -
     assert [c.checkpoint.model_id for c, _ in kept] == [1, 2]
     assert [lo.model_id for lo in kept[0][0].loras] == [5]
     assert safe_ranked(ranked, frozenset()) == ranked
+
+
+def test_answers_keep_to_the_limits_the_card_states(catalogue: dict) -> None:
+    from diffagent.catalog.cards import CardLimits
+
+    agent = catalogue["agent"]
+    model_id = agent.select("photo of a cat on a sofa").api.checkpoint.model_id
+    assert agent.card(model_id) == CardLimits()  # its card ("<p>Photo Real</p>") states nothing
+    agent._cards[model_id] = CardLimits(min_side=640, cfg_range=(4.0, 5.0), steps_range=(12, 14))
+    try:
+        api = agent.select("photo of a cat on a sofa").api
+    finally:
+        agent._cards.pop(model_id)
+    assert api.checkpoint.model_id == model_id
+    assert 4.0 <= api.cfg_scale <= 5.0 and 12 <= api.steps <= 14 and min(api.width, api.height) >= 640

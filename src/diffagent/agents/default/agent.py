@@ -31,6 +31,7 @@ from ..._npz import CacheError
 from ...bench.pairs import Pair
 from ...bench.text import clean_prompt
 from ...catalog import CatalogFilter, Store, VersionRef, base_models_named
+from ...catalog.cards import CardLimits, card_limits
 from ...catalog.families import Recipe, recipe
 from ...catalog.styles import style_phrases
 from ...catalog.validate import CFG_RANGE, STEPS_RANGE
@@ -382,6 +383,7 @@ class RetrievalAgent(Agent):
         if not self.allowed.any():
             raise UserInputError("no checkpoint in the catalogue passes the base-model, NSFW and poi filter")
         self._params: ParamStats | None = None
+        self._cards: dict[int, CardLimits] = {}
 
     @property
     def params(self) -> ParamStats:
@@ -389,6 +391,15 @@ class RetrievalAgent(Agent):
         if self._params is None:
             self._params = ParamStats.shared(self.store, self.index.pair_image_ids.tolist())
         return self._params
+
+    def card(self, model_id: int) -> CardLimits:
+        """The limits model ``model_id``'s card states (read on first need)."""
+        if model_id not in self._cards:
+            row = self.store.conn.execute(
+                "SELECT description FROM models WHERE id = ?", (model_id,)
+            ).fetchone()
+            self._cards[model_id] = card_limits(row[0] if row else None)
+        return self._cards[model_id]
 
     def select(self, prompt: str, k: int = 5) -> Answer:
         return self.select_batch([prompt], k)[0]
@@ -548,7 +559,7 @@ class RetrievalAgent(Agent):
         prompt its examples agree on; all then fitted to the family (:func:`fit_settings`)."""
         out = self._raw_params(ref, model, mine, weights, others, other_weights)
         out["negative_prompt"] = self.index.negative(model)
-        return fit_settings(ref, out, orientation)
+        return fit_settings(ref, out, orientation, self.card(ref.model_id))
 
     def _raw_params(
         self,

@@ -37,8 +37,10 @@ from ...catalog import (
     is_few_step,
     recipe,
     settle,
+    size_ok,
     snap_size,
 )
+from ...catalog.cards import CardLimits
 from ...catalog.safety import banned_term, embedding_term, negative_terms
 from ...catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, SIZE_RANGE, STEPS_RANGE
 from ...errors import UserInputError
@@ -383,15 +385,19 @@ def orientation_of(prompt: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def fit_settings(ref: VersionRef, params: dict[str, Any], orientation: str | None = None) -> dict[str, Any]:
+def fit_settings(
+    ref: VersionRef, params: dict[str, Any], orientation: str | None = None, card: CardLimits | None = None
+) -> dict[str, Any]:
     """``params`` moved to what the checkpoint's family is run with: steps and CFG within the family's
     (or few-step variant's) ranges, a single-pass size within its area and aspect bounds (snapped to the
-    nearest bucket), turned to the ``orientation`` the prompt asks for."""
+    nearest bucket), turned to the ``orientation`` the prompt asks for; then within what its ``card``
+    states (:mod:`diffagent.catalog.cards`) where that fits inside the family's bounds."""
     name = f"{ref.model_name} {ref.version_name or ''}"
     settings = recipe(ref.base_model, name)
+    card = card or CardLimits()
     out = dict(params)
-    out["steps"] = int(clamp(out["steps"], settings.steps_for(out.get("sampler"))))
-    out["cfg_scale"] = float(clamp(out["cfg_scale"], settings.cfg_range))
+    out["steps"] = int(clamp(out["steps"], _within(settings.steps_for(out.get("sampler")), card.steps_range)))
+    out["cfg_scale"] = float(clamp(out["cfg_scale"], _within(settings.cfg_range, card.cfg_range)))
     width, height = out["width"], out["height"]
     if orientation == "square" and width != height:
         width, height = default_size(ref.base_model, "square")
@@ -399,8 +405,31 @@ def fit_settings(ref: VersionRef, params: dict[str, Any], orientation: str | Non
         width, height = height, width
     elif orientation in ("portrait", "landscape") and width == height:
         width, height = default_size(ref.base_model, orientation)
-    out["width"], out["height"] = snap_size(ref.base_model, width, height)
+    width, height = snap_size(ref.base_model, width, height)
+    if card.min_side and min(width, height) < card.min_side:
+        width, height = _at_least(ref.base_model, width, height, card.min_side)
+    out["width"], out["height"] = width, height
     return out
+
+
+def _within(family: tuple[Any, Any], card: tuple[Any, Any] | None) -> tuple[Any, Any]:
+    """The card's range inside the family's, or the family's where they do not overlap."""
+    if card is None or max(family[0], card[0]) > min(family[1], card[1]):
+        return family
+    return max(family[0], card[0]), min(family[1], card[1])
+
+
+def _at_least(base_model: str | None, width: int, height: int, side: int) -> tuple[int, int]:
+    """``width`` x ``height`` grown so that its short side is ``side``, the long side cut back (towards a
+    square) where the family would not run a single pass that large; unchanged where even the square is
+    too large for the family."""
+    if not size_ok(base_model, side, side):
+        return width, height
+    short, long = sorted((width, height))
+    grown = max(side, int(long * side / short) // 8 * 8)
+    while grown > side and not size_ok(base_model, side, grown):
+        grown -= 8
+    return (grown, side) if width > height else (side, grown)
 
 
 _NEGATIVE_SHARE = 0.3

@@ -183,7 +183,8 @@ def test_ranker_scores_as_lightgbm_does() -> None:
     labels = (rng.random(800) < 0.1).astype(float)
     for params in ({}, {"zero_as_missing": True}):
         booster = lgb.train(
-            {"objective": "lambdarank", "verbosity": -1, "num_leaves": 15, **params},
+            # one thread, as the ranker trains: OpenMP threads spin on a shared machine (10 s instead of 0.1)
+            {"objective": "lambdarank", "verbosity": -1, "num_leaves": 15, "num_threads": 1, **params},
             lgb.Dataset(features, labels, group=[40] * 20),
             40,
         )
@@ -191,7 +192,7 @@ def test_ranker_scores_as_lightgbm_does() -> None:
         queries = rng.normal(size=(400, 6))
         queries[rng.random(queries.shape) < 0.1] = 0.0
         queries[rng.random(queries.shape) < 0.05] = np.nan
-        expected = booster.predict(queries).reshape(-1, 40)
+        expected = booster.predict(queries, num_threads=1).reshape(-1, 40)
         assert np.allclose(ranker.score(queries, 40), expected, atol=1e-9)
         ranker.BATCH_ROWS = 100  # type: ignore[misc]  # the LightGBM path for large batches agrees too
         assert np.allclose(ranker.score(queries, 40), expected, atol=1e-9)

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from conftest import REAL_DUMP, needs_dump
+from diffagent.agents.default.params import ParamStats
 from diffagent.bench import build_bench, ensure_bench, load_pairs
 from diffagent.bench.build import BenchReport, novel_flags
 from diffagent.bench.text import NEAR_DUPLICATE_JACCARD, clean_prompt, group_key, lora_tags, shingles
-from diffagent.agents.default.params import ParamStats
 from diffagent.catalog import MADE_WITH, CatalogFilter, Store, made_with_sql
 from diffagent.reward.proxy import ProxyReward
 

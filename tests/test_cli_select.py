@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from diffagent.bench import ensure_bench
+from conftest import copy_catalog, link_agent_cache
 from diffagent.catalog import Store, validate_call
 from diffagent.cli import app
 from diffagent.schema import Answer, APICall
@@ -18,14 +18,12 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def prepared_home(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DIFFAGENT_HOME with the dump records and their bench, made once for the module."""
+def prepared_home(dump_catalog: Path, agent_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DIFFAGENT_HOME with the dump records and their bench (the session's copy, whose default agent is
+    built once a session), made once for the module."""
     home = tmp_path_factory.mktemp("cli-home")
-    with Store(home / "catalog.sqlite") as store:
-        with store.transaction():
-            for record in dump_records:
-                store.upsert_model(record)
-        ensure_bench(store, home / "bench")
+    copy_catalog(dump_catalog, home)
+    link_agent_cache(home, agent_cache)
     return home
 
 

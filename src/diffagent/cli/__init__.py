@@ -6,6 +6,8 @@ Each sub-command's module is imported when that command runs (or when ``--help``
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -96,4 +98,8 @@ def _root() -> None:
 
 def main() -> None:
     """The ``diffagent`` entry point; failures are one line each (see :class:`._common.OneLineErrors`)."""
+    # The process is about to end when the last exit handler runs: freezing the garbage collector then
+    # spares the interpreter's final collection over everything loaded (0.1 s of a warm `select`'s 1 s).
+    # Objects are still freed by reference counting as modules are torn down.
+    atexit.register(gc.freeze)
     app()

@@ -54,6 +54,7 @@ class _Tree:
     lazy_refs: Sequence[VersionRef]
     lazy_hires: Sequence[Hires | None]
     lazy_groups: Sequence[list[VersionRef]]
+    lazy_nested: Sequence[Sequence[tuple[int, float]]]
     by_text: dict[str, int]
     derived: dict[str, int] = field(default_factory=dict)
     scratch: list[str] = field(default_factory=list, metadata=_npz.BUILD_ONLY)
@@ -87,6 +88,7 @@ def _tree() -> _Tree:
         lazy_refs=[VersionRef(i, i + 1, f"M{i}", None, "LORA", None, ("w",) * (i % 3)) for i in range(70)],
         lazy_hires=[None, Hires(upscaler="4x-UltraSharp", scale=2.0, denoising_strength=0.4), None],
         lazy_groups=[[], [VersionRef(3, 4, "A", "v1", "LORA", None, ())] * 2],
+        lazy_nested=[[(1, 0.5)], [], [(2, 1.0), (3, 0.25)]],
         by_text={text: i for i, text in enumerate(dict.fromkeys(TEXTS))} | {f"k{i}": i for i in range(70)},
         scratch=["only the build reads this"] * 100,
     )
@@ -110,6 +112,7 @@ def test_a_dataclass_tree_round_trips_with_its_types(tmp_path: Path) -> None:
     assert back.lazy_refs == original.lazy_refs and back.lazy_refs[-1].trained_words == ()
     assert list(back.lazy_hires) == original.lazy_hires and isinstance(back.lazy_hires[1], Hires)
     assert back.lazy_groups[1] == original.lazy_groups[1] and back.lazy_groups[0] == []
+    assert [list(items) for items in back.lazy_nested] == original.lazy_nested
     assert back.by_text == original.by_text
     assert back.scratch == [] and b"only the build" not in path.read_bytes()  # build-only: never written
     assert np.array_equal(back.inner.values, original.inner.values)

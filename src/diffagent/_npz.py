@@ -106,7 +106,7 @@ class _Encoder:
                     for f in _fields(args[0])
                 },
             }
-        if origin in (list, tuple):
+        if origin in (list, tuple, Sequence):  # a Sequence inside an item is a plain list
             return [self.encode(v, _item_hint(args, i)) for i, v in enumerate(value)]
         if origin is dict:  # keys and values as two lists: many strings become one blob each
             key_hint, value_hint = args
@@ -290,7 +290,9 @@ def _list(item: Decode, lazy: bool, data: Any, archive: Any) -> Sequence[Any]:
 
 
 def _items(item: Decode, data: Any, archive: Any) -> Sequence[Any]:
-    """A lazy sequence of JSON-stored items (see :class:`_Lazy`)."""
+    """A lazy sequence of JSON-stored items (see :class:`_Lazy`); a plain list inside such an item."""
+    if isinstance(data, list):
+        return [item(v, archive) for v in data]
     stored = data["items"]
     if not stored["count"]:
         return []

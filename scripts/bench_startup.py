@@ -33,19 +33,22 @@ def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 marks = [cpu()]
-import diffagent.cli
+import diffagent.cli, diffagent.cli.select
 from diffagent.catalog import Store
 from diffagent.client import open_agent
 from diffagent.config import store_path
 marks.append(cpu())
 import numpy, scipy.sparse
 marks.append(cpu())
+import diffagent.agents.default
+marks.append(cpu())
 store = Store(store_path())
 agent = open_agent(store, "default")
 marks.append(cpu())
 agent.select(sys.argv[1]).model_dump_json()
 marks.append(cpu())
-names = ["import the CLI", "import numpy and scipy.sparse", "open the store, load the cached agent", "answer"]
+names = ["import the CLI and its select command", "import numpy and scipy.sparse",
+         "import the default agent", "open the store, load the cached agent", "answer"]
 print(json.dumps({n: round(b - a, 3) for n, a, b in zip(names, marks, marks[1:])}))
 """
 

@@ -11,6 +11,7 @@ import copy
 import gzip
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,46 @@ def full_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     store = Store(tmp_path_factory.mktemp("full") / "catalog.sqlite")
     import_dump(store, DUMP)
     return store
+
+
+@pytest.fixture(scope="session")
+def dump_catalog(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A catalogue file of the ``dump_records`` with their DABench in ``bench/`` beside it, made once per
+    session, for tests to copy (:func:`copy_catalog`): copies keep the store's identity and revision, so
+    the default agent built on one is the one cached for all (see :func:`shared_agent_cache`)."""
+    from diffagent.bench import ensure_bench
+
+    folder = tmp_path_factory.mktemp("dump-catalog")
+    with Store(folder / "catalog.sqlite") as store:
+        with store.transaction():
+            for record in dump_records:
+                store.upsert_model(record)
+        ensure_bench(store, folder / "bench")
+    return folder / "catalog.sqlite"
+
+
+def copy_catalog(catalog: Path, home: Path) -> Path:
+    """``catalog`` and its bench copied into ``home``; returns the copied catalogue file."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(catalog, home / "catalog.sqlite")
+    shutil.copytree(catalog.parent / "bench", home / "bench", dirs_exist_ok=True)
+    return home / "catalog.sqlite"
+
+
+@pytest.fixture(scope="session")
+def agent_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the default agent's cache files across the session (keyed by store identity,
+    revision and DABench: an agent is built once per catalogue content, as for a user)."""
+    return tmp_path_factory.mktemp("default-agent")
+
+
+@pytest.fixture
+def shared_agent_cache(agent_cache: Path, _isolated_home: None) -> None:
+    """The test's DIFFAGENT_HOME keeps the default agent's cache in the session's :func:`agent_cache`."""
+    link_agent_cache(Path(os.environ["DIFFAGENT_HOME"]), agent_cache)
+
+
+def link_agent_cache(home: Path, cache: Path) -> None:
+    """``home/default-agent`` made a link to ``cache``."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "default-agent").symlink_to(cache, target_is_directory=True)

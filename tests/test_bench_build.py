@@ -8,10 +8,12 @@ import json
 import pytest
 
 from conftest import REAL_DUMP, needs_dump
+from diffagent.agents.default.params import ParamStats
 from diffagent.bench import build_bench, ensure_bench, load_pairs
 from diffagent.bench.build import BenchReport, novel_flags
 from diffagent.bench.text import NEAR_DUPLICATE_JACCARD, clean_prompt, group_key, lora_tags, shingles
-from diffagent.catalog import Store
+from diffagent.catalog import MADE_WITH, CatalogFilter, Store, made_with_sql
+from diffagent.reward.proxy import ProxyReward
 
 
 def _file(name: str, autov2: str, version_id: int) -> dict:
@@ -210,3 +212,44 @@ def test_real_bench_sizes(whole_bench: tuple[BenchReport, dict]) -> None:
     report, _ = whole_bench
     assert report.pairs["train"] > 25_000 and report.pairs["test"] > 3_000
     assert 0.3 < report.novel / report.pairs["test"] < 0.8
+
+
+def test_one_rule_names_the_checkpoint_of_every_image(tiny_store: Store) -> None:
+    """DABench, the agent's statistics and the proxy reward ask one rule (made_with_sql) which checkpoint
+    made an image: Civitai's record first, then the hash (AutoV3's 12 digits, else AutoV2, the first
+    stored file of a shared hash winning), then the checkpoint page."""
+    twin = _model(4, "Checkpoint", "SD 1.5", "twin.safetensors", "AAAAAAAAAA", [])
+    twin["modelVersions"][0]["files"][0]["hashes"]["AutoV3"] = "DDDDDDDDDDDD"
+    twin["modelVersions"][0]["images"] = [
+        _image(41, "recorded", civitaiResources=[{"type": "checkpoint", "modelVersionId": 100}]),
+        _image(42, "a shared hash"),
+        _image(43, "by autov3", model_hash="DDDDDDDDDDDD"),
+    ]
+    bare = _model(5, "LORA", "SD 1.5", "bare.safetensors", "EEEEEEEEEE", [_image(51, "x", model_hash=None)])
+    for record in (twin, bare):
+        tiny_store.upsert_model(record)
+
+    def made(flt: CatalogFilter | None = None) -> dict[int, tuple[int | None, str, int]]:
+        sql, params = made_with_sql(flt)
+        rows = tiny_store.conn.execute(
+            f"SELECT i.id, made.version_id, made.how, made.page_version"
+            f" FROM images i JOIN ({sql}) made ON made.row = i.rowid",
+            params,
+        )
+        return {image: (version, how, page) for image, version, how, page in rows}
+
+    rule = made()
+    assert rule[41] == (100, "resources", 400)  # the record wins over the page it hangs on
+    assert rule[42] == (100, "hash", 400)  # two files share the hash: the first stored wins
+    assert rule[43] == (400, "hash", 400)
+    assert rule[11] == (100, "hash", 100) and rule[21] == (100, "hash", 200)
+    assert rule[14] == (None, "unresolved", 100)  # a hash the catalogue does not know: never the page
+    assert rule[17] == (100, "page", 100)  # no hash, no record: the checkpoint page's label
+    assert rule[51] == (None, "none", 500)  # nothing says, and the page is a LoRA's
+    assert {how for _, how, _ in rule.values()} <= {*MADE_WITH, "unresolved", "none"}
+    # resolved within a filter: the LoRA versions alone know no checkpoint hash
+    assert made(CatalogFilter(types=("LORA",), require_file=False))[11] == (None, "unresolved", 100)
+    # the agent's statistics and the proxy reward count for version 400 its one image the rule gives it
+    # (43), not the two that hang on its page (41, 42)
+    assert ParamStats(tiny_store)._support[("version", 400)] == 1
+    assert sum(ProxyReward(tiny_store)._by_version[400].sampler.values()) == 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from diffagent import _npz
 from diffagent._npz import CacheError
 from diffagent.agents.default.vectorize import TextVectorizer
 from diffagent.catalog import VersionRef
+from diffagent.schema import Hires
 from diffagent.train.ranker import Ranker
 
 TEXTS = [
@@ -48,7 +51,18 @@ class _Tree:
     nested: list[tuple[tuple[int, float], ...]]
     maybe: list[str | None]
     groups: list[list[VersionRef]]
+    lazy_refs: Sequence[VersionRef]
+    lazy_hires: Sequence[Hires | None]
+    lazy_groups: Sequence[list[VersionRef]]
+    lazy_nested: Sequence[Sequence[tuple[int, float]]]
+    by_text: dict[str, int]
     derived: dict[str, int] = field(default_factory=dict)
+    scratch: list[str] = field(default_factory=list, metadata=_npz.BUILD_ONLY)
+
+
+@dataclass
+class _ArrayItems:
+    items: Sequence[np.ndarray]
 
 
 def _tree() -> _Tree:
@@ -71,6 +85,12 @@ def _tree() -> _Tree:
             [VersionRef(3, 4, "A", "v1", "LORA", None, ())] * 2,
             [VersionRef(5, 6, "B", None, None, "Pony", ())],
         ],
+        lazy_refs=[VersionRef(i, i + 1, f"M{i}", None, "LORA", None, ("w",) * (i % 3)) for i in range(70)],
+        lazy_hires=[None, Hires(upscaler="4x-UltraSharp", scale=2.0, denoising_strength=0.4), None],
+        lazy_groups=[[], [VersionRef(3, 4, "A", "v1", "LORA", None, ())] * 2],
+        lazy_nested=[[(1, 0.5)], [], [(2, 1.0), (3, 0.25)]],
+        by_text={text: i for i, text in enumerate(dict.fromkeys(TEXTS))} | {f"k{i}": i for i in range(70)},
+        scratch=["only the build reads this"] * 100,
     )
 
 
@@ -87,10 +107,23 @@ def test_a_dataclass_tree_round_trips_with_its_types(tmp_path: Path) -> None:
         back.refs == original.refs and list(back.maybe) == ["a", None, ""] and back.groups == original.groups
     )
     assert list(back.inner.names) == TEXTS and back.inner.names[5] == TEXTS[5]
+    # Sequences come back lazy, item by item, and equal to what was saved
+    assert not isinstance(back.lazy_refs, list) and back.lazy_refs[69] == original.lazy_refs[69]
+    assert back.lazy_refs == original.lazy_refs and back.lazy_refs[-1].trained_words == ()
+    assert list(back.lazy_hires) == original.lazy_hires and isinstance(back.lazy_hires[1], Hires)
+    assert back.lazy_groups[1] == original.lazy_groups[1] and back.lazy_groups[0] == []
+    assert [list(items) for items in back.lazy_nested] == original.lazy_nested
+    assert back.by_text == original.by_text
+    assert back.scratch == [] and b"only the build" not in path.read_bytes()  # build-only: never written
     assert np.array_equal(back.inner.values, original.inner.values)
     assert (back.inner.matrix != original.inner.matrix).nnz == 0 and isinstance(
         back.inner.matrix, sparse.csr_matrix
     )
+
+
+def test_items_of_a_lazy_sequence_cannot_hold_arrays(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="cannot hold arrays"):
+        _npz.save(tmp_path / "items.npz", _ArrayItems([np.zeros(2)]), {"format": 1})
 
 
 def test_another_key_a_damaged_file_and_a_pickle_are_refused(tmp_path: Path) -> None:
@@ -137,6 +170,11 @@ def test_text_vectorizer_transforms_as_scikit_learn_does(options: dict) -> None:
     queries = [*TEXTS, "", "an unseen prompt with a cabin", "CAT  on   a MAT"]
     assert abs(reference.transform(queries) - mine.transform(queries)).max() < 1e-6
     assert abs(reference.transform(TEXTS) - matrix).max() < 1e-6
+    # scikit-learn's terms are sorted, so columns are found by binary search; a vectorizer given its
+    # terms in another order finds the same columns by a dict
+    assert mine.terms_sorted
+    shuffled = dataclasses.replace(mine, terms=mine.terms[::-1], terms_sorted=False)
+    assert [shuffled.column(t) for t in mine.terms] == list(range(len(mine.terms)))[::-1]
 
 
 def test_ranker_scores_as_lightgbm_does() -> None:
@@ -148,7 +186,8 @@ def test_ranker_scores_as_lightgbm_does() -> None:
     labels = (rng.random(800) < 0.1).astype(float)
     for params in ({}, {"zero_as_missing": True}):
         booster = lgb.train(
-            {"objective": "lambdarank", "verbosity": -1, "num_leaves": 15, **params},
+            # one thread, as the ranker trains: OpenMP threads spin on a shared machine (10 s instead of 0.1)
+            {"objective": "lambdarank", "verbosity": -1, "num_leaves": 15, "num_threads": 1, **params},
             lgb.Dataset(features, labels, group=[40] * 20),
             40,
         )
@@ -156,7 +195,7 @@ def test_ranker_scores_as_lightgbm_does() -> None:
         queries = rng.normal(size=(400, 6))
         queries[rng.random(queries.shape) < 0.1] = 0.0
         queries[rng.random(queries.shape) < 0.05] = np.nan
-        expected = booster.predict(queries).reshape(-1, 40)
+        expected = booster.predict(queries, num_threads=1).reshape(-1, 40)
         assert np.allclose(ranker.score(queries, 40), expected, atol=1e-9)
         ranker.BATCH_ROWS = 100  # type: ignore[misc]  # the LightGBM path for large batches agrees too
         assert np.allclose(ranker.score(queries, 40), expected, atol=1e-9)

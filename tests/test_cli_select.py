@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from diffagent.bench import ensure_bench
+from conftest import copy_catalog, link_agent_cache
 from diffagent.catalog import Store, validate_call
 from diffagent.cli import app
 from diffagent.schema import Answer, APICall
@@ -18,14 +18,12 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def prepared_home(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DIFFAGENT_HOME with the dump records and their bench, made once for the module."""
+def prepared_home(dump_catalog: Path, agent_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DIFFAGENT_HOME with the dump records and their bench (the session's copy, whose default agent is
+    built once a session), made once for the module."""
     home = tmp_path_factory.mktemp("cli-home")
-    with Store(home / "catalog.sqlite") as store:
-        with store.transaction():
-            for record in dump_records:
-                store.upsert_model(record)
-        ensure_bench(store, home / "bench")
+    copy_catalog(dump_catalog, home)
+    link_agent_cache(home, agent_cache)
     return home
 
 
@@ -152,3 +150,29 @@ def test_empty_catalogue_says_how_to_fill_it(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("DIFFAGENT_HOME", str(tmp_path))
     _one_line_error(runner.invoke(app, ["select", "a cat", "--agent", "popular"]), "diffagent catalog import")
     _one_line_error(runner.invoke(app, ["eval", "--agent", "popular"]), "diffagent catalog import")
+
+
+def test_select_imports_only_its_own_command(home: Path) -> None:
+    """A warm `select --json` imports neither the other commands' modules (httpx for generate, the
+    trainers' options) nor rich (nothing is printed on a terminal); `--help` still lists every command."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print(' '.join(sorted(sys.modules)), file=sys.stderr))\n"
+        "sys.argv = ['diffagent', 'select', 'a castle at sunset', '--json']\n"
+        "from diffagent.cli import main\n"
+        "main()\n"
+    )
+    assert runner.invoke(app, ["select", "a castle at sunset", "--json"]).exit_code == 0  # warm: cached
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert Answer.model_validate_json(done.stdout).api.checkpoint.name
+    loaded = set(done.stderr.split())
+    assert "diffagent.cli.select" in loaded
+    others = {"diffagent.cli.generate", "diffagent.cli.train", "diffagent.cli.bench", "diffagent.cli.library"}
+    assert not loaded & (others | {"httpx", "rich", "rich.console"})
+    listed = runner.invoke(app, ["--help"])
+    assert listed.exit_code == 0
+    for name in ("select", "eval", "serve", "generate", "catalog", "bench", "train", "library", "reward"):
+        assert f" {name} " in listed.output

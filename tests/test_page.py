@@ -21,22 +21,26 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from conftest import copy_catalog
 from diffagent.service import ReadOnlyStore, ServiceConfig, create_app
-from live_server import file_store, serve
+from live_server import serve
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
-    reason="headless Chromium is absent (apt-get install -y chromium chromium-driver; .ci/run does it)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER),
+        reason="headless Chromium is absent (apt-get install -y chromium chromium-driver; .ci/run does it)",
+    ),
+    pytest.mark.usefixtures("shared_agent_cache"),
+]
 
 PROMPT = "a castle on a cliff at sunset, fantasy landscape, dramatic clouds, highly detailed"
 
 
 @pytest.fixture(scope="module")
-def catalog_file(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return file_store(dump_records, tmp_path_factory.mktemp("page") / "catalog.sqlite")
+def catalog_file(dump_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_catalog(dump_catalog, tmp_path_factory.mktemp("page"))
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,8 @@ from diffagent.reward.imagereward import (
     imagereward_to_transformers,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PROMPTS = ["a photo of a cat", "a red castle on the hill at night", "dog", "the cat on a red hill"]
 
 

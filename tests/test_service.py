@@ -11,16 +11,19 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import copy_catalog
 from diffagent.catalog import Store, validate_call
 from diffagent.errors import UserInputError
 from diffagent.schema import APICall
 from diffagent.service import ReadOnlyStore, ServiceConfig, create_app
-from live_server import file_store, serve
+from live_server import serve
+
+pytestmark = pytest.mark.usefixtures("shared_agent_cache")
 
 
 @pytest.fixture(scope="module")
-def catalog_file(dump_records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return file_store(dump_records, tmp_path_factory.mktemp("svc") / "catalog.sqlite")
+def catalog_file(dump_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_catalog(dump_catalog, tmp_path_factory.mktemp("svc"))
 
 
 def make_client(catalog_file: Path, **settings: object) -> TestClient:

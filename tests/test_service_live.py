@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from conftest import copy_catalog
 from diffagent.catalog import Store, validate_call
 from diffagent.schema import APICall
 from diffagent.service import AgentKey, AgentPool, ReadOnlyStore, ServiceConfig, create_app
@@ -96,10 +97,11 @@ def test_a_batch_past_the_request_timeout_gets_503(catalog_file: Path) -> None:
     assert "no answer within 0.2 s" in response.json()["detail"] and response.headers["retry-after"]
 
 
+@pytest.mark.usefixtures("shared_agent_cache")  # the first agent is the session's; the second is built
 def test_a_new_catalogue_revision_is_served_once_rebuilt(
-    dump_records: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dump_records: list[dict], dump_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = file_store(dump_records, tmp_path / "catalog.sqlite")
+    path = copy_catalog(dump_catalog, tmp_path / "svc")
     config = ServiceConfig(agent="default", rate_per_s=0, revision_check_s=0)
     app = create_app(ReadOnlyStore(path), config)
     prompt = {"prompt": "a castle at sunset, fantasy landscape, detailed"}

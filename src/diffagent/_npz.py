@@ -10,8 +10,11 @@ loading wrong values; callers rebuild on :class:`CacheError`.
 Supported field types: ``np.ndarray``, ``scipy.sparse.csr_matrix`` / ``csc_matrix``, ``str``, ``int``,
 ``float``, ``bool``, ``None``, unions with ``None``, ``list``, ``tuple`` (fixed or ``...``), ``dict`` (any
 supported key type), ``Any`` (plain JSON), nested dataclasses, and pydantic models (as their JSON). A
-``Sequence[str]`` (or of ``str | None``) comes back as a read-only sequence that decodes an item when it is
-read: for big columns read sparsely.
+``Sequence[T]`` comes back as a read-only sequence that decodes an item when it is read, for big columns
+read sparsely: strings from one UTF-8 blob, other items (JSON values, records, models: nothing holding an
+array) from one JSON text each, so that loading the cache decodes none of them. A field declared with
+``metadata=BUILD_ONLY`` (and a default) is not written: it serves the build that made the value, and a
+loaded value has its default.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from pydantic import BaseModel
 from ._io import atomic_open
 from .errors import DiffAgentError
 
-__all__ = ["CacheError", "load", "save"]
+__all__ = ["BUILD_ONLY", "CacheError", "load", "save"]
 
 T = TypeVar("T")
 _TREE = "__tree__"
+BUILD_ONLY: dict[str, Any] = {"cached": False}
+"""Field metadata: what only the build uses (training folds, texts it summarised) stays out of the file."""
 
 
 _hints: Callable[[Any], dict[str, Any]] = functools.lru_cache(maxsize=None)(typing.get_type_hints)
@@ -45,12 +50,16 @@ class CacheError(DiffAgentError):
 
 
 class _Encoder:
-    def __init__(self) -> None:
+    def __init__(self, inline: bool = False) -> None:
         self.arrays: dict[str, np.ndarray] = {}
+        self.inline = inline
+        """Items of a lazy sequence: plain JSON only (lists of strings stay lists, arrays are refused)."""
 
     def array(self, value: np.ndarray) -> dict[str, str]:
         if value.dtype == object:
             raise TypeError("object arrays cannot be cached")
+        if self.inline:
+            raise TypeError("the items of a cached Sequence cannot hold arrays")
         key = f"a{len(self.arrays)}"
         self.arrays[key] = value
         return {"array": key}
@@ -76,14 +85,13 @@ class _Encoder:
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             hints = _hints(hint)
             return {f.name: self.encode(getattr(value, f.name), hints[f.name]) for f in _fields(hint)}
-        if origin in (list, Sequence) and args and args[0] in (str, str | None) and _blobbed(value):
-            blob = "\x00".join(v or "" for v in value).encode("utf-8", "surrogatepass")
-            nulls = [i for i, v in enumerate(value) if v is None]
-            return {
-                "strings": self.array(np.frombuffer(blob, dtype=np.uint8)),
-                "count": len(value),
-                "nulls": nulls,
-            }
+        strings = bool(args) and args[0] in (str, str | None)
+        if origin in (list, Sequence) and strings and not self.inline and _blobbed(value):
+            return self.blob([v.encode("utf-8", "surrogatepass") if v is not None else None for v in value])
+        if origin is Sequence and args and not strings and not self.inline:
+            inline = _Encoder(inline=True)  # one JSON text per item, decoded when the item is read
+            texts = [json.dumps(inline.encode(v, args[0]), ensure_ascii=False) for v in value]
+            return {"items": self.blob([t.encode("utf-8", "surrogatepass") for t in texts])}
         if _is_record_groups(origin, args):
             flat = [item for group in value for item in group]  # lists of records: one table, cut
             return {"cuts": [len(group) for group in value], "table": self.encode(flat, args[0])}
@@ -98,17 +106,29 @@ class _Encoder:
                     for f in _fields(args[0])
                 },
             }
-        if origin in (list, tuple):
+        if origin in (list, tuple, Sequence):  # a Sequence inside an item is a plain list
             return [self.encode(v, _item_hint(args, i)) for i, v in enumerate(value)]
-        if origin is dict:
+        if origin is dict:  # keys and values as two lists: many strings become one blob each
             key_hint, value_hint = args
             return {
-                "keys": [self.encode(k, key_hint) for k in value],
-                "values": [self.encode(v, value_hint) for v in value.values()],
+                "keys": self.encode(list(value), types.GenericAlias(list, (key_hint,))),
+                "values": self.encode(list(value.values()), types.GenericAlias(list, (value_hint,))),
             }
         if isinstance(value, np.generic):
             return value.item()
         return value
+
+    def blob(self, items: list[bytes | None]) -> dict[str, Any]:
+        """Byte strings (None kept apart) as one array and their end offsets: item i ends at ``ends[i]``,
+        the next starts one byte later (a NUL between, which UTF-8 text of JSON never holds)."""
+        parts = [item or b"" for item in items]
+        ends = np.cumsum([len(part) + 1 for part in parts], dtype=np.int64) - 1
+        return {
+            "strings": self.array(np.frombuffer(b"\x00".join(parts), dtype=np.uint8)),
+            "ends": self.array(ends),
+            "count": len(items),
+            "nulls": [i for i, item in enumerate(items) if item is None],
+        }
 
 
 def _is_record(hint: Any) -> bool:
@@ -132,7 +152,16 @@ def _is_sparse(hint: Any) -> bool:
 
 
 def _fields(cls: Any) -> tuple[dataclasses.Field[Any], ...]:
-    return tuple(f for f in dataclasses.fields(cls) if f.init)
+    """The fields written and read: init fields, less the build-only ones (which need a default)."""
+    fields = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.metadata.get("cached", True):
+            fields.append(f)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise TypeError(f"build-only field {cls.__qualname__}.{f.name} needs a default")
+    return tuple(fields)
 
 
 def _item_hint(args: tuple[Any, ...], index: int) -> Any:
@@ -203,8 +232,15 @@ def _decoder(hint: Any) -> Decode:
     if origin is list and args and _is_record(args[0]):
         record: Any = args[0]
         hints = _hints(record)
-        columns = [(f.name, _decoder(types.GenericAlias(list, (hints[f.name],)))) for f in _fields(record)]
+        cached = _fields(record)
+        if [f.name for f in dataclasses.fields(record)][: len(cached)] != [f.name for f in cached]:
+            raise TypeError(
+                f"{record.__qualname__}: rows are built by position, so build-only fields go last"
+            )
+        columns = [(f.name, _decoder(types.GenericAlias(list, (hints[f.name],)))) for f in cached]
         return functools.partial(_table, record, columns)
+    if origin is Sequence and args and args[0] not in (str, str | None):
+        return functools.partial(_items, _decoder(args[0]))
     if origin in (list, Sequence):  # a Sequence of strings is read lazily, a list at once
         item = _decoder(_item_hint(args, 0))
         return functools.partial(_list, item, origin is Sequence)
@@ -212,7 +248,8 @@ def _decoder(hint: Any) -> Decode:
         items = [_decoder(a) for a in args if a is not Ellipsis] or [_plain]
         return functools.partial(_tuple, items, len(args) == 2 and args[1] is Ellipsis)
     if origin is dict:
-        return functools.partial(_dict, _decoder(args[0]), _decoder(args[1]))
+        lists = (_decoder(types.GenericAlias(list, (a,))) for a in args)
+        return functools.partial(_dict, *lists)
     raise TypeError(f"cannot cache values of type {hint!r}")
 
 
@@ -232,14 +269,18 @@ def _table(record: Any, columns: list[tuple[str, Decode]], data: Any, archive: A
     return [record(*row) for row in zip(*values, strict=True)]
 
 
+def _utf8(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogatepass")
+
+
 def _list(item: Decode, lazy: bool, data: Any, archive: Any) -> Sequence[Any]:
     if isinstance(data, dict):  # strings, stored as one blob
         if not data["count"]:
             return []
         blob, nulls = _array_ref(data["strings"], archive), data.get("nulls", ())
         if lazy:
-            return _Strings(blob, nulls)
-        strings: list[Any] = blob.tobytes().decode("utf-8", "surrogatepass").split("\x00")
+            return _Lazy(blob, _array_ref(data["ends"], archive), nulls, _utf8)
+        strings: list[Any] = _utf8(blob.tobytes()).split("\x00")
         for index in nulls:
             strings[index] = None
         return strings
@@ -248,30 +289,44 @@ def _list(item: Decode, lazy: bool, data: Any, archive: Any) -> Sequence[Any]:
     return [item(v, archive) for v in data]
 
 
-class _Strings(Sequence[str | None]):
-    """A cached list of strings, decoded item by item on access: an index of 30,000 example prompts
-    answers a prompt by reading three of them."""
+def _items(item: Decode, data: Any, archive: Any) -> Sequence[Any]:
+    """A lazy sequence of JSON-stored items (see :class:`_Lazy`); a plain list inside such an item."""
+    if isinstance(data, list):
+        return [item(v, archive) for v in data]
+    stored = data["items"]
+    if not stored["count"]:
+        return []
+    blob, ends = _array_ref(stored["strings"], archive), _array_ref(stored["ends"], archive)
+    return _Lazy(blob, ends, (), lambda raw: item(json.loads(raw), None))
 
-    def __init__(self, blob: np.ndarray, nulls: Iterable[int]) -> None:
-        self._blob = blob.tobytes()
-        ends = np.flatnonzero(blob == 0)
-        self._starts = np.concatenate([[0], ends + 1]).tolist()
-        self._ends = [*ends.tolist(), len(blob)]
+
+class _Lazy(Sequence[Any]):
+    """A cached list decoded item by item on access: an index of 30,000 example prompts answers a prompt
+    by reading three of them. Items are byte strings in one blob (see :meth:`_Encoder.blob`), turned into
+    values by ``decode``."""
+
+    def __init__(
+        self, blob: np.ndarray, ends: np.ndarray, nulls: Iterable[int], decode: Callable[[bytes], Any]
+    ) -> None:
+        self._blob = blob
+        self._ends = ends
         self._nulls = frozenset(nulls)
+        self._decode = decode
 
     def __len__(self) -> int:
-        return len(self._starts)
+        return len(self._ends)
 
-    def _item(self, index: int) -> str | None:
+    def _item(self, index: int) -> Any:
         if index in self._nulls:
             return None
-        return self._blob[self._starts[index] : self._ends[index]].decode("utf-8", "surrogatepass")
+        start = int(self._ends[index - 1]) + 1 if index else 0
+        return self._decode(self._blob[start : int(self._ends[index])].tobytes())
 
     @typing.overload
-    def __getitem__(self, index: int) -> str | None: ...
+    def __getitem__(self, index: int) -> Any: ...
     @typing.overload
-    def __getitem__(self, index: slice) -> list[str | None]: ...
-    def __getitem__(self, index: int | slice) -> str | list[str | None] | None:
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             return [self._item(i) for i in range(*index.indices(len(self)))]
         if index < 0:
@@ -306,13 +361,8 @@ def _tuple(items: list[Decode], repeated: bool, data: Any, archive: Any) -> tupl
     return tuple(decode(v, archive) for decode, v in zip(items, data, strict=True))
 
 
-def _dict(key: Decode, value: Decode, data: Any, archive: Any) -> dict[Any, Any]:
-    keys, values = data["keys"], data["values"]
-    if key is not _plain:
-        keys = [key(k, archive) for k in keys]
-    if value is not _plain:
-        values = [value(v, archive) for v in values]
-    return dict(zip(keys, values, strict=True))
+def _dict(keys: Decode, values: Decode, data: Any, archive: Any) -> dict[Any, Any]:
+    return dict(zip(keys(data["keys"], archive), values(data["values"], archive), strict=True))
 
 
 def save(path: Path, value: Any, meta: dict[str, Any]) -> None:

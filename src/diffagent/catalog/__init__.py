@@ -34,11 +34,12 @@ from .importer import ImportReport, import_dump
 from .meta import GenParams, Resource, normalize_hash, parse_meta
 from .safety import UNSAFE_LEVEL, asks_explicit, is_person, nsfw_level
 from .search import CardHit, search_cards
-from .store import MalformedRecord, Store, VersionRef
+from .store import MADE_WITH, MalformedRecord, Store, VersionRef, made_with_sql
 from .validate import Problem, check_call, hallucination_reasons, is_hallucination, validate_call
 
 __all__ = [
     "FAMILIES",
+    "MADE_WITH",
     "UNSAFE_LEVEL",
     "CardHit",
     "CatalogFilter",
@@ -73,6 +74,7 @@ __all__ = [
     "is_person",
     "latest_versions",
     "lookup_hash",
+    "made_with_sql",
     "normalize_hash",
     "nsfw_level",
     "parse_meta",

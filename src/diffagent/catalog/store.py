@@ -18,13 +18,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError, UserInputError
 from ..textsafety import is_safe_file_name, strip_control, strip_generator_syntax
 from .meta import normalize_hash, parse_meta
 from .nsfw import image_level, model_is_nsfw
 from .safety import is_person, nsfw_level
+
+if TYPE_CHECKING:
+    from .filters import CatalogFilter
 
 __all__ = ["HASH_KINDS", "MalformedRecord", "Store", "VersionRef"]
 
@@ -150,6 +153,59 @@ class VersionRef:
     model_type: str | None
     base_model: str | None
     trained_words: tuple[str, ...]
+
+
+MADE_WITH = ("resources", "hash", "page")
+"""What proves the checkpoint of an image (:func:`made_with_sql`): Civitai's record of the generation, the
+image's model hash, or (with neither) the checkpoint page it hangs on. The first two are DABench's strict
+ground truth; a page label is weaker (another version's images hang there too)."""
+
+
+def made_with_sql(flt: CatalogFilter | None = None) -> tuple[str, list[object]]:
+    """The one image -> checkpoint rule, as a SELECT with one row per ``images`` row, to join on
+    ``made.row = i.rowid``; returns the SQL and its parameters.
+
+    Columns: ``row``; ``version_id``, the version that made the image, of any type (a caller that needs a
+    checkpoint checks the type), else NULL; ``how``, one of :data:`MADE_WITH`, or ``unresolved`` (a hash
+    or record that names no known version) or ``none`` (nothing says); ``page_version``, the version whose
+    page shows the image (the checkpoint-page label, whatever the hash says).
+
+    Civitai's record (``checkpoint_version``) wins; else a model hash, matched against AutoV3 when it has
+    AutoV3's 12 digits and found there, else against AutoV2 (its first 10), the first stored file winning;
+    else, with neither, the page's version when the page is a checkpoint's. Only versions that pass
+    ``flt`` count (every version without one): DABench resolves within its filter.
+    """
+    clause, params = flt.versions_where("v", "m") if flt is not None else ("1", [])
+
+    def known(version: str) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM versions v JOIN models m ON m.id = v.model_id"
+            f" WHERE v.id = {version} AND {clause})"
+        )
+
+    def by_hash(column: str, digest: str) -> str:
+        return (
+            f"(SELECT f.version_id FROM files f JOIN versions v ON v.id = f.version_id"
+            f" JOIN models m ON m.id = v.model_id WHERE f.{column} = {digest} AND {clause}"
+            f" ORDER BY f.rowid LIMIT 1)"
+        )
+
+    sql = f"""SELECT row, page_version,
+       CASE WHEN recorded THEN checkpoint_version WHEN hashed THEN by_hash
+            WHEN checkpoint_version IS NULL AND on_checkpoint_page THEN page_version END AS version_id,
+       CASE WHEN recorded THEN 'resources'
+            WHEN hashed THEN CASE WHEN by_hash IS NULL THEN 'unresolved' ELSE 'hash' END
+            WHEN checkpoint_version IS NOT NULL THEN 'unresolved'
+            WHEN on_checkpoint_page THEN 'page' ELSE 'none' END AS how
+FROM (SELECT i.rowid AS row, i.version_id AS page_version, i.checkpoint_version,
+             {known("i.checkpoint_version")} AS recorded,
+             COALESCE(i.model_hash, '') != '' AS hashed,
+             COALESCE(CASE WHEN length(i.model_hash) = 12 THEN {by_hash("autov3", "i.model_hash")} END,
+                      {by_hash("autov2", "substr(i.model_hash, 1, 10)")}) AS by_hash,
+             EXISTS (SELECT 1 FROM models pm WHERE pm.id = i.model_id AND pm.type = 'Checkpoint')
+                 AND {known("i.version_id")} AS on_checkpoint_page
+      FROM images i)"""
+    return sql, params * 4
 
 
 def _content_hash(record: dict[str, Any]) -> str:

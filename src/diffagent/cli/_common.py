@@ -6,13 +6,9 @@ import errno
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.text import Text
 
 # typer (>= 0.20) carries its own copy of click, whose exceptions its parser raises
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
@@ -22,6 +18,9 @@ from ..catalog import Store
 from ..config import store_path
 from ..errors import DiffAgentError, UserInputError, one_line
 from ..textsafety import strip_control
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = [
     "OneLineErrors",
@@ -34,12 +33,29 @@ __all__ = [
     "stdout",
 ]
 
-console = Console(stderr=True, emoji=False)
+
+class _StderrConsole:
+    """rich's console on stderr, made on first use: rich costs a tenth of a second to import, and a
+    ``select --json`` that succeeds prints nothing there."""
+
+    _console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, emoji=False)
+        return getattr(self._console, name)
+
+
+console = cast("Console", _StderrConsole())
 """Progress, summaries and errors, on stderr; ``emoji=False`` keeps ``[cat:dog:0.5]`` as written."""
 
 
 def stdout() -> Console:
     """A console on stdout for tables, printing catalogue text as written (see :func:`shown`)."""
+    from rich.console import Console
+
     return Console(emoji=False)
 
 
@@ -57,6 +73,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _report(message: str) -> None:
+    from rich.text import Text
+
     console.print(Text.assemble(("error: ", "bold red"), one_line(strip_control(message))), soft_wrap=True)
 
 
@@ -124,6 +142,8 @@ class OneLineErrors(TyperGroup):
 
 def shown(text: object) -> str:
     """Catalogue or user text as rich markup that prints it literally, without escape sequences."""
+    from rich.markup import escape
+
     return escape(strip_control(str(text)))
 
 
@@ -146,7 +166,13 @@ def open_filled_store() -> Store:
 def progress_bar(
     description: str, total: float | None = None
 ) -> Iterator[Callable[[float, float | None], None]]:
-    """A rich progress bar on stderr; yields ``update(done, total)``. Silent when stderr is no terminal."""
+    """A rich progress bar on stderr; yields ``update(done, total)``. Silent when stderr is no terminal
+    (and then rich is not even imported)."""
+    if not sys.stderr.isatty():
+        yield lambda done, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -154,7 +180,6 @@ def progress_bar(
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=not sys.stderr.isatty(),
     ) as progress:
         task = progress.add_task(description, total=total)
 

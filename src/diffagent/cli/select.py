@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from .._io import output_path, write_jsonl
 from ..agents import AGENT_NAMES, LLM_DECODINGS, Agent
@@ -142,6 +141,8 @@ def read_prompts(path: Path) -> list[tuple[Any, str]]:
 
 
 def _print_answer(answer: Answer) -> None:
+    from rich.table import Table  # rich only for a table: --json does without it
+
     api = answer.api
     out = stdout()
     table = Table(show_header=False, box=None, padding=(0, 1))

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog import Store, family, validate_call
+from ..catalog import Store, family, made_with_sql, validate_call
 from ..schema import APICall, normalize_sampler
 
 __all__ = [
@@ -231,16 +231,17 @@ class ProxyReward:
         return popularity
 
     def _load_params(self) -> tuple[dict[int, _ParamStats], dict[str | None, _ParamStats], _ParamStats]:
-        """One SQL pass over the images, grouped by parameters: each image counts for the checkpoint its
-        model hash names, else for the version whose page shows it. Families and the whole catalogue are
-        the sums of their versions."""
+        """One SQL pass over the images, grouped by parameters: each image counts for the version that
+        made it (:func:`~diffagent.catalog.made_with_sql`, over the whole catalogue), else for the version
+        whose page shows it. Families and the whole catalogue are the sums of their versions."""
         by_version: dict[int, _ParamStats] = {}
         samplers: dict[str | None, str | None] = {}
+        made, params = made_with_sql()
         rows = self.store.conn.execute(
-            "SELECT COALESCE((SELECT f.version_id FROM files f WHERE f.autov2 = i.model_hash "
-            "ORDER BY f.is_primary DESC LIMIT 1), i.version_id) AS v, "
+            "SELECT COALESCE(made.version_id, made.page_version) AS v, "
             "i.sampler, i.steps, i.cfg_scale, i.gen_width, i.gen_height, i.clip_skip, COUNT(*) "
-            "FROM images i GROUP BY 1, 2, 3, 4, 5, 6, 7"
+            f"FROM images i JOIN ({made}) made ON made.row = i.rowid GROUP BY 1, 2, 3, 4, 5, 6, 7",
+            params,
         )
         for version_id, sampler, *params, count in rows:
             if sampler not in samplers:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from ..._npz import BUILD_ONLY
 from ...bench.build import split_of
 from ...bench.pairs import Pair
 from ...bench.text import clean_prompt, group_key
@@ -72,7 +73,7 @@ class Checkpoints:
     """Every nameable checkpoint model; arrays are indexed by the model's position in ``model_ids``."""
 
     model_ids: np.ndarray
-    versions: list[list[VersionRef]]
+    versions: Sequence[list[VersionRef]]
     """Usable versions of each model, newest first (Civitai's order)."""
     nsfw: np.ndarray
     """Explicit models (:mod:`diffagent.catalog.safety`), masked out unless NSFW is allowed."""
@@ -97,9 +98,9 @@ class Checkpoints:
     (:meth:`learn_styles`; never the catalogue's other images, so that no test prompt leaks in)."""
     position: dict[int, int] = field(default_factory=dict)
 
-    fold_styles: np.ndarray | None = None
+    fold_styles: np.ndarray | None = field(default=None, metadata=BUILD_ONLY)
     """(FOLDS, models, len(STYLES)): the same profiles without each fold's examples, for training
-    features (a prompt must not shape the profile it is scored against)."""
+    features (a prompt must not shape the profile it is scored against); the build's only."""
 
     def learn_styles(self, examples: Examples) -> None:
         """Each model's style profile from its claims and its examples' prompts (also without each fold)."""
@@ -263,14 +264,15 @@ class Examples:
     size_ok: np.ndarray
     """Whether the example's infotext states its generation size (``Size``; never the file's size, which
     is the upscaled one after hires fix) and a generator takes it as is (multiples of 8 within range)."""
-    hires: list[Hires | None]
+    hires: Sequence[Hires | None]
     """The hires fix the example's infotext records (upscaler and scale), None without one."""
-    negative: Sequence[str]
-    loras: list[tuple[tuple[int, float], ...]]
+    loras: Sequence[tuple[tuple[int, float], ...]]
     """(LoRA version id, weight) of each pair."""
     url: Sequence[str | None]
     kind: np.ndarray
     """0: a DABench pair (the strict ground truth); 1: an image on a checkpoint's page, labelled with it."""
+    negative: Sequence[str] = field(default_factory=list, metadata=BUILD_ONLY)
+    """The negative prompt of each example: the build sums them up per model (``DefaultIndex.negatives``)."""
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -415,8 +417,8 @@ class PromptIndex:
     """Transposed document matrix (terms x examples): one sparse product gives every similarity."""
     centroids: sparse.csr_matrix
     """Terms x models: the L2-normalised sum of each model's example vectors."""
-    fold_centroids: list[sparse.csr_matrix]
-    """The same without the examples of fold f, for training features."""
+    fold_centroids: list[sparse.csr_matrix] = field(default_factory=list, metadata=BUILD_ONLY)
+    """The same without the examples of fold f, for training features (the build's only)."""
 
     @classmethod
     def build(cls, examples: Examples, n_models: int) -> PromptIndex:

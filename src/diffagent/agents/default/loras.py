@@ -15,11 +15,12 @@ import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
 
+from ..._npz import BUILD_ONLY
 from ...bench.text import lora_tags
 from ...catalog import CatalogFilter, Store, VersionRef, compatibility, compatible, safety_columns
 from ...catalog.styles import style_phrases
@@ -27,7 +28,7 @@ from ...catalog.validate import LORA_WEIGHT_RANGE
 from ...schema import LoRA
 from .index import FOLDS, Checkpoints, Examples
 from .params import activation_words, clamp
-from .vectorize import TextVectorizer
+from .vectorize import TextVectorizer, strictly_sorted
 
 __all__ = ["LoraIndex"]
 
@@ -51,7 +52,7 @@ def _phrase(text: str) -> str:
 class LoraIndex:
     """LoRA versions of the catalogue, their trigger phrases and their co-usage with checkpoint models."""
 
-    refs: list[VersionRef]
+    refs: Sequence[VersionRef]
     """The newest usable version of each LoRA model, in model order."""
     nsfw: np.ndarray
     """Explicit LoRAs (see :mod:`diffagent.catalog.safety`), left out unless NSFW is allowed."""
@@ -66,7 +67,6 @@ class LoraIndex:
     """Trigger phrases x LoRAs, each row summing to one (a phrase shared by several LoRAs is split)."""
     cousage: sparse.csr_matrix
     """LoRAs x checkpoint models: share of each LoRA's examples made with each checkpoint."""
-    fold_cousage: list[sparse.csr_matrix]
     together: dict[tuple[int, int], float]
     """The non-zero entries of ``cousage``, for fast look-ups while answering."""
     weights: dict[int, float]
@@ -75,6 +75,8 @@ class LoraIndex:
     by_style: dict[str, list[int]]
     """Named style (:data:`~diffagent.catalog.styles.STYLE_PHRASES`) -> style LoRAs whose name or tags
     name it, most downloaded first."""
+    fold_cousage: list[sparse.csr_matrix] = field(default_factory=list, metadata=BUILD_ONLY)
+    """``cousage`` without each fold's examples, for training features (the build's only)."""
 
     @classmethod
     def build(cls, store: Store, checkpoints: Checkpoints, examples: Examples) -> LoraIndex:
@@ -311,8 +313,9 @@ def _by_style(styled: list[tuple[int, int, str]]) -> dict[str, list[int]]:
 
 def _matcher(phrases: list[str]) -> TextVectorizer:
     """Finds which of ``phrases`` (lower-cased words joined by spaces) occur in a text."""
+    terms = list(phrases) or ["\x00"]
     return TextVectorizer(
-        terms=list(phrases) or ["\x00"],
+        terms=terms,
         idf=None,
         analyzer="word",
         ngram_range=(1, _MAX_PHRASE_WORDS),
@@ -321,6 +324,7 @@ def _matcher(phrases: list[str]) -> TextVectorizer:
         sublinear_tf=False,
         binary=True,
         norm=None,
+        terms_sorted=strictly_sorted(terms),
     )
 
 

@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...catalog import (
+    CatalogFilter,
     Store,
     VersionRef,
     default_size,
     family,
     family_spec,
     is_few_step,
+    made_with_sql,
     recipe,
     settle,
     size_ok,
@@ -63,25 +65,23 @@ _FEW_STEP_KEYS = ("sampler", "steps", "cfg_scale")
 """Settings a few-step checkpoint takes from its own examples or its recipe, never from its family's."""
 
 # Resolve each image to the checkpoint version it was generated with (see the module docstring).
-_SQL = """
-WITH resolved AS (
-    SELECT i.id AS image_id, i.sampler, i.steps, i.cfg_scale, i.gen_width, i.gen_height, i.clip_skip,
-           i.negative_prompt,
-           COALESCE(
-               (SELECT cv.id FROM versions cv JOIN models cm ON cm.id = cv.model_id
-                WHERE cv.id = i.checkpoint_version AND cm.type = 'Checkpoint'),
-               (SELECT f.version_id FROM files f
-                JOIN versions fv ON fv.id = f.version_id JOIN models fm ON fm.id = fv.model_id
-                WHERE f.autov2 = i.model_hash AND fm.type = 'Checkpoint'
-                ORDER BY f.is_primary DESC, f.version_id LIMIT 1),
-               CASE WHEN i.model_hash IS NULL AND pm.type = 'Checkpoint' THEN i.version_id END
-           ) AS version_id
-    FROM images i JOIN models pm ON pm.id = i.model_id
+_CHECKPOINTS = CatalogFilter(
+    types=("Checkpoint",), allow_nsfw_models=True, allow_poi=True, require_file=False
 )
-SELECT r.*, v.model_id, v.base_model, m.creator
-FROM resolved r JOIN versions v ON v.id = r.version_id JOIN models m ON m.id = v.model_id
-ORDER BY r.image_id, r.version_id
-"""
+"""Images count for the checkpoint that made them (:func:`~diffagent.catalog.made_with_sql`), resolved
+among all checkpoints: the statistics describe the catalogue, the agent's filter applies to its answers."""
+
+
+def _sql() -> tuple[str, list[object]]:
+    made, params = made_with_sql(_CHECKPOINTS)
+    return (
+        f"""SELECT i.id AS image_id, i.sampler, i.steps, i.cfg_scale, i.gen_width, i.gen_height, i.clip_skip,
+                   i.negative_prompt, made.version_id, v.model_id, v.base_model, m.creator
+            FROM images i JOIN ({made}) made ON made.row = i.rowid
+            JOIN versions v ON v.id = made.version_id JOIN models m ON m.id = v.model_id
+            ORDER BY i.id, made.version_id""",
+        params,
+    )
 
 
 def clamp(value: float, bounds: tuple[float, float]) -> float:
@@ -208,7 +208,7 @@ class ParamStats:
         allowed = None if image_ids is None else set(image_ids)
         tallies: dict[tuple[str, Any], _Tally] = {}
         seen: set[int] = set()
-        for row in store.conn.execute(_SQL):
+        for row in store.conn.execute(*_sql()):
             if (allowed is not None and row["image_id"] not in allowed) or row["image_id"] in seen:
                 continue  # an image shown on several pages counts once
             seen.add(row["image_id"])

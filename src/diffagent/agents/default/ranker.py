@@ -108,7 +108,10 @@ def signals(
     counts: np.ndarray,
     folds: np.ndarray | None = None,
 ) -> Signals:
-    """Per-model signals for ``texts``; with ``folds``, each prompt sees only the other folds' examples."""
+    """Per-model signals for ``texts``; with ``folds``, each prompt sees only the other folds' examples
+    (training features: the fold tables exist while the index is built, not in the cache)."""
+    if folds is not None and not prompts.fold_centroids:
+        raise ValueError("fold signals need the index as built; a cached index keeps no fold tables")
     n_models = len(checkpoints)
     batch = len(texts)
     query = prompts.transform(texts)

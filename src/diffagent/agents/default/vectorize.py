@@ -21,9 +21,14 @@ from scipy import sparse
 
 from ...errors import UserInputError
 
-__all__ = ["TextVectorizer"]
+__all__ = ["TextVectorizer", "strictly_sorted"]
 
 _WHITE_SPACES = re.compile(r"\s\s+")
+
+
+def strictly_sorted(terms: Sequence[str]) -> bool:
+    """Whether ``terms`` are in strictly increasing order (see :attr:`TextVectorizer.terms_sorted`)."""
+    return all(a < b for a, b in itertools.pairwise(terms))
 
 
 @dataclass
@@ -42,6 +47,9 @@ class TextVectorizer:
     sublinear_tf: bool
     binary: bool
     norm: str | None
+    terms_sorted: bool = False
+    """Whether ``terms`` are in sorted order (as scikit-learn numbers them): then a binary search finds a
+    column, and loading a cached vectorizer builds no dict of 100,000 terms. Checked once, when fitted."""
 
     @classmethod
     def fit(cls, texts: Sequence[str], *, tfidf: bool = True, **options: Any) -> tuple[TextVectorizer, Any]:
@@ -70,8 +78,9 @@ class TextVectorizer:
             fitted._validate_vocabulary()
         stop = fitted.get_stop_words() if fitted.analyzer == "word" else None
         idf = getattr(fitted, "idf_", None) if getattr(fitted, "use_idf", False) else None
+        terms = [term for term, _ in sorted(fitted.vocabulary_.items(), key=lambda item: item[1])]
         return cls(
-            terms=[term for term, _ in sorted(fitted.vocabulary_.items(), key=lambda item: item[1])],
+            terms=terms,
             idf=None if idf is None else np.asarray(idf, dtype=np.float32),
             analyzer=fitted.analyzer,
             ngram_range=(int(fitted.ngram_range[0]), int(fitted.ngram_range[1])),
@@ -80,16 +89,15 @@ class TextVectorizer:
             sublinear_tf=bool(getattr(fitted, "sublinear_tf", False)),
             binary=bool(fitted.binary),
             norm=getattr(fitted, "norm", None),
+            terms_sorted=strictly_sorted(terms),
         )
 
     def __post_init__(self) -> None:
         self._token = re.compile(self.token_pattern)
         self._stop = frozenset(self.stop_words)
-        # scikit-learn numbers its terms in sorted order: then a binary search finds a column, and loading
-        # a cached vectorizer need not build a dict of 100,000 terms
-        terms = self.terms
-        self._sorted = all(a < b for a, b in itertools.pairwise(terms))
-        self._columns = None if self._sorted else {term: column for column, term in enumerate(terms)}
+        self._columns = (
+            None if self.terms_sorted else {term: column for column, term in enumerate(self.terms)}
+        )
 
     def column(self, term: str) -> int | None:
         """The column of ``term``, or None when it is not in the vocabulary."""

@@ -303,6 +303,11 @@ def test_settings_are_agreed_within_the_family_bounds() -> None:
     assert agree(euler, 80, 14.0) == (euler, 60.0, 12.0)
     assert agree(sde, 7, 7.0) == (sde, 7.0, 7.0)
     assert agree(euler, 7, 7.0)[1] == 10.0
+    # a heavy 7-step vote of other checkpoints' examples cannot seed the answer; the own 25 steps win
+    samplers, steps = np.array([sde] * 3 + [euler]), np.array([7.0, 7.0, 7.0, 25.0])
+    cfgs, weights, own = np.full(4, 7.0), np.array([1.0, 1.0, 1.0, 0.5]), np.array([False] * 3 + [True])
+    assert _consensus(samplers, steps, cfgs, weights, sd15)[:2] == (sde, 7.0)
+    assert _consensus(samplers, steps, cfgs, weights, sd15, seeds=own)[:2] == (euler, 25.0)
 
 
 def test_the_llm_agent_drops_unsafe_models_its_decoding_names(catalogue: dict) -> None:

@@ -308,6 +308,7 @@ def _consensus(
     cfgs: np.ndarray,
     weights: np.ndarray,
     bounds: Recipe | None = None,
+    seeds: np.ndarray | None = None,
 ) -> tuple[int, float, float]:
     """The (sampler, steps, cfg) within the family's ranges (``bounds``) the weighted examples agree on most.
 
@@ -316,7 +317,8 @@ def _consensus(
     and, since the best point often lies between two of them (20 and 30 steps are both within reach of
     24), each with steps 15% lower or higher and CFG 1 lower or higher, all moved into the ranges first
     (so that examples at 80 steps still vote for 60 when the family stops there); the heaviest wins.
-    Equal settings are merged first, so the work grows with the distinct settings only.
+    Equal settings are merged first, so the work grows with the distinct settings only. With ``seeds``
+    (a mask over the examples), only the settings of those examples are candidates; the others still vote.
     """
     # one integer per setting (sampler, steps, CFG in hundredths), so that merging is a 1-D unique
     keys = (
@@ -325,13 +327,15 @@ def _consensus(
         | np.round(cfgs * 100).astype(np.int64)
     )
     unique, where = np.unique(keys, return_inverse=True)
+    seeded = None if seeds is None or not seeds.any() else np.bincount(where, seeds, len(unique)) > 0
     weights = np.bincount(where, weights=weights, minlength=len(unique))
     samplers, steps, cfgs = (
         unique >> 40,
         ((unique >> 20) & 0xFFFFF).astype(np.float32),
         (unique & 0xFFFFF) / 100.0,
     )
-    heaviest = np.argsort(-weights, kind="stable")[:_CONSENSUS_CANDIDATES]
+    order = np.argsort(-weights, kind="stable")
+    heaviest = (order if seeded is None else order[seeded[order]])[:_CONSENSUS_CANDIDATES]
     base_steps = steps[heaviest]
     # candidates laid out as (CFG shift, steps shift, setting), flattened
     shape = (3, 3, len(heaviest))
@@ -579,17 +583,20 @@ class RetrievalAgent(Agent):
         steps = [examples.steps[mine], examples.steps[others]]
         cfgs = [examples.cfg[mine], examples.cfg[others]]
         weight = [weights, other_weights]
+        own = [np.ones(len(mine), dtype=bool), np.zeros(len(others), dtype=bool)]
         if settings is not None:
             samplers.append(settings.sampler)
             steps.append(settings.steps)
             cfgs.append(settings.cfg)
             weight.append(_PRIOR_WEIGHT * settings.share)
+            own.append(np.ones(len(settings.share), dtype=bool))
+        bounds = recipe(ref.base_model, f"{ref.model_name} {ref.version_name or ''}")
+        all_steps = np.concatenate(steps)
+        # fewer steps than the family's usual lowest (DPM++ SDE at 7) only where this checkpoint's own
+        # users ran them: a prolific creator's 7-step habit must not reach other checkpoints
+        seeds = np.concatenate(own) | (all_steps >= bounds.steps_range[0])
         sampler, step, cfg = _consensus(
-            np.concatenate(samplers),
-            np.concatenate(steps),
-            np.concatenate(cfgs),
-            np.concatenate(weight),
-            recipe(ref.base_model, f"{ref.model_name} {ref.version_name or ''}"),
+            np.concatenate(samplers), all_steps, np.concatenate(cfgs), np.concatenate(weight), bounds, seeds
         )
         out: dict[str, Any] = {
             "sampler": SAMPLERS[sampler],

@@ -60,7 +60,7 @@ def clip_tokenizer_from_bpe(path: str | Path) -> Any:
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return CLIPTokenizer(
         vocab={token: i for i, token in enumerate(tokens)},
-        merges=merges,  # type: ignore[arg-type]  # the stubs say strings; the tokenizer takes pairs
+        merges=merges,  # the tokenizer takes (a, b) pairs
         model_max_length=77,
     )
 

@@ -212,7 +212,7 @@ class ImageRewardScorer(ImageScorer):
         self.model = model.eval().to(self.device)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.image_size = int(model.vision_model.config.image_size)  # type: ignore[arg-type]
+        self.image_size = int(model.vision_model.config.image_size)
         self.source = source
 
     @classmethod

@@ -50,3 +50,11 @@ def test_settings_keep_to_the_card_inside_the_family() -> None:
     big = fit_settings(_ref(), params, card=CardLimits(min_side=1024))
     assert (big["width"], big["height"]) == (512, 768)
     assert fit_settings(_ref(), params) == fit_settings(_ref(), params, card=CardLimits())
+
+
+def test_a_banner_shape_needs_a_prompt_that_asks_for_it() -> None:
+    params = {"sampler": "Euler a", "steps": 25, "cfg_scale": 7.0, "width": 704, "height": 320}
+    plain = fit_settings(_ref(), params)
+    assert plain["width"] > plain["height"] and plain["width"] <= 2 * plain["height"]
+    wide = fit_settings(_ref(), params, orientation="landscape")
+    assert (wide["width"], wide["height"]) == (704, 320)

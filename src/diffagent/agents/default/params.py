@@ -405,11 +405,18 @@ def fit_settings(
         width, height = height, width
     elif orientation in ("portrait", "landscape") and width == height:
         width, height = default_size(ref.base_model, orientation)
+    elif orientation is None and max(width, height) > _STRETCHED * min(width, height):
+        # a banner shape (704x320) only when the prompt asks for a wide or tall picture
+        width, height = default_size(ref.base_model, "landscape" if width > height else "portrait")
     width, height = snap_size(ref.base_model, width, height)
     if card.min_side and min(width, height) < card.min_side:
         width, height = _at_least(ref.base_model, width, height, card.min_side)
     out["width"], out["height"] = width, height
     return out
+
+
+_STRETCHED = 2.0
+"""Sides further apart than this ratio are a banner or strip, kept only where the prompt names its shape."""
 
 
 def _within(family: tuple[Any, Any], card: tuple[Any, Any] | None) -> tuple[Any, Any]:

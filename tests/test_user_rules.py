@@ -211,6 +211,9 @@ def test_user_lora_tags_are_kept_and_trigger_words_are_few(catalogue: dict) -> N
     assert lora.model_id == 5 and lora.weight == 0.8 and lora.trigger_words == ["pixel art"]
     assert answer.api.prompt.count("pixel art") == 1
     assert activation_words(["one two three four five", "a, b", "x"]) == ["a, b"]
+    # the prompt already says one of its trained words: no caption is appended
+    said = agent.select("16-bit pixelart of a cat <lora:pixel_style:0.8>").api
+    assert [lo.trigger_words for lo in said.loras] == [[]] and "pixel art" not in said.prompt
     hostile = agent.select("a cat <lora:../../etc/passwd:1>").api.prompt
     assert "passwd" not in hostile
 

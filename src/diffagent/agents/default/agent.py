@@ -473,9 +473,7 @@ class RetrievalAgent(Agent):
         # scores stay in rank order: a pick moved first (style, general model) takes the first score
         for position, chance in zip(order, -np.sort(-chances[order]), strict=True):
             model = int(picked[position])
-            call = self._call(
-                sent, model, neighbours, sims, relevance, explicit, wording, float(chances[position])
-            )
+            call = self._call(sent, model, neighbours, sims, relevance, explicit, wording)
             ranked.append((call, float(chance)))
         examples = self.index.examples
         evidence = [
@@ -511,7 +509,6 @@ class RetrievalAgent(Agent):
         relevance: np.ndarray,
         explicit: list[tuple[int, float | None]],
         wording: tuple[str | None, list[str]] = (None, []),
-        chance: float = 1.0,
     ) -> APICall:
         """The call for model position ``model``; ``wording`` is the prompt's orientation and named
         styles (:func:`orientation_of`, :func:`style_phrases`)."""
@@ -528,11 +525,7 @@ class RetrievalAgent(Agent):
             [int(_weighted_mode(examples.version_id[mine], weights))] if len(mine) else (),
         )
         others = ~own & (sims > 0)
-        other_weights = (
-            _OTHER_WEIGHT
-            * (1 + float(__import__("os").environ.get("DOUBT_K", "0")) * (1 - chance))
-            * sims[others] ** _SIM_POWER
-        )
+        other_weights = _OTHER_WEIGHT * sims[others] ** _SIM_POWER
         params = self._params_for(ref, model, mine, weights, neighbours[others], other_weights, orientation)
         near = [
             self.index.loras.by_version[v]
@@ -551,6 +544,7 @@ class RetrievalAgent(Agent):
             self.flt.allow_poi,
             styles=styles,
             versions=self.flt.version_ids,
+            prompt=text,
         )
         return assemble_call(ref, text, params, loras)
 

@@ -237,6 +237,7 @@ class LoraIndex:
         limit: int = 3,
         versions: frozenset[int] | None = None,
         styles: Sequence[str] = (),
+        prompt: str = "",
     ) -> list[LoRA]:
         """Up to ``limit`` LoRAs for ``checkpoint``, compatible ones only, none when nothing fits.
 
@@ -244,8 +245,10 @@ class LoraIndex:
         examples used with this checkpoint (a trigger phrase alone picks the wrong LoRA more often than
         not: measured on DABench val, precision 0.29 against 0.6 with co-usage), then for each named style
         of ``styles`` the most downloaded style LoRA made for it, then those of a near-duplicate example
-        made with the same checkpoint.
+        made with the same checkpoint. A LoRA one of whose trained words ``prompt`` already holds adds
+        no trigger word (its captions, "music theater" for an architecture LoRA, would only bloat it).
         """
+        said = f" {_phrase(prompt)} "
         ranked: dict[int, tuple[float, float | None]] = {}
         for position, weight in explicit:
             ranked.setdefault(position, (10.0, weight))
@@ -290,12 +293,20 @@ class LoraIndex:
                     weight=float(
                         self.weights.get(position, self.default_weight) if weight is None else weight
                     ),
-                    trigger_words=activation_words(ref.trained_words),
+                    trigger_words=[]
+                    if _said(said, ref.trained_words)
+                    else activation_words(ref.trained_words),
                 )
             )
             if len(out) == limit:
                 break
         return out
+
+
+def _said(said: str, trained_words: Sequence[str]) -> bool:
+    """Whether ``said`` (a prompt as `` phrase ``) holds one of the trained words' comma-separated parts."""
+    parts = (_phrase(part) for word in trained_words for part in re.split(r"[,\n]", word))
+    return any(f" {part} " in said for part in parts if len(part) >= 3)
 
 
 def _series(name: str) -> str:

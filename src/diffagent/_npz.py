@@ -301,7 +301,7 @@ def _items(item: Decode, data: Any, archive: Any) -> Sequence[Any]:
 
 
 class _Lazy(Sequence[Any]):
-    """A cached list decoded item by item on access: an index of 30,000 example prompts answers a prompt
+    """A cached list decoded item by item on first access (then kept): an index of 30,000 example prompts answers a prompt
     by reading three of them. Items are byte strings in one blob (see :meth:`_Encoder.blob`), turned into
     values by ``decode``."""
 
@@ -312,6 +312,8 @@ class _Lazy(Sequence[Any]):
         self._ends = ends
         self._nulls = frozenset(nulls)
         self._decode = decode
+        self._seen: dict[int, Any] = {}
+        """Items decoded already (a batch reads the same examples' hires fixes and LoRAs again and again)."""
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -319,8 +321,10 @@ class _Lazy(Sequence[Any]):
     def _item(self, index: int) -> Any:
         if index in self._nulls:
             return None
-        start = int(self._ends[index - 1]) + 1 if index else 0
-        return self._decode(self._blob[start : int(self._ends[index])].tobytes())
+        if index not in self._seen:
+            start = int(self._ends[index - 1]) + 1 if index else 0
+            self._seen[index] = self._decode(self._blob[start : int(self._ends[index])].tobytes())
+        return self._seen[index]
 
     @typing.overload
     def __getitem__(self, index: int) -> Any: ...

@@ -39,6 +39,7 @@ _ESCAPE_SEQUENCE = re.compile(
 # and lone surrogates (which no terminal or file encoding accepts).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _SPACES = re.compile(r"\s+")
+_MAY_STEER = re.compile(r"[:\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 # A file name a payload may name: no directory part, nothing a shell, Windows or a prompt tag treats
 # specially, not hidden and not ``.``/``..``.
@@ -56,9 +57,10 @@ def strip_control(text: str) -> str:
 def strip_generator_syntax(text: str) -> str:
     """``text`` without extra-network tags and ``embedding:`` prefixes, and without control characters,
     whitespace normalised: what a catalogue string may add to a prompt."""
-    text = strip_control(text)
-    text = _OPENER.sub(" ", _EXTRA_NETWORK.sub(" ", text))
-    text = _EMBEDDING.sub("", text)
+    if _MAY_STEER.search(text):  # every tag, prefix and escape needs a colon or a control character
+        text = strip_control(text)
+        text = _OPENER.sub(" ", _EXTRA_NETWORK.sub(" ", text))
+        text = _EMBEDDING.sub("", text)
     text = re.sub(r"\s*,(\s*,)+", ",", _SPACES.sub(" ", text))  # ", ," left behind by a removed tag
     return text.strip(" ,")
 

@@ -130,6 +130,10 @@ class TextVectorizer:
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """Documents x terms, as the scikit-learn vectorizer's ``transform`` gives it (float32)."""
+        if self._columns is None and len(texts) > 1:
+            # a batch looks up many terms: a dict once beats a bisection per term (one prompt keeps the
+            # bisection, so that a warm select does not build it)
+            self._columns = {term: column for column, term in enumerate(self.terms)}
         indptr = [0]
         indices: list[int] = []
         values: list[float] = []

@@ -301,9 +301,9 @@ def _items(item: Decode, data: Any, archive: Any) -> Sequence[Any]:
 
 
 class _Lazy(Sequence[Any]):
-    """A cached list decoded item by item on first access (then kept): an index of 30,000 example prompts answers a prompt
-    by reading three of them. Items are byte strings in one blob (see :meth:`_Encoder.blob`), turned into
-    values by ``decode``."""
+    """A cached list decoded item by item on first access, then kept: an index of 30,000 example prompts
+    answers a prompt by reading three of them. Items are byte strings in one blob (see
+    :meth:`_Encoder.blob`), turned into values by ``decode``."""
 
     def __init__(
         self, blob: np.ndarray, ends: np.ndarray, nulls: Iterable[int], decode: Callable[[bytes], Any]

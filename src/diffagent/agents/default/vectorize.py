@@ -137,10 +137,11 @@ class TextVectorizer:
         indptr = [0]
         indices: list[int] = []
         values: list[float] = []
+        find = self._columns.get if self._columns is not None else self.column
         for text in texts:
             counts: dict[int, int] = {}
             for gram in self._terms(text):
-                column = self.column(gram)
+                column = find(gram)
                 if column is not None:
                     counts[column] = counts.get(column, 0) + 1
             for column in sorted(counts):

@@ -352,3 +352,15 @@ def test_answers_keep_to_the_limits_the_card_states(catalogue: dict) -> None:
         agent._cards.pop(model_id)
     assert api.checkpoint.model_id == model_id
     assert 4.0 <= api.cfg_scale <= 5.0 and 12 <= api.steps <= 14 and min(api.width, api.height) >= 640
+
+
+def test_a_checkpoint_named_for_the_prompts_named_style_comes_first(catalogue: dict) -> None:
+    agent = catalogue["agent"]
+    checkpoints = agent.index.checkpoints
+    photo, anime = (checkpoints.position[m] for m in (1, 2))
+    picked, order = np.array([photo, anime]), np.array([0, 1])
+    assert agent._naming(["anime dream"], picked, order, None) == 1  # "Anime Dream" is ranked second
+    assert agent._naming(["anime dream"], picked, order[::-1], None) is None  # already first
+    assert agent._naming(["pixel art"], picked, order, None) is None  # no checkpoint is named for it
+    suits = np.zeros(len(checkpoints))
+    assert agent._naming(["anime dream"], picked, order, suits) is None  # not the prompt's clear style

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import sys
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -91,6 +92,16 @@ _PRIOR_SETTINGS = 30
 _HIRES_SHARE = 0.5
 """The answer carries a hires fix when the examples holding this share of the weight used one."""
 _EVIDENCE = 3
+_NAMED_DEPTH = 10
+"""How deep in the ranking a checkpoint named for the prompt's named style may be to come first."""
+_WORDS = re.compile(r"[^\W_]+")
+
+
+def _words(text: str) -> str:
+    """``text`` as its lower-cased words between spaces, for whole-word containment tests."""
+    return f" {' '.join(_WORDS.findall(text.lower()))} "
+
+
 _BATCH = 256
 
 
@@ -447,7 +458,19 @@ class RetrievalAgent(Agent):
         )
         sure = matched and confidence >= LOW_CHANCE and not foreign(text)
         general = len(picked) - np.arange(1, style_columns(int(self.allowed.sum())) + 1)
-        if not sure and self.general_fallback and len(general):
+        styles = style_phrases(text)
+        named = (
+            self._naming(
+                styles, picked, order, sig.dense["style_suits"][row] if sig.intent[row] >= 0 else None
+            )
+            if self.style_first and confidence < STYLE_OVERRIDE_BELOW
+            else None
+        )
+        if named is not None:
+            # the prompt names a style ("in the style of Van Gogh") that a well-ranked checkpoint is named
+            # for and the ranker's pick is not: that checkpoint first
+            order = np.concatenate([order[named : named + 1], np.delete(order, named)])
+        elif not sure and self.general_fallback and len(general):
             # nothing vouches for the ranker's pick: the best-scored of the most downloaded models of the
             # prompt's style (of all, without one) answers, a well-made general model
             first = int(general[np.argmax(scores[general])])
@@ -468,7 +491,7 @@ class RetrievalAgent(Agent):
         # the prompt sent: generator syntax there could load any file (see diffagent.textsafety)
         unknown = self.index.loras.unknown(prompt)
         sent = text
-        wording = (orientation_of(text), style_phrases(text))  # read once, used by every alternative
+        wording = (orientation_of(text), styles)  # read once, used by every alternative
         ranked: list[tuple[APICall, float]] = []
         # scores stay in rank order: a pick moved first (style, general model) takes the first score
         for position, chance in zip(order, -np.sort(-chances[order]), strict=True):
@@ -499,6 +522,28 @@ class RetrievalAgent(Agent):
             low_confidence=not sure,
             unresolved_loras=unknown,
         )
+
+    def _naming(
+        self, styles: list[str], picked: np.ndarray, order: np.ndarray, suits: np.ndarray | None
+    ) -> int | None:
+        """Where in ``order`` (within the first :data:`_NAMED_DEPTH`) the first checkpoint named for one of
+        the prompt's named ``styles`` is, when the ranker's pick is not named for any; else None. With
+        ``suits`` (the prompt's clear style: 1 for the models that make it), only a checkpoint that also
+        makes that style counts (a "sticker" checkpoint is no answer for an anime sticker)."""
+        if not styles:
+            return None
+        wanted = [_words(style) for style in styles]
+
+        def names_it(position: int) -> bool:
+            name = _words(self.index.checkpoints.versions[int(picked[position])][0].model_name)
+            return any(style in name for style in wanted)
+
+        if names_it(int(order[0])):
+            return None
+        for i in range(1, min(_NAMED_DEPTH, len(order))):
+            if names_it(int(order[i])) and (suits is None or suits[picked[order[i]]] == 1):
+                return i
+        return None
 
     def _call(
         self,

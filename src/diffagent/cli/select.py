@@ -169,7 +169,9 @@ def _print_answer(answer: Answer) -> None:
     table.add_row("prompt", shown(api.prompt))
     table.add_row("negative", shown(api.negative_prompt) if api.negative_prompt else "[dim](none)[/]")
     if answer.low_confidence:
-        table.add_row("note", "[yellow]low confidence: nothing in the catalogue is close to this prompt[/]")
+        table.add_row(
+            "note", "[yellow]low confidence: no example prompt close to this one vouches for the pick[/]"
+        )
     out.print(table)
     if len(answer.alternatives) > 1:
         alternatives = Table("#", "checkpoint", "base", "score", title="alternatives", title_justify="left")

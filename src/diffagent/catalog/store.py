@@ -154,6 +154,11 @@ class VersionRef:
     base_model: str | None
     trained_words: tuple[str, ...]
 
+    @property
+    def full_name(self) -> str:
+        """Model and version name together, as a checkpoint is told apart by them (``DreamShaper 8 LCM``)."""
+        return f"{self.model_name} {self.version_name or ''}"
+
 
 MADE_WITH = ("resources", "hash", "page")
 """What proves the checkpoint of an image (:func:`made_with_sql`): Civitai's record of the generation, the

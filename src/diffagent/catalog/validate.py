@@ -55,7 +55,7 @@ def _same_name(name: str, ref: VersionRef) -> bool:
         return re.sub(r"\s+", " ", text or "").strip().casefold()
 
     wanted = key(name)
-    full = f"{ref.model_name} {ref.version_name or ''}"
+    full = ref.full_name
     return bool(wanted) and wanted in {key(ref.model_name), key(ref.version_name), key(full)}
 
 

@@ -636,7 +636,7 @@ class RetrievalAgent(Agent):
             cfgs.append(settings.cfg)
             weight.append(_PRIOR_WEIGHT * settings.share)
             own.append(np.ones(len(settings.share), dtype=bool))
-        bounds = recipe(ref.base_model, f"{ref.model_name} {ref.version_name or ''}")
+        bounds = recipe(ref.base_model, ref.full_name)
         all_steps = np.concatenate(steps)
         # fewer steps than the family's usual lowest (DPM++ SDE at 7) only where this checkpoint's own
         # users ran them: a prolific creator's 7-step habit must not reach other checkpoints

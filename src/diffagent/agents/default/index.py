@@ -161,9 +161,7 @@ class Checkpoints:
             rating.append(stars or 0.0)
             recency.append(max(_months(r[11]) for r in group))
             fam.append(families.get(family(refs[0].base_model) or "", len(families)))
-            few.append(
-                any(is_few_step(ref.base_model, f"{ref.model_name} {ref.version_name or ''}") for ref in refs)
-            )
+            few.append(any(is_few_step(ref.base_model, ref.full_name) for ref in refs))
             label = " ".join([name, *words])
             # name and trigger words twice: they say more about the model than its description does
             cards.append(

@@ -263,12 +263,12 @@ class ParamStats:
         model_id = ref.model_id if ref else None
         base = ref.base_model if ref and ref.base_model else base_model
         fam = _family_key(base)
-        few_step = is_few_step(base, f"{ref.model_name} {ref.version_name or ''}" if ref else "")
+        few_step = is_few_step(base, ref.full_name if ref else "")
         own = [("version", version_id), ("model", model_id)]
         creator = ("creator", (self._creators.get(model_id), fam))
         shared = [*own, creator, ("family", fam), ("global", None)]
         width, height = default_size(base)
-        settings = recipe(base, f"{ref.model_name} {ref.version_name or ''}" if ref else "")
+        settings = recipe(base, ref.full_name if ref else "")
         spec = family_spec(base)
         fallback = {
             "sampler": settings.sampler,
@@ -345,9 +345,7 @@ def assemble_call(
     fields = ("negative_prompt", "sampler", "steps", "cfg_scale", "width", "height", "clip_skip")
     given = {name: params[name] for name in fields}
     given["negative_prompt"] = strip_generator_syntax(params["negative_prompt"] or "")
-    settled = settle(
-        ref.base_model, f"{ref.model_name} {ref.version_name or ''}", {"prompt": prompt.strip(), **given}
-    )
+    settled = settle(ref.base_model, ref.full_name, {"prompt": prompt.strip(), **given})
     return APICall(
         checkpoint=Checkpoint(
             model_id=ref.model_id,
@@ -392,8 +390,7 @@ def fit_settings(
     (or few-step variant's) ranges, a single-pass size within its area and aspect bounds (snapped to the
     nearest bucket), turned to the ``orientation`` the prompt asks for; then within what its ``card``
     states (:mod:`diffagent.catalog.cards`) where that fits inside the family's bounds."""
-    name = f"{ref.model_name} {ref.version_name or ''}"
-    settings = recipe(ref.base_model, name)
+    settings = recipe(ref.base_model, ref.full_name)
     card = card or CardLimits()
     out = dict(params)
     out["steps"] = int(clamp(out["steps"], _within(settings.steps_for(out.get("sampler")), card.steps_range)))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 import sys
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -42,7 +41,7 @@ from ...protocols import Agent
 from ...schema import Alternative, Answer, APICall, Evidence, Hires
 from ...train.ranker import Ranker, train_ranker
 from .index import SAMPLERS, Checkpoints, Examples, PromptIndex
-from .loras import LoraIndex
+from .loras import LoraIndex, word_phrase
 from .params import ParamStats, assemble_call, clamp, consensus_negative, fit_settings, orientation_of
 from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, signals, style_columns
 
@@ -94,12 +93,6 @@ _HIRES_SHARE = 0.5
 _EVIDENCE = 3
 _NAMED_DEPTH = 10
 """How deep in the ranking a checkpoint named for the prompt's named style may be to come first."""
-_WORDS = re.compile(r"[^\W_]+")
-
-
-def _words(text: str) -> str:
-    """``text`` as its lower-cased words between spaces, for whole-word containment tests."""
-    return f" {' '.join(_WORDS.findall(text.lower()))} "
 
 
 _BATCH = 256
@@ -532,10 +525,10 @@ class RetrievalAgent(Agent):
         makes that style counts (a "sticker" checkpoint is no answer for an anime sticker)."""
         if not styles:
             return None
-        wanted = [_words(style) for style in styles]
+        wanted = [f" {word_phrase(style)} " for style in styles]
 
         def names_it(position: int) -> bool:
-            name = _words(self.index.checkpoints.versions[int(picked[position])][0].model_name)
+            name = f" {word_phrase(self.index.checkpoints.versions[int(picked[position])][0].model_name)} "
             return any(style in name for style in wanted)
 
         if names_it(int(order[0])):

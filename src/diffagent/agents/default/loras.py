@@ -14,7 +14,7 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +30,7 @@ from .index import FOLDS, Checkpoints, Examples
 from .params import activation_words, clamp
 from .vectorize import TextVectorizer, strictly_sorted
 
-__all__ = ["LoraIndex"]
+__all__ = ["LoraIndex", "word_phrase"]
 
 _UNIVERSE = CatalogFilter(types=("LORA",), allow_nsfw_models=True, allow_poi=True)
 _MAX_PHRASE_WORDS = 4
@@ -44,8 +44,15 @@ _SAFE_NAME = re.compile(r"[\w][\w .\-]{0,99}")
 """A LoRA file stem a generator can look up: word characters, spaces, dots and hyphens."""
 
 
-def _phrase(text: str) -> str:
+def word_phrase(text: str) -> str:
+    """``text`` as its lower-cased words joined by single spaces (``Ukiyo-e`` -> ``ukiyo e``): the form in
+    which trigger words, names and prompts are compared."""
     return " ".join(_WORD.findall(text.lower()))
+
+
+def _trained_phrases(trained_words: Iterable[str]) -> Iterator[str]:
+    """The phrases of a LoRA's trained words, each comma- or line-separated part on its own."""
+    return (word_phrase(part) for word in trained_words for part in re.split(r"[,\n]", word))
 
 
 @dataclass
@@ -130,11 +137,9 @@ class LoraIndex:
         # trigger phrases, without the generic ones the example prompts are full of
         phrase_of: dict[str, set[int]] = defaultdict(set)
         for position, words in words_of.items():
-            for word in words:
-                for part in re.split(r"[,\n]", word):
-                    phrase = _phrase(part)
-                    if len(phrase) >= 3 and not phrase.isdigit() and len(phrase.split()) <= _MAX_PHRASE_WORDS:
-                        phrase_of[phrase].add(position)
+            for said in _trained_phrases(words):
+                if len(said) >= 3 and not said.isdigit() and len(said.split()) <= _MAX_PHRASE_WORDS:
+                    phrase_of[said].add(position)
         phrases = sorted(phrase_of)
         if examples.texts and phrases:
             share = np.asarray(_matcher(phrases).transform(examples.texts).mean(axis=0)).ravel()
@@ -248,7 +253,7 @@ class LoraIndex:
         made with the same checkpoint. A LoRA one of whose trained words ``prompt`` already holds adds
         no trigger word (its captions, "music theater" for an architecture LoRA, would only bloat it).
         """
-        said = f" {_phrase(prompt)} "
+        said = f" {word_phrase(prompt)} "
         ranked: dict[int, tuple[float, float | None]] = {}
         for position, weight in explicit:
             ranked.setdefault(position, (10.0, weight))
@@ -305,8 +310,7 @@ class LoraIndex:
 
 def _said(said: str, trained_words: Sequence[str]) -> bool:
     """Whether ``said`` (a prompt as `` phrase ``) holds one of the trained words' comma-separated parts."""
-    parts = (_phrase(part) for word in trained_words for part in re.split(r"[,\n]", word))
-    return any(f" {part} " in said for part in parts if len(part) >= 3)
+    return any(f" {part} " in said for part in _trained_phrases(trained_words) if len(part) >= 3)
 
 
 def _series(name: str) -> str:

@@ -32,7 +32,7 @@ class CardLimits:
         return any(v is not None for v in (self.min_side, self.cfg_range, self.steps_range))
 
 
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 _NUMBER = r"(\d{1,2}(?:\.\d+)?)"
 _RANGE = r"\s*(?:-|–|—|~|to)\s*"
@@ -53,9 +53,14 @@ _STEPS = re.compile(
 _NOT_THE_FIRST_PASS = re.compile(r"(hires|hi-res|high-res|upscal|denois|refiner|adetailer)", re.IGNORECASE)
 
 
+def strip_html(text: str | None) -> str:
+    """HTML as its text: tags become spaces, entities characters."""
+    return html.unescape(_TAG.sub(" ", text)) if text else ""
+
+
 def card_text(description: str | None) -> str:
     """A card's HTML as plain text on one line."""
-    return _SPACE.sub(" ", html.unescape(_TAG.sub(" ", description or ""))).strip()
+    return _SPACE.sub(" ", strip_html(description)).strip()
 
 
 def card_limits(description: str | None) -> CardLimits:

@@ -7,10 +7,8 @@ whenever the content changes, so indexes built from the store know when to rebui
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import math
-import re
 import sqlite3
 import uuid
 from collections import Counter
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError, UserInputError
 from ..textsafety import is_safe_file_name, strip_control, strip_generator_syntax
+from .cards import strip_html
 from .meta import normalize_hash, parse_meta
 from .nsfw import image_level, model_is_nsfw
 from .safety import is_person, nsfw_level
@@ -484,7 +483,7 @@ class Store:
         )
         self.conn.execute(
             "INSERT INTO model_fts(rowid, name, tags, trained_words, description) VALUES (?,?,?,?,?)",
-            (model_id, name, " ".join(tags), " ".join(words), _strip_html(_str(record.get("description")))),
+            (model_id, name, " ".join(tags), " ".join(words), strip_html(_str(record.get("description")))),
         )
 
     def _insert_version(self, model_id: int, position: int, version: dict[str, Any]) -> list[str]:
@@ -738,7 +737,3 @@ def _reason(exc: BaseException) -> str:
     if "locked" in text or "busy" in text:
         return "another diffagent process (an import or a crawl) is writing it; rerun when it is done"
     return text
-
-
-def _strip_html(text: str | None) -> str:
-    return html.unescape(re.sub(r"<[^>]+>", " ", text)) if text else ""

@@ -37,13 +37,15 @@ _ESCAPE_SEQUENCE = re.compile(
 )
 # C0 and C1 controls, DEL, bidirectional overrides and isolates (which reorder what a terminal shows),
 # and lone surrogates (which no terminal or file encoding accepts).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_CONTROLS = r"\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_CONTROL = re.compile(f"[{_CONTROLS}]")
 _SPACES = re.compile(r"\s+")
-_MAY_STEER = re.compile(r"[:\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_MAY_STEER = re.compile(f"[:{_CONTROLS}]")
+"""Every tag, prefix and escape sequence above needs a colon or a control character."""
 
 # A file name a payload may name: no directory part, nothing a shell, Windows or a prompt tag treats
 # specially, not hidden and not ``.``/``..``.
-_FILE_NAME_FORBIDDEN = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]')
+_FILE_NAME_FORBIDDEN = re.compile(r'[/\\<>:"|?*' + _CONTROLS + "]")
 MAX_FILE_NAME_BYTES = 255
 
 
@@ -57,7 +59,7 @@ def strip_control(text: str) -> str:
 def strip_generator_syntax(text: str) -> str:
     """``text`` without extra-network tags and ``embedding:`` prefixes, and without control characters,
     whitespace normalised: what a catalogue string may add to a prompt."""
-    if _MAY_STEER.search(text):  # every tag, prefix and escape needs a colon or a control character
+    if _MAY_STEER.search(text):
         text = strip_control(text)
         text = _OPENER.sub(" ", _EXTRA_NETWORK.sub(" ", text))
         text = _EMBEDDING.sub("", text)

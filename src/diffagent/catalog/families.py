@@ -246,6 +246,7 @@ def is_few_step(base_model: str | None, name: str = "") -> bool:
     return variant(base_model, name) is not None
 
 
+@functools.lru_cache(maxsize=4096)  # asked for each alternative of each answer, several times over
 def recipe(base_model: str | None, name: str = "") -> Recipe:
     """The settings for a checkpoint of ``base_model`` named ``name`` (few-step variants included).
 

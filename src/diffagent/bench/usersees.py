@@ -90,8 +90,9 @@ class UserChecks:
         name = api.checkpoint.name
         settings = recipe(api.checkpoint.base_model, name)
         spec = family_spec(api.checkpoint.base_model)
+        fewest, most = settings.steps_for(api.sampler)
         outside = spec is not None and (
-            not settings.steps_for(api.sampler)[0] <= api.steps <= settings.steps_for(api.sampler)[1]
+            not fewest <= api.steps <= most
             or not settings.cfg_range[0] - 1e-9 <= api.cfg_scale <= settings.cfg_range[1] + 1e-9
             or not size_ok(api.checkpoint.base_model, api.width, api.height)
         )

@@ -149,6 +149,27 @@ def tiny_vocab(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
+def _configs(family: str, unet: Any, vae: Any, text_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The family's component configs with the tiny UNet's, VAE's and text encoder's in place."""
+    from diffagent.execute.generate.diffusers_configs import CONFIGS
+
+    configs = {k: dict(v) for k, v in CONFIGS[family].items()}
+    configs["unet"] = {
+        "_class_name": "UNet2DConditionModel",
+        **{k: v for k, v in unet.config.items() if not k.startswith("_")},
+    }
+    configs["vae"] = {
+        "_class_name": "AutoencoderKL",
+        **{k: v for k, v in vae.config.items() if not k.startswith("_")},
+    }
+    configs["text_encoder"] = {
+        "architectures": ["CLIPTextModel"],
+        "model_type": "clip_text_model",
+        **text_config,
+    }
+    return configs
+
+
 def tiny_sd1(path: Path) -> dict[str, dict[str, Any]]:
     """Write a random tiny SD 1.x checkpoint to ``path``; returns its configs in the shape of
     :data:`diffagent.execute.generate.diffusers_configs.CONFIGS`."""
@@ -156,8 +177,6 @@ def tiny_sd1(path: Path) -> dict[str, dict[str, Any]]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from diffagent.execute.generate.diffusers_configs import CONFIGS
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -183,21 +202,7 @@ def tiny_sd1(path: Path) -> dict[str, dict[str, Any]]:
         **clip_to_ldm(text.state_dict(), "cond_stage_model.transformer."),
     }
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    configs = {k: dict(v) for k, v in CONFIGS["SD1"].items()}
-    configs["unet"] = {
-        "_class_name": "UNet2DConditionModel",
-        **{k: v for k, v in unet.config.items() if not k.startswith("_")},
-    }
-    configs["vae"] = {
-        "_class_name": "AutoencoderKL",
-        **{k: v for k, v in vae.config.items() if not k.startswith("_")},
-    }
-    configs["text_encoder"] = {
-        "architectures": ["CLIPTextModel"],
-        "model_type": "clip_text_model",
-        **text_config,
-    }
-    return configs
+    return _configs("SD1", unet, vae, text_config)
 
 
 def tiny_sdxl(path: Path) -> dict[str, dict[str, Any]]:
@@ -207,8 +212,6 @@ def tiny_sdxl(path: Path) -> dict[str, dict[str, Any]]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from diffagent.execute.generate.diffusers_configs import CONFIGS
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -239,20 +242,7 @@ def tiny_sdxl(path: Path) -> dict[str, dict[str, Any]]:
         **open_clip_to_ldm(text_2.state_dict(), "conditioner.embedders.1.model."),
     }
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    configs = {k: dict(v) for k, v in CONFIGS["SDXL"].items()}
-    configs["unet"] = {
-        "_class_name": "UNet2DConditionModel",
-        **{k: v for k, v in unet.config.items() if not k.startswith("_")},
-    }
-    configs["vae"] = {
-        "_class_name": "AutoencoderKL",
-        **{k: v for k, v in vae.config.items() if not k.startswith("_")},
-    }
-    configs["text_encoder"] = {
-        "architectures": ["CLIPTextModel"],
-        "model_type": "clip_text_model",
-        **text_config,
-    }
+    configs = _configs("SDXL", unet, vae, text_config)
     configs["text_encoder_2"] = {
         "architectures": ["CLIPTextModelWithProjection"],
         "model_type": "clip_text_model",

@@ -207,3 +207,19 @@ def write_scorers(root: Path) -> dict[str, Path]:
     torch.save(imagereward_state(vocab=len(WORDS) + 5), folders["imagereward"] / "ImageReward.pt")
     write_bert_tokenizer(folders["imagereward"])
     return folders
+
+
+def tiny_llama(tokenizer, folder: Path) -> Path:  # type: ignore[no-untyped-def]
+    """A randomly initialised (seed 0) Llama of SmolLM2's class with ``tokenizer``'s vocabulary, saved with
+    the tokenizer as a plain model folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from _tiny_models import tiny_llama
 from diffagent.bench import Pair, load_pairs
 from diffagent.catalog import Store, compatible, hallucination_reasons
 from diffagent.errors import UserInputError
@@ -53,16 +53,7 @@ def codec(tokenizer, small) -> LLMCodec:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def tiny(tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
     """A randomly initialised Llama of SmolLM2's class and vocabulary, saved as a plain model folder."""
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_llama(tokenizer, tmp_path_factory.mktemp("tiny"))
 
 
 class Popular(Agent):

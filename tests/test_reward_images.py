@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from _tiny_models import tiny_sd_pipeline, write_scorers
+from _tiny_models import tiny_llama, tiny_sd_pipeline, write_scorers
 from diffagent.cli import app
 from diffagent.errors import UserInputError
 from diffagent.reward.candidates import RenderedReward, ScoringSpec, local_runner, plan_shards
@@ -260,7 +260,6 @@ def test_train_rrhf_on_the_unified_reward_end_to_end(  # type: ignore[no-untyped
     scored by the tiny scorers, written as rows with PickScore beside them, then a step that moves weights."""
     import torch
     from safetensors.torch import load_file
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from diffagent.bench import ensure_bench
     from diffagent.catalog import Store
@@ -282,14 +281,7 @@ def test_train_rrhf_on_the_unified_reward_end_to_end(  # type: ignore[no-untyped
     for i, version in enumerate(versions):
         (pipelines / str(version)).symlink_to(checkpoints / str(VERSIONS[i % 2]), target_is_directory=True)
     tokenizer = gguf_tokenizer(str(gguf_folder()))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
+    tiny_llama(tokenizer, tmp_path / "tiny")
     runner = CliRunner()
     common = ["--max-steps", "1", "--batch-size", "2", "--limit", "2"]
     done = runner.invoke(

@@ -8,9 +8,8 @@ import contextlib
 import json
 import os
 import stat
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from _hostile import checkpoint, lora, write_dump
+from _servers import serve
 from diffagent._io import atomic_open, write_jsonl
 from diffagent.catalog import CrawlError, Store, crawl, import_dump
 from diffagent.cli import app
@@ -211,14 +211,8 @@ def _echo_server() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Handler) as url:
+        yield url.removeprefix("http://")
 
 
 def test_crawl_errors_show_no_password_and_no_copy_of_the_token() -> None:

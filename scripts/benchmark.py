@@ -3,9 +3,11 @@
     python scripts/benchmark.py --out docs/benchmarks.md            # the four baselines (+ default)
     python scripts/benchmark.py --agent tfidf --agent default --out /tmp/b.md
 
-Agents learn from the bench's train split only (as ``diffagent eval`` does). The report carries the exact
-command, the date, the machine (CPU model, cores, memory, load), the catalogue and bench it ran on, and the
-table of ``diffagent eval`` (see ``diffagent.bench.evaluate`` for every column).
+Agents learn from the bench's train split only (as ``diffagent eval`` does), or with ``--learn-from
+train+val`` from train and val (the final fit once val has chosen the settings: test's ``novel`` flags
+are then taken against both, so that a test prompt close to a val one is not called novel). The report
+carries the exact command, the date, the machine (CPU model, cores, memory, load), the catalogue and bench
+it ran on, and the table of ``diffagent eval`` (see ``diffagent.bench.evaluate`` for every column).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from pathlib import Path
 from diffagent._io import atomic_open
 from diffagent.agents import AGENT_NAMES, load_agent
 from diffagent.bench import ensure_bench, load_pairs
+from diffagent.bench.build import novel_flags
 from diffagent.bench.evaluate import evaluate, render_markdown, spread
 from diffagent.bench.intents import INTENT_LABELS, load_intent_set
+from diffagent.bench.pairs import PairFiles
 from diffagent.bench.usersees import UserChecks
 from diffagent.catalog import Store
 from diffagent.cli._common import progress_bar
@@ -75,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-nsfw", action="store_true", help="let agents name explicit models")
     parser.add_argument("--allow-poi", action="store_true", help="let agents name real-person models")
     parser.add_argument(
+        "--learn-from", choices=("train", "train+val"), default="train", help="the splits agents learn from"
+    )
+    parser.add_argument(
         "--intent-prompts",
         type=Path,
         default=Path(__file__).resolve().parents[2] / "shared/data/diffusiondb-prompts/prompts-10k.json",
@@ -91,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         with progress_bar("building DABench") as update:
             folder = ensure_bench(store, progress=update)
-        train = load_pairs(folder / "train.jsonl")
-        test = spread(load_pairs(folder / "test.jsonl"), args.limit)
+        splits = args.learn_from.split("+")
+        train = PairFiles(folder, splits)
+        test = load_pairs(folder / "test.jsonl")
+        if splits != ["train"]:
+            novel = novel_flags([p.instruction for p in test], [p.instruction for p in train])
+            test = [pair.model_copy(update={"novel": flag}) for pair, flag in zip(test, novel, strict=True)]
+        test = spread(test, args.limit)
         reward = ProxyReward(store)
         checks = UserChecks(store)
         intents = load_intent_set(INTENT_LABELS, args.intent_prompts) if args.intent_prompts.is_file() else []
@@ -130,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- catalogue: {stats['models']:,} models, {stats['versions']:,} versions, "
         f"{stats['images']:,} images (store revision {revision})",
         f"- bench: {manifest['pairs']['train']:,} train / {manifest['pairs']['val']:,} val / "
-        f"{manifest['pairs']['test']:,} test pairs, {manifest['novel']:,} of them novel; "
-        f"scored: {len(test):,} test pairs; agents learn from the train split only",
+        f"{manifest['pairs']['test']:,} test pairs; scored: {len(test):,} test pairs, "
+        f"{sum(bool(p.novel) for p in test):,} of them novel; agents learn from {' and '.join(splits)}",
         f"- latency: warm, one prompt at a time, on up to {args.latency_prompts} prompts (and as many "
         "novel ones); prompts/s: `select_batch` over every scored prompt",
         f"- safety: explicit models {'allowed' if args.allow_nsfw else 'out'}, real-person models "

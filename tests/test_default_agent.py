@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from conftest import needs_dump
 from diffagent.agents import Agent, load_agent
 from diffagent.agents.default.agent import RetrievalAgent, build_default_agent, cache_dir, examples_key
+from diffagent.agents.default.index import prompt_shape
 from diffagent.bench import Pair, load_pairs
 from diffagent.bench.build import build_bench
 from diffagent.bench.metrics import mean_scores, score_answer
@@ -255,3 +256,23 @@ def test_python_api_and_train_command(dump_records: list[dict], tmp_path: Path, 
 def test_import_diffagent_stays_cheap() -> None:
     code = "import sys, diffagent; assert 'sklearn' not in sys.modules and 'lightgbm' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_prompt_shape_keeps_how_a_prompt_is_written_not_what_it_says() -> None:
+    assert prompt_shape("(masterpiece:1.2), Best quality,  1girl") == "(a:1.2), xa a, 1a"
+    assert prompt_shape("((a cat)),BREAK 城市") == "((a a)),x u"
+    # two prompts about different things, written alike, share a shape; the same words written apart do not
+    assert prompt_shape("(red fox:1.3), forest") == prompt_shape("(old car:1.3), street")
+    assert prompt_shape("red fox, forest") != prompt_shape("Red Fox,forest")
+
+
+def test_the_shape_vote_counts_neighbours_written_alike(small: dict) -> None:
+    """The ranker's shape signals come from the examples nearest by shape: a prompt written exactly like an
+    example votes for that example's checkpoint at full similarity."""
+    agent: RetrievalAgent = small["agent"]
+    examples, checkpoints = agent.index.examples, agent.index.checkpoints
+    text = examples.texts[0]
+    sig = agent.index.signals([text])
+    assert sig.dense["shape_best"][0, examples.model[0]] == pytest.approx(1.0, abs=1e-5)
+    assert sig.dense["shape_vote"][0, examples.model[0]] >= 1.0 - 1e-5
+    assert sig.dense["shape_vote"].shape == (1, len(checkpoints))

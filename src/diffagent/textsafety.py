@@ -10,6 +10,7 @@ and the output formats where a file name is written into a payload.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -56,6 +57,7 @@ def strip_control(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
+@functools.lru_cache(maxsize=4096)  # the same prompt and negatives go into each alternative of an answer
 def strip_generator_syntax(text: str) -> str:
     """``text`` without extra-network tags and ``embedding:`` prefixes, and without control characters,
     whitespace normalised: what a catalogue string may add to a prompt."""

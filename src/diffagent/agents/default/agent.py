@@ -47,7 +47,7 @@ from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, 
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 14
+FORMAT = 15
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
@@ -660,11 +660,10 @@ class RetrievalAgent(Agent):
 
     def _hires(self, rows: np.ndarray, weights: np.ndarray) -> Hires | None:
         """The hires fix of the heaviest example that used one, when most of the weight did."""
-        hires = [self.index.examples.hires[int(i)] for i in rows]
-        used = np.array([h is not None for h in hires])
+        used = self.index.examples.used_hires[rows]
         if not used.any() or weights[used].sum() < _HIRES_SHARE * weights.sum():
             return None
-        return hires[int(np.flatnonzero(used)[np.argmax(weights[used])])]
+        return self.index.examples.hires[int(rows[np.flatnonzero(used)[np.argmax(weights[used])]])]
 
 
 _NO_PAIRS = "the default agent learns from DABench pairs: build them with `diffagent bench build`"

@@ -42,7 +42,7 @@ from ...schema import KNOWN_SAMPLERS, Hires, normalize_sampler
 from .params import hires_of, valid_size
 from .vectorize import TextVectorizer
 
-__all__ = ["FOLDS", "SAMPLERS", "Checkpoints", "Examples", "PromptIndex", "fold_of"]
+__all__ = ["FOLDS", "SAMPLERS", "Checkpoints", "Examples", "PromptIndex", "fold_of", "prompt_shape"]
 
 FOLDS = 5
 """The ranker learns on each fold with neighbours and centroids taken from the other folds only."""
@@ -264,6 +264,8 @@ class Examples:
     is the upscaled one after hires fix) and a generator takes it as is (multiples of 8 within range)."""
     hires: Sequence[Hires | None]
     """The hires fix the example's infotext records (upscaler and scale), None without one."""
+    used_hires: np.ndarray
+    """Whether each example has one (the cached ``hires`` decode item by item: most answers need none)."""
     loras: Sequence[tuple[tuple[int, float], ...]]
     """(LoRA version id, weight) of each pair."""
     url: Sequence[str | None]
@@ -352,6 +354,7 @@ class Examples:
             clip_skip=np.array(clips, dtype=np.int16),
             size_ok=np.array([valid_size(*sizes.get(i, (None, None))) for i in ids], dtype=bool),
             hires=[hires.get(i) for i in ids],
+            used_hires=np.array([hires.get(i) is not None for i in ids], dtype=bool),
             negative=list(negs),
             loras=list(loras),
             url=[urls.get(i) for i in ids],
@@ -406,13 +409,28 @@ def _page_rows(
     return rows
 
 
+_LOWER, _UPPER, _OTHER = re.compile(r"[a-z]+"), re.compile(r"[A-Z]+"), re.compile(r"[^\x00-\x7f]+")
+_SPACES = re.compile(r"\s+")
+
+
+def prompt_shape(text: str) -> str:
+    """How a prompt is written rather than what it says: each run of lower-case letters is ``a``, of
+    capitals ``x``, of other scripts ``u``; digits, brackets, weights and separators stay. Writers keep
+    their habits (``(x:1.2)``, ``((a))``, ``a,a`` or ``a, a``), and writers keep their checkpoints."""
+    return _SPACES.sub(" ", _OTHER.sub("u", _UPPER.sub("x", _LOWER.sub("a", text)))).strip()
+
+
 @dataclass
 class PromptIndex:
-    """TF-IDF of the example prompts, with per-model centroids (also without each fold)."""
+    """TF-IDF of the example prompts, with per-model centroids (also without each fold), and TF-IDF of
+    their shapes (:func:`prompt_shape`)."""
 
     vectorizer: TextVectorizer
     by_term: sparse.csr_matrix
     """Transposed document matrix (terms x examples): one sparse product gives every similarity."""
+    shapes: TextVectorizer
+    shape_by_term: sparse.csr_matrix
+    """The same for the shapes: tokens between spaces and their pairs."""
     centroids: sparse.csr_matrix
     """Terms x models: the L2-normalised sum of each model's example vectors."""
     fold_centroids: list[sparse.csr_matrix] = field(default_factory=list, metadata=BUILD_ONLY)
@@ -420,8 +438,14 @@ class PromptIndex:
 
     @classmethod
     def build(cls, examples: Examples, n_models: int) -> PromptIndex:
-        vectorizer, docs = TextVectorizer.fit(
-            examples.texts, sublinear_tf=True, ngram_range=(1, 2), **_document_cuts(len(examples), 0.5)
+        cuts = _document_cuts(len(examples), 0.5)
+        vectorizer, docs = TextVectorizer.fit(examples.texts, sublinear_tf=True, ngram_range=(1, 2), **cuts)
+        shapes, shape_docs = TextVectorizer.fit(
+            [prompt_shape(t) for t in examples.texts],
+            sublinear_tf=True,
+            ngram_range=(1, 2),
+            token_pattern=r"\S+",
+            **cuts,
         )
         rows = np.arange(len(examples))
         owner = sparse.csr_matrix(
@@ -437,9 +461,15 @@ class PromptIndex:
         return cls(
             vectorizer=vectorizer,
             by_term=docs.T.tocsr(),
+            shapes=shapes,
+            shape_by_term=shape_docs.T.tocsr(),
             centroids=_normalize(sums).T.tocsr(),
             fold_centroids=fold_centroids,
         )
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         return self.vectorizer.transform(texts)
+
+    def shape_similarities(self, texts: Sequence[str]) -> np.ndarray:
+        """(B, examples) cosine similarity of each text's shape to each example's."""
+        return (self.shapes.transform([prompt_shape(t) for t in texts]) @ self.shape_by_term).toarray()

@@ -36,6 +36,8 @@ N_CARD_CANDIDATES = 10
 N_STYLE_CANDIDATES = 3
 """Of the candidates, how many are the most downloaded models of the prompt's style."""
 _PAGE_DEPTH = 20
+SHAPE_DEPTH = 20
+"""How many of the nearest examples by prompt shape vote."""
 
 FEATURES = (
     *(f"vote{k}" for k in DEPTHS),
@@ -50,6 +52,8 @@ FEATURES = (
     "lora",
     "lora_hits",
     "page",
+    "shape_vote",
+    "shape_best",
     "log_count",
     "log_downloads",
     "rating",
@@ -158,6 +162,16 @@ def signals(
         near[:, :_PAGE_DEPTH].ravel()[on_page],
     )
     dense["page"] = page
+    shape_sims = prompts.shape_similarities(texts)
+    if folds is not None:
+        shape_sims[examples.fold[None, :] == folds[:, None]] = 0.0
+    shape_near, shape_sim = _top(shape_sims, SHAPE_DEPTH)
+    shape_owner = examples.model[shape_near].ravel()
+    shape_rows = np.repeat(np.arange(batch), shape_near.shape[1])
+    dense["shape_vote"] = np.zeros((batch, n_models), dtype=np.float32)
+    np.add.at(dense["shape_vote"], (shape_rows, shape_owner), shape_sim.ravel())
+    dense["shape_best"] = np.zeros((batch, n_models), dtype=np.float32)
+    np.maximum.at(dense["shape_best"], (shape_rows, shape_owner), shape_sim.ravel())
     count = counts[folds] if folds is not None else np.broadcast_to(counts[FOLDS], (batch, n_models))
     dense["log_count"] = np.log1p(count)
     words = np.array([len(t.split()) for t in texts], dtype=np.float32)

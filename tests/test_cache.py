@@ -160,6 +160,8 @@ def test_another_key_a_damaged_file_and_a_pickle_are_refused(tmp_path: Path) -> 
         {"sublinear_tf": True, "ngram_range": (1, 2)},
         {"sublinear_tf": True, "stop_words": "english"},
         {"sublinear_tf": True, "analyzer": "char_wb", "ngram_range": (4, 5)},
+        {"analyzer": "char_wb", "ngram_range": (1, 4)},  # words as long as n, and shorter
+        {"sublinear_tf": True, "token_pattern": r"\S+", "ngram_range": (1, 2)},  # prompt shapes
     ],
 )
 def test_text_vectorizer_transforms_as_scikit_learn_does(options: dict) -> None:

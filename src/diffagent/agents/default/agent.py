@@ -47,7 +47,7 @@ from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, 
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 15
+FORMAT = 16
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
@@ -340,12 +340,10 @@ def _consensus(
     )
     order = np.argsort(-weights, kind="stable")
     heaviest = (order if seeded is None else order[seeded[order]])[:_CONSENSUS_CANDIDATES]
-    base_steps = steps[heaviest]
     # candidates laid out as (CFG shift, steps shift, setting), flattened
-    shape = (3, 3, len(heaviest))
-    cand_steps = np.broadcast_to(np.round(base_steps * _STEP_FACTORS[:, None]), shape).ravel()
-    cand_cfgs = np.broadcast_to(cfgs[heaviest] + _CFG_SHIFTS[:, None, None], shape).ravel()
-    cand_samplers = np.broadcast_to(samplers[heaviest], shape).ravel()
+    cand_steps = np.tile(np.round(steps[heaviest] * _STEP_FACTORS[:, None]).ravel(), 3)
+    cand_cfgs = np.repeat(cfgs[heaviest] + _CFG_SHIFTS[:, None], 3, axis=0).ravel()
+    cand_samplers = np.tile(samplers[heaviest], 9)
     if bounds is not None:
         lowest, highest = _steps_bounds(bounds)
         cand_steps = np.clip(cand_steps, lowest[cand_samplers], highest)

@@ -1,12 +1,13 @@
 """Candidate checkpoints for a batch of prompts, their features, and the LambdaRank model that orders them.
 
-Signals, each a (prompts x checkpoint models) matrix computed for a whole batch with a few sparse
-products: similarity-weighted votes of the nearest example prompts at several depths (and the share of
-the vote), the best neighbour's similarity and rank, similarity to each model's centroid, the card
-(name, tags, trigger words, description) and name matches, the checkpoints the prompt's LoRAs were used
-with, the pages the neighbours hang on, and popularity and recency. Candidates are the best models by
-neighbour vote and centroid plus the best card matches; a gradient-boosted LambdaRank model (LightGBM)
-orders them.
+Signals, each a (prompts x checkpoint models) matrix computed for a whole batch with a few sparse products:
+similarity-weighted votes of the nearest example prompts at several depths (and the share of the vote), the
+best neighbour's similarity and rank, similarity to each model's centroid, the card (name, tags, trigger
+words, description) and name matches, the checkpoints the prompt's LoRAs were used with, the pages the
+neighbours hang on, the nearest examples by prompt shape (how it is written, see
+:func:`~diffagent.agents.default.index.prompt_shape`) and each model's shape centroid, and popularity and
+recency. Candidates are the best models by neighbour vote and centroid plus the best card matches; a
+gradient-boosted LambdaRank model (LightGBM) orders them.
 
 Training features come from the agent's own examples, each fold scored against the other folds only
 (neighbours, centroids, co-usage and counts alike), so that they look like the features of a new prompt.
@@ -54,6 +55,7 @@ FEATURES = (
     "page",
     "shape_vote",
     "shape_best",
+    "shape_centroid",
     "log_count",
     "log_downloads",
     "rating",
@@ -138,15 +140,7 @@ def signals(
     first = np.full((batch, n_models), 2.0 * depth, dtype=np.float32)
     np.minimum.at(first, (rows.ravel(), owner.ravel()), np.tile(np.arange(depth, dtype=np.float32), batch))
     dense["best_rank"] = first
-    if folds is None:
-        centroid = (query @ prompts.centroids).toarray()
-    else:
-        centroid = np.zeros((batch, n_models), dtype=np.float32)
-        for f in range(FOLDS):
-            mine = np.flatnonzero(folds == f)
-            if len(mine):
-                centroid[mine] = (query[mine] @ prompts.fold_centroids[f]).toarray()
-    dense["centroid"] = centroid
+    dense["centroid"] = _centroid_similarity(query, prompts.centroids, prompts.fold_centroids, folds)
     dense["card"] = (checkpoints.card_vectorizer.transform(texts) @ checkpoints.cards).toarray()
     dense["name"] = (checkpoints.name_vectorizer.transform(texts) @ checkpoints.names).toarray()
     relevance = loras.relevance(texts)
@@ -162,16 +156,19 @@ def signals(
         near[:, :_PAGE_DEPTH].ravel()[on_page],
     )
     dense["page"] = page
-    shape_sims = prompts.shape_similarities(texts)
+    shape = prompts.shape_vectors(texts)
+    dense["shape_centroid"] = _centroid_similarity(
+        shape, prompts.shape_centroids, prompts.fold_shape_centroids, folds
+    )
+    shape_sims = (shape @ prompts.shape_by_term).toarray()
     if folds is not None:
         shape_sims[examples.fold[None, :] == folds[:, None]] = 0.0
     shape_near, shape_sim = _top(shape_sims, SHAPE_DEPTH)
-    shape_owner = examples.model[shape_near].ravel()
-    shape_rows = np.repeat(np.arange(batch), shape_near.shape[1])
+    shape_at = (np.repeat(np.arange(batch), shape_near.shape[1]), examples.model[shape_near].ravel())
     dense["shape_vote"] = np.zeros((batch, n_models), dtype=np.float32)
-    np.add.at(dense["shape_vote"], (shape_rows, shape_owner), shape_sim.ravel())
+    np.add.at(dense["shape_vote"], shape_at, shape_sim.ravel())
     dense["shape_best"] = np.zeros((batch, n_models), dtype=np.float32)
-    np.maximum.at(dense["shape_best"], (shape_rows, shape_owner), shape_sim.ravel())
+    np.maximum.at(dense["shape_best"], shape_at, shape_sim.ravel())
     count = counts[folds] if folds is not None else np.broadcast_to(counts[FOLDS], (batch, n_models))
     dense["log_count"] = np.log1p(count)
     words = np.array([len(t.split()) for t in texts], dtype=np.float32)
@@ -191,6 +188,24 @@ def signals(
                 dense["style_suits"][mine] = suits_matrix(checkpoints.fold_styles[f], intent[mine])
     query_terms = np.diff(query.indptr).astype(np.float32)
     return Signals(neighbours, near, dense, words, relevance, query_terms, intent)
+
+
+def _centroid_similarity(
+    query: sparse.csr_matrix,
+    centroids: sparse.csr_matrix,
+    fold_centroids: list[sparse.csr_matrix],
+    folds: np.ndarray | None,
+) -> np.ndarray:
+    """(B, models) similarity of each query vector to each model's centroid; with ``folds``, to the
+    centroid without the query's own fold."""
+    if folds is None:
+        return (query @ centroids).toarray()
+    out = np.zeros((query.shape[0], centroids.shape[1]), dtype=np.float32)
+    for f in range(FOLDS):
+        mine = np.flatnonzero(folds == f)
+        if len(mine):
+            out[mine] = (query[mine] @ fold_centroids[f]).toarray()
+    return out
 
 
 def suits_matrix(profiles: np.ndarray, intent: np.ndarray) -> np.ndarray:

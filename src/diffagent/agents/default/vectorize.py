@@ -110,17 +110,14 @@ class TextVectorizer:
         text = text.lower()
         low, high = self.ngram_range
         if self.analyzer == "char_wb":
-            grams = []
+            grams: list[str] = []
             for word in _WHITE_SPACES.sub(" ", text).split():
                 word = f" {word} "
                 for n in range(low, high + 1):
-                    offset = 0
-                    grams.append(word[offset : offset + n])
-                    while offset + n < len(word):
-                        offset += 1
-                        grams.append(word[offset : offset + n])
-                    if offset == 0:  # a word shorter than n counts once
+                    if len(word) <= n:  # a word no longer than n counts once, and longer n-grams not
+                        grams.append(word)
                         break
+                    grams += [word[i : i + n] for i in range(len(word) - n + 1)]
             return grams
         tokens = [t for t in self._token.findall(text) if t not in self._stop]
         grams = list(tokens) if low == 1 else []

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -276,3 +277,17 @@ def test_the_shape_vote_counts_neighbours_written_alike(small: dict) -> None:
     assert sig.dense["shape_best"][0, examples.model[0]] == pytest.approx(1.0, abs=1e-5)
     assert sig.dense["shape_vote"][0, examples.model[0]] >= 1.0 - 1e-5
     assert sig.dense["shape_vote"].shape == (1, len(checkpoints))
+
+
+def test_similarities_are_the_sparse_product_made_dense() -> None:
+    from scipy import sparse
+
+    from diffagent.agents.default.index import similarities
+
+    rng = np.random.default_rng(3)
+    by_term = sparse.random(40, 300, density=0.1, format="csr", dtype=np.float32, random_state=rng)
+    queries = sparse.random(7, 40, density=0.2, format="csr", dtype=np.float32, random_state=rng).tolil()
+    queries[3] = 0  # a query with no known term
+    queries = sparse.csr_matrix(queries)
+    queries.eliminate_zeros()
+    assert np.array_equal(similarities(queries, by_term), (queries @ by_term).toarray())

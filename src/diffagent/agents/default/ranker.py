@@ -22,7 +22,7 @@ import numpy as np
 from scipy import sparse
 
 from ...catalog.styles import STYLES, SUITS_SHARE, style_hits
-from .index import FOLDS, Checkpoints, Examples, PromptIndex
+from .index import FOLDS, Checkpoints, Examples, PromptIndex, similarities
 from .loras import LoraIndex
 
 __all__ = ["FEATURES", "Signals", "candidates", "feature_matrix", "signals", "style_columns"]
@@ -121,7 +121,7 @@ def signals(
     n_models = len(checkpoints)
     batch = len(texts)
     query = prompts.transform(texts)
-    sims = (query @ prompts.by_term).toarray()
+    sims = similarities(query, prompts.by_term)
     if folds is not None:
         sims[examples.fold[None, :] == folds[:, None]] = 0.0
     neighbours, near = _top(sims, max(DEPTHS))
@@ -160,7 +160,7 @@ def signals(
     dense["shape_centroid"] = _centroid_similarity(
         shape, prompts.shape_centroids, prompts.fold_shape_centroids, folds
     )
-    shape_sims = (shape @ prompts.shape_by_term).toarray()
+    shape_sims = similarities(shape, prompts.shape_by_term)
     if folds is not None:
         shape_sims[examples.fold[None, :] == folds[:, None]] = 0.0
     shape_near, shape_sim = _top(shape_sims, SHAPE_DEPTH)

@@ -185,6 +185,18 @@ def test_negative_is_a_consensus_without_banned_terms_or_unknown_embeddings(cata
     assert consensus_negative([_NEGATIVE_A]) == ""  # one user's negative is no consensus
     assert banned_term("black people") and banned_term("negative prompt tested: x")
     assert embedding_term("ng_deepnegative_v1_75t") and not embedding_term("bad_anatomy")
+    # embeddings inside words and bad_ names that are not Danbooru tags; hyphenated words are words
+    for name in (
+        "bad-artist negative_hand",
+        "drawn by bad-artist",
+        "bad_prompt",
+        "badhandv4",
+        "easynegative",
+    ):
+        assert embedding_term(name), name
+    for words in ("bad anatomy", "bad_hands", "low-res", "out-of-frame", "negative space", "bad", "lowres"):
+        assert not embedding_term(words), words
+    assert consensus_negative(["bad-artist negative_hand, blurry", "drawn by bad-artist, blurry"]) == "blurry"
 
 
 def test_sizes_and_steps_stay_within_the_family_and_follow_the_prompt(catalogue: dict) -> None:
@@ -223,6 +235,16 @@ def test_low_confidence_in_batch_output_and_for_other_scripts(catalogue: dict, t
 
     assert foreign("一只猫坐在沙发上") and not foreign("a cat, café au lait")
     assert catalogue["agent"].select("一只猫坐在沙发上").low_confidence
+    # French, German, Spanish by their function words; an English tag list naming a French name is English
+    for other in (
+        "un chat noir sur un toit de Paris la nuit",
+        "eine Katze auf dem Dach",
+        "un gato en el cielo",
+    ):
+        assert foreign(other)
+        assert catalogue["agent"].select(other).low_confidence
+    assert not foreign("masterpiece, best quality, 1girl, louise francoise le blanc de la valliere, uniform")
+    assert not foreign("a harbour at dusk, le corbusier, art deco")
     batch = tmp_path / "in.jsonl"
     batch.write_text('{"id": 1, "prompt": "photo of a cat"}\n{"id": 2, "prompt": "一只猫"}\n')
     out = tmp_path / "out.jsonl"

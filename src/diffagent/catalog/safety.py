@@ -115,10 +115,17 @@ _ANATOMY = (
 _BANNED = re.compile(rf"(?<![\w])(?:{_ETHNICITY}|{_ANATOMY})(?![\w])")
 _JUNK = re.compile(r"negative prompt|prompt tested|^steps:|^sampler:")
 _EMBEDDING = re.compile(
-    r"^(?:embedding:)?[a-z0-9]+(?:[_\-.][a-z0-9]+)+$|negative|^bad[a-z0-9]*(?:v\d+)?$|^ng_|^verybad|^unaesthetic"
+    r"^(?:embedding:)?[a-z0-9]+(?:[_\-.][a-z0-9]+)+$|negative|^bad[a-z0-9]+$|^ng_|^verybad|^unaesthetic"
 )
-_KNOWN_WORDS = re.compile(r"^(?:[a-z]+[_ ])*[a-z]+$")
-"""Danbooru-style ``bad_anatomy``: words joined by underscores, no digits, read as words not an embedding."""
+_KNOWN_WORDS = re.compile(r"^(?:[a-z]+[_ \-])*[a-z]+$")
+"""Danbooru-style ``bad_anatomy`` or ``low-res``: words joined by underscores, hyphens or spaces, no
+digits, read as words not an embedding."""
+_BAD_TAG = re.compile(
+    r"^bad[_ ](?:anatomy|hands?|feet|foot|fingers?|proportions|quality|face|eyes|arms?|legs?|body|"
+    r"composition|perspective|lighting|drawing|id)$"
+)
+"""The ``bad_*`` Danbooru tags; other ``bad_`` and ``bad-`` names (``bad_prompt``, ``bad-artist``) are
+embeddings."""
 _WEIGHT = re.compile(r":\s*[-+]?\d*\.?\d+\s*$")
 
 
@@ -140,14 +147,23 @@ def banned_term(term: str) -> bool:
 
 
 def embedding_term(term: str) -> bool:
-    """A textual-inversion embedding name (``easynegative``, ``bad-hands-5``, ``ng_deepnegative_v1_75t``):
-    it only works when the generator has the file, so it is never sent unless the catalogue has it."""
+    """Whether a negative-prompt term names a textual-inversion embedding (``easynegative``,
+    ``bad-hands-5``, ``ng_deepnegative_v1_75t``, or one inside words: ``drawn by bad-artist``): it only
+    works when the generator has the file, so it is never sent unless the catalogue has it."""
     if " " in term:
-        return False
+        # inside words, only a name no word is spelt like: joined parts, digits, or "negative" in a word
+        return any(
+            _embedding_name(token) and (re.search(r"[_\-.\d]", token) or "negative" in token[1:])
+            for token in term.split()
+        )
+    return _embedding_name(term)
+
+
+def _embedding_name(term: str) -> bool:
+    if term.startswith("bad") and _KNOWN_WORDS.match(term) and len(term) > 3 and term[3] in "_ ":
+        return not _BAD_TAG.match(term)  # bad_anatomy is a tag, bad_prompt an embedding
     if _KNOWN_WORDS.match(term) and "negative" not in term and not term.startswith(("bad", "ng_")):
         return False
-    if term.startswith("bad") and _KNOWN_WORDS.match(term) and "_" in term:
-        return False  # bad_anatomy, bad_hands
     return bool(_EMBEDDING.search(term))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import sys
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -47,7 +48,7 @@ from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, 
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 16
+FORMAT = 17
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
@@ -64,12 +65,29 @@ probability reaches this (DABench val: model@1 +0.009 against always yielding, i
 
 
 def foreign(text: str) -> bool:
-    """Whether most letters of ``text`` are outside the Latin script (Chinese, Japanese, Cyrillic ...)."""
+    """Whether ``text`` is not written in English, the language of nearly all examples: most of its letters
+    are outside the Latin script (Chinese, Japanese, Cyrillic ...), or its words are mostly French, German,
+    Spanish or Italian by their function words (a tag list naming "louise de la valliere" is not)."""
     letters = [c for c in text if c.isalpha()]
     if not letters:
         return False
     latin = sum(c.isascii() or "\u00c0" <= c <= "\u024f" for c in letters)
-    return latin < 0.5 * len(letters)
+    if latin < 0.5 * len(letters):
+        return True
+    words = _WORD.findall(text.lower())
+    others = sum(word in _OTHER_FUNCTION_WORDS for word in words)
+    english = sum(word in _ENGLISH_FUNCTION_WORDS for word in words)
+    return others >= 2 and others >= 0.3 * len(words) and others > 2 * english
+
+
+_WORD = re.compile(r"[^\W\d_]+")
+_FRENCH = "un une le la les des du de sur avec dans et au aux pour est sous chez très où"
+_GERMAN = "der das und ein eine einem einer einen mit auf im ist den dem nicht zum zur bei unter über"
+_SPANISH = "el los las una con en y del por para sobre es muy"
+_ITALIAN = "il gli della delle nel nella sul uno"
+_OTHER_FUNCTION_WORDS = frozenset(" ".join((_FRENCH, _GERMAN, _SPANISH, _ITALIAN)).split(" "))
+_ENGLISH = "the a an of and with in on at by for is from to his her its"
+_ENGLISH_FUNCTION_WORDS = frozenset(_ENGLISH.split(" "))
 
 
 _NAME_MATCH = 0.5

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from diffagent.agents.default.agent import _consensus, build_default_agent, foreign
+from diffagent.agents.default.agent import _consensus, _consensus_many, build_default_agent, foreign
 from diffagent.agents.default.index import SAMPLERS
 from diffagent.agents.default.params import activation_words, consensus_negative, orientation_of
 from diffagent.bench import load_pairs
@@ -333,6 +333,24 @@ def test_settings_are_agreed_within_the_family_bounds() -> None:
     cfgs, weights, own = np.full(4, 7.0), np.array([1.0, 1.0, 1.0, 0.5]), np.array([False] * 3 + [True])
     assert _consensus(samplers, steps, cfgs, weights, sd15)[:2] == (sde, 7.0)
     assert _consensus(samplers, steps, cfgs, weights, sd15, seeds=own)[:2] == (euler, 25.0)
+    # an answer's alternatives agree in one pass: each gets what it would get alone, whatever its neighbours
+    rng = np.random.default_rng(5)
+    votes = [
+        (
+            rng.integers(0, 6, m),
+            rng.choice([7.0, 20, 28, 80], m),
+            rng.choice([5.0, 7, 7.5, 14], m),
+            rng.random(m),
+        )
+        for m in (1, 9, 40)
+    ]
+    many = [
+        (*votes[0], sd15, None),
+        (*votes[1], None, rng.random(9) < 0.3),
+        (*votes[2], sd15, np.zeros(40, bool)),
+    ]
+    assert _consensus_many(many) == [_consensus(*v) for v in many]
+    assert _consensus_many([]) == []
 
 
 def test_the_llm_agent_drops_unsafe_models_its_decoding_names(catalogue: dict) -> None:

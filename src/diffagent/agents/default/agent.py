@@ -324,6 +324,10 @@ def _load_or_build(
     return index
 
 
+_Votes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Recipe | None, np.ndarray | None]
+"""Samplers, steps, CFGs and weights of the voting examples, the family's bounds and the seed mask."""
+
+
 def _consensus(
     samplers: np.ndarray,
     steps: np.ndarray,
@@ -342,37 +346,71 @@ def _consensus(
     Equal settings are merged first, so the work grows with the distinct settings only. With ``seeds``
     (a mask over the examples), only the settings of those examples are candidates; the others still vote.
     """
-    # one integer per setting (sampler, steps, CFG in hundredths), so that merging is a 1-D unique
+    return _consensus_many([(samplers, steps, cfgs, weights, bounds, seeds)])[0]
+
+
+def _consensus_many(votes: Sequence[_Votes]) -> list[tuple[int, float, float]]:
+    """:func:`_consensus` of each of ``votes`` (none empty), in one pass over all of them: an answer's five
+    alternatives cost one set of array operations instead of five."""
+    if not votes:
+        return []
+    n = len(votes)
+    row = np.repeat(np.arange(n, dtype=np.int64), [len(v[0]) for v in votes])
+    samplers, steps, cfgs, weights = (np.concatenate([v[i] for v in votes]) for i in range(4))
+    # one integer per (vote, sampler, steps, CFG in hundredths), so that merging is a 1-D unique
     keys = (
-        (samplers.astype(np.int64) << 40)
+        (row << 60)
+        | (samplers.astype(np.int64) << 40)
         | (steps.astype(np.int64) << 20)
         | np.round(cfgs * 100).astype(np.int64)
     )
     unique, where = np.unique(keys, return_inverse=True)
-    seeded = None if seeds is None or not seeds.any() else np.bincount(where, seeds, len(unique)) > 0
-    weights = np.bincount(where, weights=weights, minlength=len(unique))
-    samplers, steps, cfgs = (
-        unique >> 40,
-        ((unique >> 20) & 0xFFFFF).astype(np.float32),
-        (unique & 0xFFFFF) / 100.0,
-    )
-    order = np.argsort(-weights, kind="stable")
-    heaviest = (order if seeded is None else order[seeded[order]])[:_CONSENSUS_CANDIDATES]
-    # candidates laid out as (CFG shift, steps shift, setting), flattened
-    cand_steps = np.tile(np.round(steps[heaviest] * _STEP_FACTORS[:, None]).ravel(), 3)
-    cand_cfgs = np.repeat(cfgs[heaviest] + _CFG_SHIFTS[:, None], 3, axis=0).ravel()
-    cand_samplers = np.tile(samplers[heaviest], 9)
-    if bounds is not None:
-        lowest, highest = _steps_bounds(bounds)
-        cand_steps = np.clip(cand_steps, lowest[cand_samplers], highest)
-        cand_cfgs = np.clip(cand_cfgs, *bounds.cfg_range)
-    agree = (
-        (cand_samplers[:, None] == samplers[None, :])
-        & (np.abs(cand_steps[:, None] - steps[None, :]) <= 0.25 * steps[None, :] + 1e-6)
-        & (np.abs(cand_cfgs[:, None] - cfgs[None, :]) <= 1.5 + 1e-6)
-    )
-    best = int(np.argmax(agree @ weights))
-    return int(cand_samplers[best]), float(cand_steps[best]), float(cand_cfgs[best])
+    owner = unique >> 60
+    seeded = np.ones(len(unique), dtype=bool)
+    has_seeds = np.array([v[5] is not None and bool(v[5].any()) for v in votes])
+    if has_seeds.any():
+        masks = [v[5] if v[5] is not None else np.zeros(len(v[0]), dtype=bool) for v in votes]
+        seeded = (np.bincount(where, np.concatenate(masks), len(unique)) > 0) | ~has_seeds[owner]
+    merged = np.bincount(where, weights=weights, minlength=len(unique))
+    u_samplers = (unique >> 40) & 0xFFFFF
+    u_steps = ((unique >> 20) & 0xFFFFF).astype(np.float32)
+    u_cfgs = (unique & 0xFFFFF) / 100.0
+    # each vote's heaviest seeded settings, heaviest first (ties in setting order), grouped by vote
+    order = np.lexsort((-merged, owner))
+    order = order[seeded[order]]
+    rank = np.arange(len(order)) - np.searchsorted(owner[order], np.arange(n))[owner[order]]
+    heaviest = order[rank < _CONSENSUS_CANDIDATES]
+    counts = np.bincount(owner[heaviest], minlength=n)
+    # candidates laid out per vote as (CFG shift, steps shift, setting), flattened, votes in order
+    block = 9 * counts
+    cand_row = np.repeat(np.arange(n), block)
+    block_start = np.concatenate([[0], np.cumsum(block)])
+    t = np.arange(block_start[-1]) - block_start[cand_row]
+    per = counts[cand_row]
+    setting = heaviest[np.concatenate([[0], np.cumsum(counts)])[cand_row] + t % per]
+    cand_steps = np.round(u_steps[setting] * _STEP_FACTORS[(t // per) % 3])
+    cand_cfgs = u_cfgs[setting] + _CFG_SHIFTS[t // (3 * per)]
+    cand_samplers = u_samplers[setting]
+    lowest = np.full((n, len(SAMPLERS)), -np.inf)
+    limits = np.tile([np.inf, -np.inf, np.inf], (n, 1))
+    for i, bounds in enumerate(v[4] for v in votes):
+        if bounds is not None:
+            lowest[i], limits[i, 0] = _steps_bounds(bounds)
+            limits[i, 1:] = bounds.cfg_range
+    cand_steps = np.clip(cand_steps, lowest[cand_row, cand_samplers], limits[cand_row, 0])
+    cand_cfgs = np.clip(cand_cfgs, limits[cand_row, 1], limits[cand_row, 2])
+    settings_start = np.searchsorted(owner, np.arange(n + 1))
+    out = []
+    for i in range(n):
+        c0, c1, u0, u1 = block_start[i], block_start[i + 1], settings_start[i], settings_start[i + 1]
+        agree = (
+            (cand_samplers[c0:c1, None] == u_samplers[None, u0:u1])
+            & (np.abs(cand_steps[c0:c1, None] - u_steps[None, u0:u1]) <= 0.25 * u_steps[None, u0:u1] + 1e-6)
+            & (np.abs(cand_cfgs[c0:c1, None] - u_cfgs[None, u0:u1]) <= 1.5 + 1e-6)
+        )
+        best = c0 + int(np.argmax(agree @ merged[u0:u1]))
+        out.append((int(cand_samplers[best]), float(cand_steps[best]), float(cand_cfgs[best])))
+    return out
 
 
 @functools.cache
@@ -501,12 +539,13 @@ class RetrievalAgent(Agent):
         unknown = self.index.loras.unknown(prompt)
         sent = text
         wording = (orientation_of(text), styles)  # read once, used by every alternative
-        ranked: list[tuple[APICall, float]] = []
+        calls = self._calls(
+            sent, [int(picked[p]) for p in order], neighbours, sims, relevance, explicit, wording
+        )
         # scores stay in rank order: a pick moved first (style, general model) takes the first score
-        for position, chance in zip(order, -np.sort(-chances[order]), strict=True):
-            model = int(picked[position])
-            call = self._call(sent, model, neighbours, sims, relevance, explicit, wording)
-            ranked.append((call, float(chance)))
+        ranked = [
+            (call, float(chance)) for call, chance in zip(calls, -np.sort(-chances[order]), strict=True)
+        ]
         examples = self.index.examples
         evidence = [
             Evidence(
@@ -554,55 +593,68 @@ class RetrievalAgent(Agent):
                 return i
         return None
 
-    def _call(
+    def _calls(
         self,
         text: str,
-        model: int,
+        models: Sequence[int],
         neighbours: np.ndarray,
         sims: np.ndarray,
         relevance: np.ndarray,
         explicit: list[tuple[int, float | None]],
         wording: tuple[str | None, list[str]] = (None, []),
-    ) -> APICall:
-        """The call for model position ``model``; ``wording`` is the prompt's orientation and named
-        styles (:func:`orientation_of`, :func:`style_phrases`)."""
+    ) -> list[APICall]:
+        """The call for each model position in ``models``; ``wording`` is the prompt's orientation and
+        named styles (:func:`orientation_of`, :func:`style_phrases`). The sampler, steps and CFG of all of
+        them are agreed in one :func:`_consensus_many`."""
         orientation, styles = wording
         examples, checkpoints = self.index.examples, self.index.checkpoints
-        own = (examples.model[neighbours] == model) & (sims > 0)
-        strict = own & (examples.kind[neighbours] == 0)
-        if strict.any():  # settings from hash-resolved examples where there are any (page ones may be
-            own = strict  # another version's images)
-        mine, weights = neighbours[own], sims[own] ** _SIM_POWER
-        ref = checkpoints.version(
-            model,
-            self.flt,
-            [int(_weighted_mode(examples.version_id[mine], weights))] if len(mine) else (),
-        )
-        others = ~own & (sims > 0)
-        other_weights = _OTHER_WEIGHT * sims[others] ** _SIM_POWER
-        params = self._params_for(ref, model, mine, weights, neighbours[others], other_weights, orientation)
-        near = [
-            self.index.loras.by_version[v]
-            for i, s in zip(mine, sims[own], strict=True)
-            if s >= _NEAR_DUPLICATE
-            for v, _ in examples.loras[i]
-            if v in self.index.loras.by_version
-        ][:3]
-        loras = self.index.loras.pick(
-            ref,
-            model,
-            relevance,
-            explicit,
-            near,
-            self.flt.allow_nsfw_models,
-            self.flt.allow_poi,
-            styles=styles,
-            versions=self.flt.version_ids,
-            prompt=text,
-        )
-        return assemble_call(ref, text, params, loras)
+        owners, hashed, shared = examples.model[neighbours], examples.kind[neighbours] == 0, sims > 0
+        plans = []
+        for model in models:
+            own = (owners == model) & shared
+            strict = own & hashed
+            if strict.any():  # settings from hash-resolved examples where there are any (page ones may be
+                own = strict  # another version's images)
+            mine, weights = neighbours[own], sims[own] ** _SIM_POWER
+            ref = checkpoints.version(
+                model,
+                self.flt,
+                [int(_weighted_mode(examples.version_id[mine], weights))] if len(mine) else (),
+            )
+            others = ~own & shared
+            votes = self._votes(
+                ref, model, mine, weights, neighbours[others], _OTHER_WEIGHT * sims[others] ** _SIM_POWER
+            )
+            plans.append((model, ref, own, mine, weights, votes))
+        agreed = iter(_consensus_many([votes for *_, votes in plans if votes is not None]))
+        calls = []
+        for model, ref, own, mine, weights, votes in plans:
+            params = self._params_for(
+                ref, model, mine, weights, None if votes is None else next(agreed), orientation
+            )
+            near = [
+                self.index.loras.by_version[v]
+                for i, s in zip(mine, sims[own], strict=True)
+                if s >= _NEAR_DUPLICATE
+                for v, _ in examples.loras[i]
+                if v in self.index.loras.by_version
+            ][:3]
+            loras = self.index.loras.pick(
+                ref,
+                model,
+                relevance,
+                explicit,
+                near,
+                self.flt.allow_nsfw_models,
+                self.flt.allow_poi,
+                styles=styles,
+                versions=self.flt.version_ids,
+                prompt=text,
+            )
+            calls.append(assemble_call(ref, text, params, loras))
+        return calls
 
-    def _params_for(
+    def _votes(
         self,
         ref: VersionRef,
         model: int,
@@ -610,30 +662,15 @@ class RetrievalAgent(Agent):
         weights: np.ndarray,
         others: np.ndarray,
         other_weights: np.ndarray,
-        orientation: str | None = None,
-    ) -> dict[str, Any]:
-        """Sampler, steps and CFG by consensus of the nearest examples with this checkpoint, its usual
-        settings and (much less) the nearest examples with other checkpoints; size, clip skip and hires
-        fix from the examples with this checkpoint, else from its catalogue statistics; the negative
-        prompt its examples agree on; all then fitted to the family (:func:`fit_settings`)."""
-        out = self._raw_params(ref, model, mine, weights, others, other_weights)
-        out["negative_prompt"] = self.index.negative(model)
-        return fit_settings(ref, out, orientation, self.card(ref.model_id))
-
-    def _raw_params(
-        self,
-        ref: VersionRef,
-        model: int,
-        mine: np.ndarray,
-        weights: np.ndarray,
-        others: np.ndarray,
-        other_weights: np.ndarray,
-    ) -> dict[str, Any]:
+    ) -> _Votes | None:
+        """What votes on the sampler, steps and CFG of model position ``model``: the nearest examples with
+        this checkpoint, its usual settings and (much less) the nearest examples with other checkpoints;
+        None where neither its examples nor the prompt's neighbours show it (its catalogue statistics
+        then answer)."""
         examples = self.index.examples
         settings = self.index.settings.get(model)
         if settings is None and not len(mine):
-            return dict(self.params.for_version(ref.version_id, ref.base_model))
-        prior = self.params.for_version(ref.version_id, ref.base_model) if not len(mine) else None
+            return None
         samplers = [examples.sampler[mine], examples.sampler[others]]
         steps = [examples.steps[mine], examples.steps[others]]
         cfgs = [examples.cfg[mine], examples.cfg[others]]
@@ -650,9 +687,39 @@ class RetrievalAgent(Agent):
         # fewer steps than the family's usual lowest (DPM++ SDE at 7) only where this checkpoint's own
         # users ran them: a prolific creator's 7-step habit must not reach other checkpoints
         seeds = np.concatenate(own) | (all_steps >= bounds.steps_range[0])
-        sampler, step, cfg = _consensus(
-            np.concatenate(samplers), all_steps, np.concatenate(cfgs), np.concatenate(weight), bounds, seeds
+        return (
+            np.concatenate(samplers),
+            all_steps,
+            np.concatenate(cfgs),
+            np.concatenate(weight),
+            bounds,
+            seeds,
         )
+
+    def _params_for(
+        self,
+        ref: VersionRef,
+        model: int,
+        mine: np.ndarray,
+        weights: np.ndarray,
+        agreed: tuple[int, float, float] | None,
+        orientation: str | None = None,
+    ) -> dict[str, Any]:
+        """The agreed sampler, steps and CFG (:meth:`_votes`), else the checkpoint's catalogue statistics;
+        size, clip skip and hires fix from the examples with this checkpoint, else from its statistics;
+        the negative prompt its examples agree on; all then fitted to the family (:func:`fit_settings`)."""
+        out = self._raw_params(ref, mine, weights, agreed)
+        out["negative_prompt"] = self.index.negative(model)
+        return fit_settings(ref, out, orientation, self.card(ref.model_id))
+
+    def _raw_params(
+        self, ref: VersionRef, mine: np.ndarray, weights: np.ndarray, agreed: tuple[int, float, float] | None
+    ) -> dict[str, Any]:
+        examples = self.index.examples
+        if agreed is None:
+            return dict(self.params.for_version(ref.version_id, ref.base_model))
+        prior = self.params.for_version(ref.version_id, ref.base_model) if not len(mine) else None
+        sampler, step, cfg = agreed
         out: dict[str, Any] = {
             "sampler": SAMPLERS[sampler],
             "steps": int(clamp(round(step), STEPS_RANGE)),

@@ -121,7 +121,7 @@ _KNOWN_WORDS = re.compile(r"^(?:[a-z]+[_ \-])*[a-z]+$")
 """Danbooru-style ``bad_anatomy`` or ``low-res``: words joined by underscores, hyphens or spaces, no
 digits, read as words not an embedding."""
 _BAD_TAG = re.compile(
-    r"^bad[_ ](?:anatomy|hands?|feet|foot|fingers?|proportions|quality|face|eyes|arms?|legs?|body|"
+    r"^bad_(?:anatomy|hands?|feet|foot|fingers?|proportions|quality|face|eyes|arms?|legs?|body|"
     r"composition|perspective|lighting|drawing|id)$"
 )
 """The ``bad_*`` Danbooru tags; other ``bad_`` and ``bad-`` names (``bad_prompt``, ``bad-artist``) are
@@ -160,7 +160,8 @@ def embedding_term(term: str) -> bool:
 
 
 def _embedding_name(term: str) -> bool:
-    if term.startswith("bad") and _KNOWN_WORDS.match(term) and len(term) > 3 and term[3] in "_ ":
+    """Whether one token (no spaces) is an embedding name."""
+    if term.startswith("bad_") and _KNOWN_WORDS.match(term):
         return not _BAD_TAG.match(term)  # bad_anatomy is a tag, bad_prompt an embedding
     if _KNOWN_WORDS.match(term) and "negative" not in term and not term.startswith(("bad", "ng_")):
         return False

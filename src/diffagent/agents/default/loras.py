@@ -253,7 +253,6 @@ class LoraIndex:
         made with the same checkpoint. A LoRA one of whose trained words ``prompt`` already holds adds
         no trigger word (its captions, "music theater" for an architecture LoRA, would only bloat it).
         """
-        said = f" {word_phrase(prompt)} "
         ranked: dict[int, tuple[float, float | None]] = {}
         for position, weight in explicit:
             ranked.setdefault(position, (10.0, weight))
@@ -271,6 +270,9 @@ class LoraIndex:
                     break
         for position in from_neighbour:
             ranked.setdefault(position, (0.5, None))
+        if not ranked:
+            return []
+        said = f" {word_phrase(prompt)} "
         out: list[LoRA] = []
         series: set[str] = set()
 

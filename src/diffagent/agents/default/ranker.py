@@ -120,23 +120,19 @@ def signals(
         raise ValueError("fold signals need the index as built; a cached index keeps no fold tables")
     n_models = len(checkpoints)
     batch = len(texts)
+    # training: a prompt's own fold is out of its neighbours
+    same_fold = None if folds is None else examples.fold[None, :] == folds[:, None]
     query = prompts.transform(texts)
-    sims = similarities(query, prompts.by_term)
-    if folds is not None:
-        sims[examples.fold[None, :] == folds[:, None]] = 0.0
-    neighbours, near = _top(sims, max(DEPTHS))
+    neighbours, near = _nearest(similarities(query, prompts.by_term), same_fold, max(DEPTHS))
     depth = neighbours.shape[1]
     owner = examples.model[neighbours]
     rows = np.repeat(np.arange(batch), depth).reshape(batch, depth)
     dense: dict[str, np.ndarray] = {}
     for k in DEPTHS:
-        votes = np.zeros((batch, n_models), dtype=np.float32)
-        np.add.at(votes, (rows[:, :k].ravel(), owner[:, :k].ravel()), near[:, :k].ravel())
+        votes = _per_model(owner[:, :k], near[:, :k], n_models, np.add)
         dense[f"vote{k}"] = votes
         dense[f"share{k}"] = votes / (near[:, :k].sum(axis=1, keepdims=True) + 1e-9)
-    best = np.zeros((batch, n_models), dtype=np.float32)
-    np.maximum.at(best, (rows.ravel(), owner.ravel()), near.ravel())
-    dense["best_sim"] = best
+    dense["best_sim"] = _per_model(owner, near, n_models, np.maximum)
     first = np.full((batch, n_models), 2.0 * depth, dtype=np.float32)
     np.minimum.at(first, (rows.ravel(), owner.ravel()), np.tile(np.arange(depth, dtype=np.float32), batch))
     dense["best_rank"] = first
@@ -160,15 +156,10 @@ def signals(
     dense["shape_centroid"] = _centroid_similarity(
         shape, prompts.shape_centroids, prompts.fold_shape_centroids, folds
     )
-    shape_sims = similarities(shape, prompts.shape_by_term)
-    if folds is not None:
-        shape_sims[examples.fold[None, :] == folds[:, None]] = 0.0
-    shape_near, shape_sim = _top(shape_sims, SHAPE_DEPTH)
-    shape_at = (np.repeat(np.arange(batch), shape_near.shape[1]), examples.model[shape_near].ravel())
-    dense["shape_vote"] = np.zeros((batch, n_models), dtype=np.float32)
-    np.add.at(dense["shape_vote"], shape_at, shape_sim.ravel())
-    dense["shape_best"] = np.zeros((batch, n_models), dtype=np.float32)
-    np.maximum.at(dense["shape_best"], shape_at, shape_sim.ravel())
+    shape_near, shape_sim = _nearest(similarities(shape, prompts.shape_by_term), same_fold, SHAPE_DEPTH)
+    shape_owner = examples.model[shape_near]
+    dense["shape_vote"] = _per_model(shape_owner, shape_sim, n_models, np.add)
+    dense["shape_best"] = _per_model(shape_owner, shape_sim, n_models, np.maximum)
     count = counts[folds] if folds is not None else np.broadcast_to(counts[FOLDS], (batch, n_models))
     dense["log_count"] = np.log1p(count)
     words = np.array([len(t.split()) for t in texts], dtype=np.float32)
@@ -188,6 +179,20 @@ def signals(
                 dense["style_suits"][mine] = suits_matrix(checkpoints.fold_styles[f], intent[mine])
     query_terms = np.diff(query.indptr).astype(np.float32)
     return Signals(neighbours, near, dense, words, relevance, query_terms, intent)
+
+
+def _nearest(sims: np.ndarray, same_fold: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most similar examples of each row and their similarities, leaving out ``same_fold``."""
+    if same_fold is not None:
+        sims[same_fold] = 0.0
+    return _top(sims, k)
+
+
+def _per_model(owner: np.ndarray, values: np.ndarray, n_models: int, reduce: np.ufunc) -> np.ndarray:
+    """(B, models): ``values`` (B, k) of examples made with model ``owner`` (B, k), summed or maxed."""
+    out = np.zeros((len(owner), n_models), dtype=np.float32)
+    reduce.at(out, (np.repeat(np.arange(len(owner)), owner.shape[1]), owner.ravel()), values.ravel())
+    return out
 
 
 def _centroid_similarity(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from diffagent._io import atomic_open
 from diffagent.agents import AGENT_NAMES, load_agent
+from diffagent.agents.default.agent import auto_workers
 from diffagent.bench import ensure_bench, load_pairs
 from diffagent.bench.build import novel_flags
 from diffagent.bench.evaluate import evaluate, render_markdown, spread
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         "--learn-from", choices=("train", "train+val"), default="train", help="the splits agents learn from"
     )
     parser.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the default agent's batches (0: per core)"
+    )
+    parser.add_argument(
         "--intent-prompts",
         type=Path,
         default=Path(__file__).resolve().parents[2] / "shared/data/diffusiondb-prompts/prompts-10k.json",
@@ -112,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name in args.agent or default_agents():
             began = time.perf_counter()
-            agent = load_agent(name, store, train, **({} if name == "llm" else safety))
+            options = {} if name == "llm" else dict(safety)
+            if name == "default":
+                options["workers"] = args.workers
+            agent = load_agent(name, store, train, **options)
             built = time.perf_counter() - began
             with progress_bar(f"evaluating {name}") as update:
                 row = evaluate(
@@ -128,11 +135,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
             print(f"{name}: built in {built:.1f} s, evaluated in {time.perf_counter() - began - built:.1f} s",
                   file=sys.stderr)  # fmt: skip
+            agent.close()
             rows.append(row)
         stats = store.stats()
         revision = store.revision
 
     manifest = json.loads((folder / "manifest.json").read_text())
+    workers = auto_workers(args.workers)
+    shared = f", the default agent's shared among {workers} processes" if workers > 1 else ""
     report = [
         "## DABench test split",
         "",
@@ -145,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{manifest['pairs']['test']:,} test pairs; scored: {len(test):,} test pairs, "
         f"{sum(bool(p.novel) for p in test):,} of them novel; agents learn from {' and '.join(splits)}",
         f"- latency: warm, one prompt at a time, on up to {args.latency_prompts} prompts (and as many "
-        "novel ones); prompts/s: `select_batch` over every scored prompt",
+        f"novel ones); prompts/s: `select_batch` over every scored prompt{shared}",
         f"- safety: explicit models {'allowed' if args.allow_nsfw else 'out'}, real-person models "
         f"{'allowed' if args.allow_poi else 'out'}; `intents`: {len(intents)} labelled DiffusionDB prompts "
         "(docs/intent-rules.md), user metrics only",

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from conftest import renumbered
 from diffagent.catalog import CatalogFilter, Resource, Store, import_dump, parse_meta, search_cards
 from diffagent.cli import app
+from diffagent.errors import StoreError
 
 STATS_KEYS = {"models", "versions", "files", "images", "by_type", "by_base_model"}
 
@@ -158,6 +160,22 @@ def test_an_import_killed_midway_leaves_the_previous_state(tmp_path: Path, dump_
 
 
 # -- hashes and meta ----------------------------------------------------------------------------------------
+
+
+def test_a_reconnected_store_reads_through_its_own_connection_and_writes_nothing(
+    tmp_path: Path, dump_records: list[dict]
+) -> None:
+    # as a forked worker does; "?" and "#" in the folder name must not end the file's URI
+    store = Store(tmp_path / "odd ?#name" / "catalog.sqlite")
+    with store.transaction():
+        store.upsert_model(dump_records[0])
+    before = store.conn
+    store.reconnect_read_only()
+    assert store.conn is not before and store.stats()["models"] == 1
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        store.conn.execute("DELETE FROM models")
+    with pytest.raises(StoreError, match="in-memory"):
+        Store().reconnect_read_only()
 
 
 def test_version_by_autov2_and_sha256_in_any_case(dump_records: list[dict]) -> None:

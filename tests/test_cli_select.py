@@ -58,6 +58,27 @@ def test_batch_answers_every_line_in_order(home: Path, tmp_path: Path) -> None:
             assert row["latency_ms"] > 0
 
 
+def test_a_batch_shared_among_worker_processes_gets_the_same_answers(home: Path, tmp_path: Path) -> None:
+    subjects = ["a castle on a hill", "portrait photo of an old man", "anime girl, cherry blossoms", "a cat"]
+    batch = tmp_path / "in.jsonl"
+    batch.write_text(
+        "".join(json.dumps({"id": i, "prompt": f"{subjects[i % 4]}, {i}"}) + "\n" for i in range(200))
+    )
+    rows = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"out-{workers}.jsonl"
+        result = runner.invoke(
+            app, ["select", "--batch", str(batch), "--out", str(out), "--workers", workers]
+        )
+        assert result.exit_code == 0, result.output
+        rows[workers] = [
+            {key: value for key, value in json.loads(line).items() if key != "latency_ms"}
+            for line in out.read_text().splitlines()
+        ]
+    assert [row["id"] for row in rows["2"]] == list(range(200))
+    assert rows["2"] == rows["1"]
+
+
 def test_a_malformed_batch_line_is_named_and_nothing_is_written(home: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text("previous results\n")

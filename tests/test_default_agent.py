@@ -107,6 +107,30 @@ def test_single_and_batch_answers_agree(small: dict) -> None:
         assert agent.select(prompt, k=3) == answer
 
 
+def test_worker_processes_answer_a_large_batch_as_one_process_does(small: dict) -> None:
+    store, pairs = small["store"], small["pairs"]
+    prompts = [p.instruction for p in pairs["train"] + pairs["test"]]
+    prompts = (prompts * (300 // len(prompts) + 1))[:300]  # enough to be shared (and split unevenly)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIFFAGENT_HOME", str(small["home"]))  # the cached index, not a rebuild
+        shared = build_default_agent(store, pairs["train"], workers=2)
+    try:
+        assert shared.select_batch(prompts, k=3) == small["agent"].select_batch(prompts, k=3)
+        pool = shared._pool
+        assert pool is not None and len({w.pid for w in pool._pool}) == 2  # it did fork two workers
+        with pytest.raises(UserInputError, match="empty"):  # refused here, before any worker runs
+            shared.select_batch([*prompts, "  "])
+        assert shared.select(prompts[0]) == small["agent"].select(prompts[0])  # one prompt: no worker
+    finally:
+        shared.close()
+    assert shared._pool is None
+    # a catalogue in memory cannot be opened by another process: the batch is answered here
+    memory = RetrievalAgent(Store(), small["agent"].index, small["agent"].flt, workers=2)
+    assert memory._workers() is None
+    with pytest.raises(UserInputError, match="workers"):
+        build_default_agent(store, pairs["train"], workers=-1)
+
+
 def test_parameters_follow_the_chosen_checkpoints_examples(small: dict) -> None:
     """A training prompt asked again gets its own checkpoint and settings back."""
     agent, train = small["agent"], small["pairs"]["train"]

@@ -75,7 +75,7 @@ class DiffAgent:
     splits it learns from (all of them, as ``diffagent select`` does); ``allow_nsfw`` and ``allow_poi``
     let it name explicit and real-person models (out by default); ``installed=True`` answers with the
     user's own scanned model files only; other keyword options go to the agent (the default agent takes
-    ``base_models=["SD 1.5"]``).
+    ``base_models=["SD 1.5"]``, and ``workers=0`` to share large batches among one process per core).
     ``progress(done, total)`` follows the first-use builds.
     """
 
@@ -117,6 +117,7 @@ class DiffAgent:
         return self.agent.select_batch(list(prompts), k)
 
     def close(self) -> None:
+        self.agent.close()
         self.store.close()
 
     def __enter__(self) -> DiffAgent:

@@ -31,6 +31,9 @@ class Agent(ABC):
         """Answers in the order of ``prompts``; agents override this where batching is faster."""
         return [self.select(prompt, k) for prompt in prompts]
 
+    def close(self) -> None:  # noqa: B027 (most agents hold nothing to release)
+        """Release what the agent holds beyond memory (worker processes); it answers no more after."""
+
 
 @runtime_checkable
 class Reward(Protocol):

@@ -275,6 +275,7 @@ class Store:
         self.path = Path(path) if str(path) != ":memory:" else None
         self.sanitised: Counter[str] = Counter()
         """Catalogue text neutralised on the way in, by kind (see :mod:`diffagent.textsafety`)."""
+        self._inherited: list[sqlite3.Connection] = []
         try:
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -315,6 +316,17 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    def reconnect_read_only(self) -> None:
+        """Read through a new connection of this process's own (a forked worker's: a SQLite connection must
+        not be used across a fork). The inherited one stays open and unused, since closing it in the child
+        could disturb the parent's locks; a forked worker ends without closing anything."""
+        if self.path is None:
+            raise StoreError("an in-memory catalogue cannot be reopened in another process")
+        self._inherited.append(self.conn)
+        uri = self.path.resolve().as_uri() + "?mode=ro"  # as_uri escapes "?" and "#" in the path
+        self.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
 
     # -- writing -------------------------------------------------------------------------------------
 

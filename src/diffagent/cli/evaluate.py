@@ -57,6 +57,9 @@ def eval_command(
     no_intents: bool = typer.Option(False, "--no-intents", help="skip the labelled intent set"),
     allow_nsfw: bool = typer.Option(False, "--allow-nsfw", help="let agents name explicit models"),
     allow_poi: bool = typer.Option(False, "--allow-poi", help="let agents name real-person models"),
+    workers: int = typer.Option(
+        1, "--workers", min=0, help="processes sharing each batch (default agent; 0: one per core)"
+    ),
 ) -> None:
     """Score agents on DABench pairs (model@1/@5, base@1, hallucination, parameters, reward, speed, and
     what users see: unsafe, polluted negatives, settings outside the family, bloat, intent match) and on
@@ -95,6 +98,7 @@ def eval_command(
                 unconstrained=unconstrained,
                 allow_nsfw=allow_nsfw,
                 allow_poi=allow_poi,
+                workers=workers,
             )
             with progress_bar(f"evaluating {name}") as update:
                 rows.append(
@@ -111,6 +115,7 @@ def eval_command(
                         checks=checks,
                     )
                 )
+            selector.close()
     if as_json:
         typer.echo(json.dumps({"rows": rows}))
     else:

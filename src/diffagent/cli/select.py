@@ -68,12 +68,15 @@ def build_agent(
     base_models: tuple[str, ...] = (),
     allow_nsfw: bool = False,
     allow_poi: bool = False,
+    workers: int = 1,
 ) -> Agent:
     """Agent ``spec`` (see :func:`agent_spec`, which reads ``model`` and ``unconstrained``) learning from
     DABench ``splits``, with a progress bar over first-use builds; safe unless ``allow_nsfw`` /
     ``allow_poi``; ``installed``: the library's files only; ``base_models`` restrict the default agent's
-    checkpoints (Civitai strings or family names)."""
+    checkpoints (Civitai strings or family names); ``workers``: the default agent's batch processes."""
     name, options = agent_spec(spec, model, unconstrained)
+    if name == "default" and workers != 1:
+        options["workers"] = workers
     if base_models:
         if name != "default":
             fail("--base-model restricts the default agent's checkpoints; drop it or use --agent default")
@@ -218,6 +221,12 @@ def select_command(
     allow_poi: bool = typer.Option(
         False, "--allow-poi", help="let the answer name real-person likeness models (out by default)"
     ),
+    workers: int = typer.Option(
+        0,
+        "--workers",
+        min=0,
+        help="processes that share a --batch (default agent; 0: one per core, at most 4)",
+    ),
 ) -> None:
     """One API call for PROMPT, or one per line of --batch IN.jsonl written to --out OUT.jsonl."""
     if (prompt is None) == (batch is None):
@@ -244,6 +253,7 @@ def select_command(
             base_models=tuple(base_model),
             allow_nsfw=allow_nsfw,
             allow_poi=allow_poi,
+            workers=workers if batch is not None else 1,
         )
         if batch is None:
             answer = selector.select(prompt, k)
@@ -283,5 +293,6 @@ def select_command(
                     for (item_id, _), answer in zip(chunk, answers, strict=True)
                 ]
                 update(start + len(chunk), len(items))
+        selector.close()
     write_jsonl(out, rows, inputs=[batch])
     console.print(f"{shown(out)}: {len(rows)} answers", highlight=False)

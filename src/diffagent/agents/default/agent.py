@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import multiprocessing
+import os
 import re
 import sys
 import time
+import weakref
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +117,20 @@ _NAMED_DEPTH = 10
 
 
 _BATCH = 256
+_SHARED_FROM = 128
+"""A batch of at least this many prompts is shared among the agent's worker processes, if it has any."""
+MAX_AUTO_WORKERS = 4
+"""``workers=0`` means this many at most (each worker copies part of the index as it touches it)."""
+
+
+def auto_workers(workers: int) -> int:
+    """``workers`` itself, or for 0 the cores this process may use (at most :data:`MAX_AUTO_WORKERS`)."""
+    if workers < 0:
+        raise UserInputError("workers must be 0 (one per core) or more")
+    if workers:
+        return workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_AUTO_WORKERS))
 
 
 def cache_dir() -> Path:
@@ -437,10 +454,14 @@ class RetrievalAgent(Agent):
     general_fallback = True
     """Answer a low-confidence prompt with the best-scored well-made model of its style."""
 
-    def __init__(self, store: Store, index: DefaultIndex, flt: CatalogFilter) -> None:
+    def __init__(self, store: Store, index: DefaultIndex, flt: CatalogFilter, workers: int = 1) -> None:
         self.store = store
         self.index = index
         self.flt = flt
+        self.workers = auto_workers(workers)
+        """Processes a large batch is shared among: forked copies of this agent (where the system forks
+        and the catalogue is a file), each answering its share exactly as this process would."""
+        self._pool: Any = None
         self.allowed = index.checkpoints.allowed(flt)
         if not self.allowed.any():
             raise UserInputError("no checkpoint in the catalogue passes the base-model, NSFW and poi filter")
@@ -469,21 +490,48 @@ class RetrievalAgent(Agent):
     def select_batch(self, prompts: Sequence[str], k: int = 5) -> list[Answer]:
         if k < 1:
             raise UserInputError("k must be at least 1")
+        for prompt in prompts:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise UserInputError("the prompt is empty")
+        texts = [clean_prompt(p) for p in prompts]
+        if not all(texts):
+            raise UserInputError("the prompt is empty once its generator tags (<lora:...>) are removed")
+        pool = self._workers() if len(prompts) >= _SHARED_FROM else None
+        if pool is None:
+            return self._answers(list(prompts), texts, k)
+        size = min(_BATCH, -(-len(prompts) // self.workers))
+        shares = [(list(prompts[s : s + size]), texts[s : s + size], k) for s in range(0, len(prompts), size)]
+        return [answer for share in pool.starmap(_answer_share, shares) for answer in share]
+
+    def _workers(self) -> Any:
+        """The worker pool, started on first need; None when this agent answers in its own process."""
+        forks = "fork" in multiprocessing.get_all_start_methods()  # a worker is a copy, not a rebuild
+        if self._pool is None and self.workers > 1 and self.store.path is not None and forks:
+            context = multiprocessing.get_context("fork")
+            # a weak reference, so that the pool does not keep the agent alive: the agent's end (or the
+            # interpreter's) stops the workers, before the pool's own clean-up could find its pipes closed
+            self._pool = context.Pool(self.workers, initializer=_adopt, initargs=(weakref.ref(self),))
+            weakref.finalize(self, self._pool.terminate)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started (they also stop when this process exits)."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def _answers(self, prompts: list[str], texts: list[str], k: int) -> list[Answer]:
+        """Answers in this process, a chunk of prompts at a time (their cleaned ``texts`` given)."""
         answers: list[Answer] = []
         for start in range(0, len(prompts), _BATCH):
-            chunk = list(prompts[start : start + _BATCH])
-            for prompt in chunk:
-                if not isinstance(prompt, str) or not prompt.strip():
-                    raise UserInputError("the prompt is empty")
-            texts = [clean_prompt(p) for p in chunk]
-            if not all(texts):
-                raise UserInputError("the prompt is empty once its generator tags (<lora:...>) are removed")
-            sig = self.index.signals(texts)
+            chunk, texts_here = prompts[start : start + _BATCH], texts[start : start + _BATCH]
+            sig = self.index.signals(texts_here)
             picked = candidates(sig, self.allowed, self.index.checkpoints)
             scores = self.index.ranker.score(
                 feature_matrix(sig, picked, self.index.checkpoints), picked.shape[1]
             )
-            for row, (prompt, text) in enumerate(zip(chunk, texts, strict=True)):
+            for row, (prompt, text) in enumerate(zip(chunk, texts_here, strict=True)):
                 answers.append(self._answer(prompt, text, sig, row, picked[row], scores[row], k))
         return answers
 
@@ -752,6 +800,27 @@ class RetrievalAgent(Agent):
 _NO_PAIRS = "the default agent learns from DABench pairs: build them with `diffagent bench build`"
 
 
+_worker_agent: RetrievalAgent | None = None
+"""In a worker process, the copy of the agent it answers for."""
+
+
+def _adopt(parent: weakref.ref[RetrievalAgent]) -> None:
+    """A worker's start: the forked agent, with a catalogue connection of its own."""
+    global _worker_agent
+    agent = parent()
+    if agent is None:
+        raise RuntimeError("the agent this worker was forked for is gone")
+    agent.store.reconnect_read_only()
+    agent._pool = None  # the parent's pool handle is no worker's to use
+    _worker_agent = agent
+
+
+def _answer_share(prompts: list[str], texts: list[str], k: int) -> list[Answer]:
+    if _worker_agent is None:
+        raise RuntimeError("not a worker process of the default agent")
+    return _worker_agent._answers(prompts, texts, k)
+
+
 def _examples(examples: Sequence[Pair] | None) -> Sequence[Pair]:
     """The pairs as given (a :class:`~diffagent.bench.PairFiles` stays unread while its index is cached)."""
     if examples is None:
@@ -769,6 +838,7 @@ def build_default_agent(
     versions: Collection[int] | None = None,
     rebuild: bool = False,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> RetrievalAgent:
     """The default agent over ``store``, learning from ``examples`` only; its index and ranker are loaded
     from ``DIFFAGENT_HOME/default-agent`` or built there first (``progress(done, total)`` meanwhile).
@@ -776,7 +846,8 @@ def build_default_agent(
     ``base_models`` restricts the checkpoints it may name (a Civitai string, ``SDXL 1.0``, or a family name
     for all of its strings, ``Pony``); explicit models (``allow_nsfw``) and real-person models
     (``allow_poi``) are out unless allowed (see :mod:`diffagent.catalog.safety`); ``versions`` (the user's
-    installed files) restricts checkpoints and LoRAs to those versions.
+    installed files) restricts checkpoints and LoRAs to those versions. ``workers`` processes share a
+    large batch (0: one per core, at most :data:`MAX_AUTO_WORKERS`); the answers are the same.
     """
     pairs = _examples(examples)
     store.require_models()
@@ -788,7 +859,7 @@ def build_default_agent(
         version_ids=frozenset(versions) if versions is not None else None,
         allow_poi=allow_poi,
     )
-    return RetrievalAgent(store, index, flt)
+    return RetrievalAgent(store, index, flt, workers)
 
 
 def train_default(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
 import shutil
 from collections.abc import Sequence
@@ -231,6 +232,10 @@ def test_agent_cache_survives_a_moved_home_and_damage_is_rebuilt(
         again = build_default_agent(moved, pairs)
         assert pairs._pairs is None  # the cached index was used: the pairs were never parsed
         assert again.select("portrait of a woman, detailed face") == answer
+        # an agent that may name more shares the index in memory rather than loading a copy
+        assert build_default_agent(moved, pairs, allow_nsfw=True, allow_poi=True).index is again.index
+        del agent, again  # once no agent holds it, the next one loads the file again
+        gc.collect()
         path = next(cache_dir().glob("*.npz"))
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a damaged cache file
         rebuilt = build_default_agent(moved, PairFiles(second_home / "bench", ["train"]))

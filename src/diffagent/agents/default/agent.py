@@ -320,10 +320,26 @@ def examples_key(store: Store, pairs: Sequence[Pair]) -> str:
     return digest.hexdigest()
 
 
+_in_memory: weakref.WeakValueDictionary[str, DefaultIndex] = weakref.WeakValueDictionary()
+"""Indexes some agent of this process holds, by key: agents that differ only in what they may name (NSFW,
+real-person, base-model or library filters, a mask at query time) share one index, not one copy each."""
+
+
 def _load_or_build(
     store: Store, pairs: Sequence[Pair], rebuild: bool, progress: Progress | None
 ) -> DefaultIndex:
     key = examples_key(store, pairs)
+    index = None if rebuild else _in_memory.get(key)
+    if index is not None:
+        return index
+    index = _load_or_build_file(store, pairs, key, rebuild, progress)
+    _in_memory[key] = index
+    return index
+
+
+def _load_or_build_file(
+    store: Store, pairs: Sequence[Pair], key: str, rebuild: bool, progress: Progress | None
+) -> DefaultIndex:
     path = cache_dir() / f"{key}.npz"
     meta = {"format": FORMAT, "key": key}
     if path.is_file() and not rebuild:

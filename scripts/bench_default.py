@@ -6,9 +6,10 @@ Steps, in one process: (1) build the default agent's index and train its ranker 
 bench's train split (timed: the "build + train" target); (2) score it and each other agent on the test
 split with the same harness as ``diffagent eval`` (model@1/@5, params, hallucination, p50/p95 latency,
 prompts/s; everything also on the novel subset); (3) answer the 10,000 DiffusionDB prompts in batch with
-the default agent (hallucination on out-of-catalogue prompts, throughput); (4) report the peak resident
-memory after the default agent's work, before other agents load. Prints a markdown table; ``--json``
-writes every number to a file.
+the default agent (hallucination on out-of-catalogue prompts, throughput), in one process and then shared
+among ``--workers`` processes (the same answers, checked); (4) report the peak resident memory after the
+default agent's work, before other agents load, and the largest worker's (which counts the pages it
+shares with this process). Prints a markdown table; ``--json`` writes every number to a file.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="score at most N pairs, spread over the file")
     parser.add_argument("--latency-prompts", type=int, default=200)
     parser.add_argument("--diffusiondb", type=Path, default=DIFFUSIONDB)
+    parser.add_argument("--workers", type=int, default=2, help="processes for the shared DiffusionDB batch")
     parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
     args = parser.parse_args()
 
@@ -85,13 +87,25 @@ def main() -> None:
                 "hallucination": sum(is_hallucination(store, a.api) for a in answers) / len(answers),
                 "low_confidence": sum(a.low_confidence for a in answers) / len(answers),
             }
+            shared = build_default_agent(store, train, workers=args.workers)  # the same index, in memory
+            shared.select_batch(prompts[:256])  # the workers start (fork) outside the timing
+            began = time.perf_counter()
+            again = shared.select_batch(prompts)
+            seconds = time.perf_counter() - began
+            shared.close()
+            out["diffusiondb"][f"prompts_per_s_{shared.workers}_workers"] = round(len(prompts) / seconds, 1)
+            out["diffusiondb"]["same_answers_shared"] = again == answers
+            out["worker_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
         if name == "default":
             out["default_peak_rss_mb"] = round(_peak_mb())
         print(f"{name}: scored", file=sys.stderr, flush=True)
     out["rows"] = rows
     out["cpu"] = f"{os.cpu_count()} cores"
     print(render_markdown(rows))
-    for key in ("default_build_s", "default_peak_rss_mb", "default_report", "diffusiondb"):
+    for key in ("default_build_s", "default_peak_rss_mb", "worker_peak_rss_mb"):
+        if key in out:
+            print(f"{key}: {json.dumps(out[key])}")
+    for key in ("default_report", "diffusiondb"):
         if key in out:
             print(f"{key}: {json.dumps(out[key])}")
     if args.json:

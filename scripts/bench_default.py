@@ -3,11 +3,12 @@
     .venv/bin/python scripts/bench_default.py [--store PATH] [--bench DIR] [--agents default tfidf ...]
 
 Steps, in one process: (1) build the default agent's index and train its ranker from scratch on the
-bench's train split (timed: the "build + train" target); (2) score it and each other agent on the test
-split with the same harness as ``diffagent eval`` (model@1/@5, params, hallucination, p50/p95 latency,
-prompts/s; everything also on the novel subset); (3) answer the 10,000 DiffusionDB prompts in batch with
-the default agent (hallucination on out-of-catalogue prompts, throughput), in one process and then shared
-among ``--workers`` processes (the same answers, checked); (4) report the peak resident memory after the
+bench's train split, once alone and once with the ranker's features made by ``--workers`` processes
+(timed: the "build + train" target; the same ranker, checked); (2) score it and each other agent on the
+test split with the same harness as ``diffagent eval`` (model@1/@5, params, hallucination, p50/p95
+latency, prompts/s; everything also on the novel subset); (3) answer the 10,000 DiffusionDB prompts in
+batch with the default agent (hallucination on out-of-catalogue prompts, throughput), in one process and
+then shared among the workers (the same answers, checked); (4) report the peak resident memory after the
 default agent's work, before other agents load, and the largest worker's (which counts the pages it
 shares with this process). Prints a markdown table; ``--json`` writes every number to a file.
 """
@@ -15,6 +16,7 @@ shares with this process). Prints a markdown table; ``--json`` writes every numb
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -50,7 +52,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="score at most N pairs, spread over the file")
     parser.add_argument("--latency-prompts", type=int, default=200)
     parser.add_argument("--diffusiondb", type=Path, default=DIFFUSIONDB)
-    parser.add_argument("--workers", type=int, default=2, help="processes for the shared DiffusionDB batch")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the shared build and batch")
     parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
     args = parser.parse_args()
 
@@ -66,9 +68,16 @@ def main() -> None:
     for name in args.agents:
         began = time.perf_counter()
         if name == "default":
-            agent = build_default_agent(store, train, rebuild=True)
+            alone = build_default_agent(store, train, rebuild=True).index
             out["default_build_s"] = round(time.perf_counter() - began, 1)
-            out["default_report"] = agent.index.report
+            out["default_report"] = alone.report
+            model, alone = alone.ranker.model, None  # one index in memory at a time
+            gc.collect()
+            began = time.perf_counter()  # again, its ranker's features made by the workers
+            shared = build_default_agent(store, train, rebuild=True, workers=args.workers)
+            out[f"default_build_s_{shared.workers}_workers"] = round(time.perf_counter() - began, 1)
+            out["same_ranker_shared"] = shared.index.ranker.model == model
+            agent = build_default_agent(store, train)  # the same index, answering in this process
         else:
             agent = load_agent(name, store, train)
         print(f"{name}: ready in {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
@@ -87,7 +96,6 @@ def main() -> None:
                 "hallucination": sum(is_hallucination(store, a.api) for a in answers) / len(answers),
                 "low_confidence": sum(a.low_confidence for a in answers) / len(answers),
             }
-            shared = build_default_agent(store, train, workers=args.workers)  # the same index, in memory
             shared.select_batch(prompts[:256])  # the workers start (fork) outside the timing
             began = time.perf_counter()
             again = shared.select_batch(prompts)
@@ -102,12 +110,9 @@ def main() -> None:
     out["rows"] = rows
     out["cpu"] = f"{os.cpu_count()} cores"
     print(render_markdown(rows))
-    for key in ("default_build_s", "default_peak_rss_mb", "worker_peak_rss_mb"):
-        if key in out:
-            print(f"{key}: {json.dumps(out[key])}")
-    for key in ("default_report", "diffusiondb"):
-        if key in out:
-            print(f"{key}: {json.dumps(out[key])}")
+    for key, value in out.items():
+        if key.startswith(("default_", "same_", "worker_", "diffusiondb")):
+            print(f"{key}: {json.dumps(value)}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 

@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from diffagent._fork import worker_count
 from diffagent._io import atomic_open
 from diffagent.agents import AGENT_NAMES, load_agent
-from diffagent.agents.default.agent import auto_workers
 from diffagent.bench import ensure_bench, load_pairs
 from diffagent.bench.build import novel_flags
 from diffagent.bench.evaluate import evaluate, render_markdown, spread
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         revision = store.revision
 
     manifest = json.loads((folder / "manifest.json").read_text())
-    workers = auto_workers(args.workers)
+    workers = worker_count(args.workers)
     shared = f", the default agent's shared among {workers} processes" if workers > 1 else ""
     report = [
         "## DABench test split",

@@ -14,9 +14,10 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "diffagent"
 
 LAYERS: dict[str, float] = {
-    # the base layer, in its own order: errors, configuration, shared types, I/O helpers, the protocols
+    # the base layer, in its own order: errors, configuration, shared types, I/O and process helpers, the
+    # protocols
     "errors": 0.0, "config": 0.1, "extras": 0.1, "textsafety": 0.1, "filenames": 0.1, "schema": 0.2,
-    "_io": 0.3, "_npz": 0.4, "protocols": 0.5,
+    "_io": 0.3, "_fork": 0.3, "_npz": 0.4, "protocols": 0.5,
     "catalog": 1,
     "bench": 2,
     "llm": 3, "reward": 3,

@@ -16,7 +16,13 @@ from typer.testing import CliRunner
 
 from conftest import needs_dump
 from diffagent.agents import Agent, load_agent
-from diffagent.agents.default.agent import RetrievalAgent, build_default_agent, cache_dir, examples_key
+from diffagent.agents.default.agent import (
+    DefaultIndex,
+    RetrievalAgent,
+    build_default_agent,
+    cache_dir,
+    examples_key,
+)
 from diffagent.agents.default.index import prompt_shape
 from diffagent.bench import Pair, load_pairs
 from diffagent.bench.build import build_bench
@@ -117,13 +123,16 @@ def test_worker_processes_answer_a_large_batch_as_one_process_does(small: dict) 
     try:
         assert shared.select_batch(prompts, k=3) == small["agent"].select_batch(prompts, k=3)
         pool = shared._pool
-        assert pool is not None and len({w.pid for w in pool._pool}) == 2  # it did fork two workers
+        assert pool is not None and len(set(pool.pids)) == 2  # it did fork two workers
         with pytest.raises(UserInputError, match="empty"):  # refused here, before any worker runs
             shared.select_batch([*prompts, "  "])
         assert shared.select(prompts[0]) == small["agent"].select(prompts[0])  # one prompt: no worker
     finally:
         shared.close()
     assert shared._pool is None
+    # a build whose ranker features two workers make trains the same ranker
+    rebuilt = DefaultIndex.build(store, pairs["train"], "not cached", workers=2)
+    assert rebuilt.ranker.model == small["agent"].index.ranker.model
     # a catalogue in memory cannot be opened by another process: the batch is answered here
     memory = RetrievalAgent(Store(), small["agent"].index, small["agent"].flt, workers=2)
     assert memory._workers() is None

@@ -73,7 +73,8 @@ def build_agent(
     """Agent ``spec`` (see :func:`agent_spec`, which reads ``model`` and ``unconstrained``) learning from
     DABench ``splits``, with a progress bar over first-use builds; safe unless ``allow_nsfw`` /
     ``allow_poi``; ``installed``: the library's files only; ``base_models`` restrict the default agent's
-    checkpoints (Civitai strings or family names); ``workers``: the default agent's batch processes."""
+    checkpoints (Civitai strings or family names); ``workers``: the default agent's processes (for its
+    first build and for batches)."""
     name, options = agent_spec(spec, model, unconstrained)
     if name == "default" and workers != 1:
         options["workers"] = workers
@@ -225,7 +226,7 @@ def select_command(
         0,
         "--workers",
         min=0,
-        help="processes that share a --batch (default agent; 0: one per core, at most 4)",
+        help="processes sharing the default agent's first build and a --batch (0: one per core, at most 4)",
     ),
 ) -> None:
     """One API call for PROMPT, or one per line of --batch IN.jsonl written to --out OUT.jsonl."""
@@ -253,7 +254,7 @@ def select_command(
             base_models=tuple(base_model),
             allow_nsfw=allow_nsfw,
             allow_poi=allow_poi,
-            workers=workers if batch is not None else 1,
+            workers=workers,
         )
         if batch is None:
             answer = selector.select(prompt, k)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import multiprocessing
-import os
 import re
 import sys
 import time
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ... import _npz
+from ..._fork import ForkedWorkers, can_fork, worker_count
 from ..._npz import CacheError
 from ...bench.pairs import Pair
 from ...bench.text import clean_prompt
@@ -119,18 +118,6 @@ _NAMED_DEPTH = 10
 _BATCH = 256
 _SHARED_FROM = 128
 """A batch of at least this many prompts is shared among the agent's worker processes, if it has any."""
-MAX_AUTO_WORKERS = 4
-"""``workers=0`` means this many at most (each worker copies part of the index as it touches it)."""
-
-
-def auto_workers(workers: int) -> int:
-    """``workers`` itself, or for 0 the cores this process may use (at most :data:`MAX_AUTO_WORKERS`)."""
-    if workers < 0:
-        raise UserInputError("workers must be 0 (one per core) or more")
-    if workers:
-        return workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, MAX_AUTO_WORKERS))
 
 
 def cache_dir() -> Path:
@@ -255,9 +242,10 @@ class DefaultIndex:
         key: str,
         progress: Progress | None = None,
         page_examples: bool = True,
+        workers: int = 1,
     ) -> DefaultIndex:
         """Index and ranker over ``pairs`` (and, with ``page_examples``, the checkpoint-page images of
-        the same splits: see :meth:`Examples.build`)."""
+        the same splits: see :meth:`Examples.build`); ``workers`` processes share the ranker's features."""
         began = time.perf_counter()
         if not len(pairs):
             raise UserInputError(_NO_PAIRS)
@@ -279,7 +267,7 @@ class DefaultIndex:
             picked = candidates(sig, allowed, checkpoints)
             return picked, feature_matrix(sig, picked, checkpoints), examples.model[rows]
 
-        ranker, report = train_ranker(featurize, len(examples), FEATURES, progress=progress)
+        ranker, report = train_ranker(featurize, len(examples), FEATURES, progress=progress, workers=workers)
         report["examples"] = float(len(examples))
         report["page_examples"] = float((examples.kind == 1).sum())
         negatives, family_negatives = _negatives(examples, checkpoints)
@@ -326,19 +314,19 @@ real-person, base-model or library filters, a mask at query time) share one inde
 
 
 def _load_or_build(
-    store: Store, pairs: Sequence[Pair], rebuild: bool, progress: Progress | None
+    store: Store, pairs: Sequence[Pair], rebuild: bool, progress: Progress | None, workers: int = 1
 ) -> DefaultIndex:
     key = examples_key(store, pairs)
     index = None if rebuild else _in_memory.get(key)
     if index is not None:
         return index
-    index = _load_or_build_file(store, pairs, key, rebuild, progress)
+    index = _load_or_build_file(store, pairs, key, rebuild, progress, workers)
     _in_memory[key] = index
     return index
 
 
 def _load_or_build_file(
-    store: Store, pairs: Sequence[Pair], key: str, rebuild: bool, progress: Progress | None
+    store: Store, pairs: Sequence[Pair], key: str, rebuild: bool, progress: Progress | None, workers: int
 ) -> DefaultIndex:
     path = cache_dir() / f"{key}.npz"
     meta = {"format": FORMAT, "key": key}
@@ -347,7 +335,7 @@ def _load_or_build_file(
             return _npz.load(path, DefaultIndex, meta)
         except CacheError as exc:
             print(f"diffagent: rebuilding the default agent's index: {exc}", file=sys.stderr)
-    index = DefaultIndex.build(store, pairs, key, progress)
+    index = DefaultIndex.build(store, pairs, key, progress, workers=workers)
     _npz.save(path, index, meta)
     # keep the few most recent indexes (e.g. train-only for eval and all splits for select)
     for old in sorted(cache_dir().glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)[3:]:
@@ -474,10 +462,10 @@ class RetrievalAgent(Agent):
         self.store = store
         self.index = index
         self.flt = flt
-        self.workers = auto_workers(workers)
+        self.workers = worker_count(workers)
         """Processes a large batch is shared among: forked copies of this agent (where the system forks
         and the catalogue is a file), each answering its share exactly as this process would."""
-        self._pool: Any = None
+        self._pool: ForkedWorkers | None = None
         self.allowed = index.checkpoints.allowed(flt)
         if not self.allowed.any():
             raise UserInputError("no checkpoint in the catalogue passes the base-model, NSFW and poi filter")
@@ -517,24 +505,23 @@ class RetrievalAgent(Agent):
             return self._answers(list(prompts), texts, k)
         size = min(_BATCH, -(-len(prompts) // self.workers))
         shares = [(list(prompts[s : s + size]), texts[s : s + size], k) for s in range(0, len(prompts), size)]
-        return [answer for share in pool.starmap(_answer_share, shares) for answer in share]
+        return [answer for share in pool.map(shares) for answer in share]
 
-    def _workers(self) -> Any:
-        """The worker pool, started on first need; None when this agent answers in its own process."""
-        forks = "fork" in multiprocessing.get_all_start_methods()  # a worker is a copy, not a rebuild
-        if self._pool is None and self.workers > 1 and self.store.path is not None and forks:
-            context = multiprocessing.get_context("fork")
-            # a weak reference, so that the pool does not keep the agent alive: the agent's end (or the
-            # interpreter's) stops the workers, before the pool's own clean-up could find its pipes closed
-            self._pool = context.Pool(self.workers, initializer=_adopt, initargs=(weakref.ref(self),))
-            weakref.finalize(self, self._pool.terminate)
+    def _workers(self) -> ForkedWorkers | None:
+        """The worker processes, started on first need; None when this agent answers in its own process
+        (one worker, no fork, or a catalogue in memory that no other process can open)."""
+        if self._pool is None and self.workers > 1 and self.store.path is not None and can_fork():
+            # a weak reference, so that the workers do not keep the agent alive: its end stops them
+            agent = weakref.ref(self)
+            self._pool = ForkedWorkers(
+                functools.partial(_answer_share, agent), self.workers, functools.partial(_adopt, agent)
+            )
         return self._pool
 
     def close(self) -> None:
         """Stop the worker processes, if any were started (they also stop when this process exits)."""
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.close()
             self._pool = None
 
     def _answers(self, prompts: list[str], texts: list[str], k: int) -> list[Answer]:
@@ -816,25 +803,22 @@ class RetrievalAgent(Agent):
 _NO_PAIRS = "the default agent learns from DABench pairs: build them with `diffagent bench build`"
 
 
-_worker_agent: RetrievalAgent | None = None
-"""In a worker process, the copy of the agent it answers for."""
-
-
-def _adopt(parent: weakref.ref[RetrievalAgent]) -> None:
-    """A worker's start: the forked agent, with a catalogue connection of its own."""
-    global _worker_agent
+def _forked(parent: weakref.ref[RetrievalAgent]) -> RetrievalAgent:
     agent = parent()
     if agent is None:
         raise RuntimeError("the agent this worker was forked for is gone")
-    agent.store.reconnect_read_only()
-    agent._pool = None  # the parent's pool handle is no worker's to use
-    _worker_agent = agent
+    return agent
 
 
-def _answer_share(prompts: list[str], texts: list[str], k: int) -> list[Answer]:
-    if _worker_agent is None:
-        raise RuntimeError("not a worker process of the default agent")
-    return _worker_agent._answers(prompts, texts, k)
+def _adopt(parent: weakref.ref[RetrievalAgent]) -> None:
+    """A worker's start: its copy of the agent reads the catalogue through a connection of its own."""
+    _forked(parent).store.reconnect_read_only()
+
+
+def _answer_share(
+    parent: weakref.ref[RetrievalAgent], share: tuple[list[str], list[str], int]
+) -> list[Answer]:
+    return _forked(parent)._answers(*share)
 
 
 def _examples(examples: Sequence[Pair] | None) -> Sequence[Pair]:
@@ -863,11 +847,13 @@ def build_default_agent(
     for all of its strings, ``Pony``); explicit models (``allow_nsfw``) and real-person models
     (``allow_poi``) are out unless allowed (see :mod:`diffagent.catalog.safety`); ``versions`` (the user's
     installed files) restricts checkpoints and LoRAs to those versions. ``workers`` processes share a
-    large batch (0: one per core, at most :data:`MAX_AUTO_WORKERS`); the answers are the same.
+    first build's ranker features and every large batch (0: one per core, at most
+    :data:`~diffagent._fork.MAX_AUTO_WORKERS`); the index and the answers are the same.
     """
     pairs = _examples(examples)
     store.require_models()
-    index = _load_or_build(store, pairs, rebuild, progress)
+    workers = worker_count(workers)
+    index = _load_or_build(store, pairs, rebuild, progress, workers)
     flt = CatalogFilter(
         types=("Checkpoint",),
         base_models=base_models_named(store, tuple(base_models)) if base_models else None,
@@ -879,9 +865,10 @@ def build_default_agent(
 
 
 def train_default(
-    store: Store, examples: Sequence[Pair], progress: Progress | None = None
+    store: Store, examples: Sequence[Pair], progress: Progress | None = None, workers: int = 0
 ) -> tuple[Path, dict[str, float]]:
-    """Rebuild the index and retrain the ranker for these examples; returns the cache file and a report."""
+    """Rebuild the index and retrain the ranker for these examples (``workers`` processes, 0: one per
+    core, share the ranker's features); returns the cache file and a report."""
     pairs = _examples(examples)
-    index = _load_or_build(store, pairs, True, progress)
+    index = _load_or_build(store, pairs, True, progress, worker_count(workers))
     return cache_dir() / f"{index.key}.npz", index.report

@@ -1,0 +1,87 @@
+"""Work shared among processes forked from this one.
+
+A forked worker starts as a copy of this process, so a large index, or a function that closes over one, is
+there without being pickled or loaded again: that is what makes sharing a batch worth it on a few cores.
+Only what goes in and comes out of each call is pickled. Where the system cannot fork (Windows), or for one
+worker, the work is done here, with the same results.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from .errors import UserInputError
+
+__all__ = ["MAX_AUTO_WORKERS", "ForkedWorkers", "can_fork", "forked_map", "worker_count"]
+
+MAX_AUTO_WORKERS = 4
+"""``workers=0`` means one per core, this many at most (each worker copies the pages it writes to)."""
+
+_function: Callable[[Any], Any] | None = None
+"""In a worker: what it calls."""
+
+
+def worker_count(workers: int) -> int:
+    """``workers`` itself, or for 0 the cores this process may use (at most :data:`MAX_AUTO_WORKERS`)."""
+    if workers < 0:
+        raise UserInputError("workers must be 0 (one per core) or more")
+    if workers:
+        return workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_AUTO_WORKERS))
+
+
+def can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+class ForkedWorkers:
+    """``workers`` processes forked now, each running ``start()`` once and then ``function(item)`` for the
+    items it is given. They stop on :meth:`close`, when this object is collected, or when the process ends."""
+
+    def __init__(
+        self, function: Callable[[Any], Any], workers: int, start: Callable[[], None] | None = None
+    ) -> None:
+        context = multiprocessing.get_context("fork")  # a copy of this process, not a fresh interpreter
+        self._pool = context.Pool(workers, initializer=_begin, initargs=(function, start))
+        self.pids = [process.pid for process in self._pool._pool]  # type: ignore[attr-defined]
+        # stopped before the interpreter's end, where the pool's own clean-up finds its pipes closed
+        self._stop = weakref.finalize(self, self._pool.terminate)
+
+    def map(self, items: Iterable[Any]) -> Iterator[Any]:
+        """``function(item)`` for each item, in the items' order, as the results come in."""
+        return self._pool.imap(_call, items)
+
+    def close(self) -> None:
+        self._stop()
+        self._pool.join()
+
+
+def _begin(function: Callable[[Any], Any], start: Callable[[], None] | None) -> None:
+    global _function
+    if start is not None:
+        start()
+    _function = function
+
+
+def _call(item: Any) -> Any:
+    if _function is None:
+        raise RuntimeError("not a diffagent worker process")
+    return _function(item)
+
+
+def forked_map(function: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:
+    """``function(item)`` for each item, in order, shared among ``workers`` forked processes for the
+    duration of the loop (here, when one worker or no fork)."""
+    if workers <= 1 or not can_fork():
+        yield from map(function, items)
+        return
+    pool = ForkedWorkers(function, workers)
+    try:
+        yield from pool.map(items)
+    finally:
+        pool.close()

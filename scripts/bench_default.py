@@ -9,8 +9,10 @@ test split with the same harness as ``diffagent eval`` (model@1/@5, params, hall
 latency, prompts/s; everything also on the novel subset); (3) answer the 10,000 DiffusionDB prompts in
 batch with the default agent (hallucination on out-of-catalogue prompts, throughput), in one process and
 then shared among the workers (the same answers, checked); (4) report the peak resident memory after the
-default agent's work, before other agents load, and the largest worker's (which counts the pages it
-shares with this process). Prints a markdown table; ``--json`` writes every number to a file.
+default agent's work, before other agents load, the largest worker's (which counts the pages it shares
+with this process), and the largest total proportional set size of this process and its workers during
+the shared batch (each shared page counted once). Prints a markdown table; ``--json`` writes every
+number to a file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +42,35 @@ DIFFUSIONDB = (
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _PeakPss:
+    """The largest total proportional set size of ``pids`` (pages shared by n of them count 1/n to each),
+    sampled every 0.2 s while the block runs: what a batch shared among workers really holds (Linux)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids, self.peak, self._done = pids, 0.0, threading.Event()
+
+    def _total(self) -> float:
+        total = 0.0
+        for pid in self.pids:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+        return total
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.2):
+            self.peak = max(self.peak, self._total())
+
+    def __enter__(self) -> _PeakPss:
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def main() -> None:
@@ -97,10 +129,13 @@ def main() -> None:
                 "low_confidence": sum(a.low_confidence for a in answers) / len(answers),
             }
             shared.select_batch(prompts[:256])  # the workers start (fork) outside the timing
-            began = time.perf_counter()
-            again = shared.select_batch(prompts)
-            seconds = time.perf_counter() - began
+            pids = [os.getpid(), *shared.worker_pids]
+            with _PeakPss(pids) as pss:
+                began = time.perf_counter()
+                again = shared.select_batch(prompts)
+                seconds = time.perf_counter() - began
             shared.close()
+            out["shared_batch_pss_mb"] = round(pss.peak)
             out["diffusiondb"][f"prompts_per_s_{shared.workers}_workers"] = round(len(prompts) / seconds, 1)
             out["diffusiondb"]["same_answers_shared"] = again == answers
             out["worker_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
@@ -111,7 +146,7 @@ def main() -> None:
     out["cpu"] = f"{os.cpu_count()} cores"
     print(render_markdown(rows))
     for key, value in out.items():
-        if key.startswith(("default_", "same_", "worker_", "diffusiondb")):
+        if key.startswith(("default_", "same_", "worker_", "shared_", "diffusiondb")):
             print(f"{key}: {json.dumps(value)}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

@@ -122,14 +122,13 @@ def test_worker_processes_answer_a_large_batch_as_one_process_does(small: dict) 
         shared = build_default_agent(store, pairs["train"], workers=2)
     try:
         assert shared.select_batch(prompts, k=3) == small["agent"].select_batch(prompts, k=3)
-        pool = shared._pool
-        assert pool is not None and len(set(pool.pids)) == 2  # it did fork two workers
+        assert len(set(shared.worker_pids)) == 2  # it did fork two workers
         with pytest.raises(UserInputError, match="empty"):  # refused here, before any worker runs
             shared.select_batch([*prompts, "  "])
         assert shared.select(prompts[0]) == small["agent"].select(prompts[0])  # one prompt: no worker
     finally:
         shared.close()
-    assert shared._pool is None
+    assert shared.worker_pids == []
     # a build whose ranker features two workers make trains the same ranker
     rebuilt = DefaultIndex.build(store, pairs["train"], "not cached", workers=2)
     assert rebuilt.ranker.model == small["agent"].index.ranker.model

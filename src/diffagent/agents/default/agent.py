@@ -518,6 +518,11 @@ class RetrievalAgent(Agent):
             )
         return self._pool
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """The process ids of the workers started so far (none until a large batch needs them)."""
+        return list(self._pool.pids) if self._pool is not None else []
+
     def close(self) -> None:
         """Stop the worker processes, if any were started (they also stop when this process exits)."""
         if self._pool is not None:

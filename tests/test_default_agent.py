@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import needs_dump
+from diffagent._fork import WorkerDied
 from diffagent.agents import Agent, load_agent
 from diffagent.agents.default.agent import (
     DefaultIndex,
@@ -121,8 +124,13 @@ def test_worker_processes_answer_a_large_batch_as_one_process_does(small: dict) 
         patch.setenv("DIFFAGENT_HOME", str(small["home"]))  # the cached index, not a rebuild
         shared = build_default_agent(store, pairs["train"], workers=2)
     try:
-        assert shared.select_batch(prompts, k=3) == small["agent"].select_batch(prompts, k=3)
+        expected = small["agent"].select_batch(prompts, k=3)
+        assert shared.select_batch(prompts, k=3) == expected
         assert len(set(shared.worker_pids)) == 2  # it did fork two workers
+        os.kill(shared.worker_pids[0], signal.SIGKILL)  # killed between batches, as for memory
+        with pytest.raises(WorkerDied, match="died"):
+            shared.select_batch(prompts, k=3)
+        assert shared.select_batch(prompts, k=3) == expected  # new workers answer the next batch
         with pytest.raises(UserInputError, match="empty"):  # refused here, before any worker runs
             shared.select_batch([*prompts, "  "])
         assert shared.select(prompts[0]) == small["agent"].select(prompts[0])  # one prompt: no worker

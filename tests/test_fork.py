@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 import pytest
 
 from diffagent import _fork
-from diffagent._fork import ForkedWorkers, can_fork, forked_map, worker_count
+from diffagent._fork import ForkedWorkers, WorkerDied, can_fork, forked_map, worker_count
 from diffagent.errors import UserInputError
 from diffagent.train.ranker import train_ranker
 
@@ -48,6 +49,16 @@ def test_workers_start_once_each_and_a_workers_error_reaches_the_caller() -> Non
         workers.close()
     assert _started == []  # the start ran in the workers, not here
     assert _fork._function is None
+
+
+def test_a_worker_that_dies_is_an_error_not_a_wait() -> None:
+    def dies_at_three(x: int) -> int:
+        if x == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+        return x
+
+    with pytest.raises(WorkerDied, match="worker process died"):
+        list(forked_map(dies_at_three, range(8), 2))
 
 
 def test_worker_count() -> None:

@@ -12,17 +12,23 @@ import multiprocessing
 import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from .errors import UserInputError
+from .errors import DiffAgentError, UserInputError
 
-__all__ = ["MAX_AUTO_WORKERS", "ForkedWorkers", "can_fork", "forked_map", "worker_count"]
+__all__ = ["MAX_AUTO_WORKERS", "ForkedWorkers", "WorkerDied", "can_fork", "forked_map", "worker_count"]
 
 MAX_AUTO_WORKERS = 4
 """``workers=0`` means one per core, this many at most (each worker copies the pages it writes to)."""
 
 _function: Callable[[Any], Any] | None = None
 """In a worker: what it calls."""
+
+
+class WorkerDied(DiffAgentError):
+    """A worker process ended without answering: killed, most likely for memory."""
 
 
 def worker_count(workers: int) -> int:
@@ -41,24 +47,35 @@ def can_fork() -> bool:
 
 class ForkedWorkers:
     """``workers`` processes forked now, each running ``start()`` once and then ``function(item)`` for the
-    items it is given. They stop on :meth:`close`, when this object is collected, or when the process ends."""
+    items it is given. They stop on :meth:`close`, when this object is collected, or when the process ends.
+    A worker that dies (the system's out-of-memory killer) fails the call with :class:`WorkerDied` rather
+    than leaving it waiting for an answer that will not come."""
 
     def __init__(
         self, function: Callable[[Any], Any], workers: int, start: Callable[[], None] | None = None
     ) -> None:
-        context = multiprocessing.get_context("fork")  # a copy of this process, not a fresh interpreter
-        self._pool = context.Pool(workers, initializer=_begin, initargs=(function, start))
-        self.pids = [process.pid for process in self._pool._pool]  # type: ignore[attr-defined]
-        # stopped before the interpreter's end, where the pool's own clean-up finds its pipes closed
-        self._stop = weakref.finalize(self, self._pool.terminate)
+        # a copy of this process, not a fresh interpreter; under fork the initializer's arguments are
+        # inherited, not pickled, so ``function`` may close over anything
+        self._pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"), initializer=_begin,
+            initargs=(function, start),
+        )  # fmt: skip
+        self._pool.submit(int).result()  # under fork, every worker starts at the first task
+        self.pids = sorted(self._pool._processes)
+        self._stop = weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
 
     def map(self, items: Iterable[Any]) -> Iterator[Any]:
         """``function(item)`` for each item, in the items' order, as the results come in."""
-        return self._pool.imap(_call, items)
+        try:
+            yield from self._pool.map(_call, items)
+        except BrokenProcessPool:
+            raise WorkerDied(
+                "a worker process died (out of memory?); try fewer workers (--workers 1)"
+            ) from None
 
     def close(self) -> None:
-        self._stop()
-        self._pool.join()
+        self._stop.detach()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _begin(function: Callable[[Any], Any], start: Callable[[], None] | None) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ... import _npz
-from ..._fork import ForkedWorkers, can_fork, worker_count
+from ..._fork import ForkedWorkers, WorkerDied, can_fork, worker_count
 from ..._npz import CacheError
 from ...bench.pairs import Pair
 from ...bench.text import clean_prompt
@@ -505,7 +505,11 @@ class RetrievalAgent(Agent):
             return self._answers(list(prompts), texts, k)
         size = min(_BATCH, -(-len(prompts) // self.workers))
         shares = [(list(prompts[s : s + size]), texts[s : s + size], k) for s in range(0, len(prompts), size)]
-        return [answer for share in pool.map(shares) for answer in share]
+        try:
+            return [answer for share in pool.map(shares) for answer in share]
+        except WorkerDied:
+            self.close()  # the next batch starts new workers
+            raise
 
     def _workers(self) -> ForkedWorkers | None:
         """The worker processes, started on first need; None when this agent answers in its own process

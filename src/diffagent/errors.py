@@ -7,7 +7,8 @@
     │   └── UnsafeOutputError      an output path that is a device, a FIFO, a folder or the input
     ├── MissingExtra               a feature whose optional dependencies (an extra) are not installed
     ├── StoreError                 the catalogue cannot be written: disk full, locked by another writer
-    └── CrawlError                 (diffagent.catalog) the Civitai API failed
+    ├── CrawlError                 (diffagent.catalog) the Civitai API failed
+    └── WorkerDied                 (diffagent._fork) a worker process sharing a batch was killed
 """
 
 __all__ = ["DiffAgentError", "MissingExtra", "StoreError", "UnsafeOutputError", "UserInputError", "one_line"]

@@ -8,6 +8,7 @@ worker, the work is done here, with the same results.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import weakref
@@ -60,7 +61,13 @@ class ForkedWorkers:
             workers, mp_context=multiprocessing.get_context("fork"), initializer=_begin,
             initargs=(function, start),
         )  # fmt: skip
-        self._pool.submit(int).result()  # under fork, every worker starts at the first task
+        # the workers' garbage collections leave this process's objects alone, so that the pages those
+        # live on stay shared rather than copied into each worker
+        gc.freeze()
+        try:
+            self._pool.submit(int).result()  # under fork, every worker starts at the first task
+        finally:
+            gc.unfreeze()
         self.pids = sorted(self._pool._processes)
         self._stop = weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
 

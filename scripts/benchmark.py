@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from diffagent._fork import worker_count
+from diffagent._fork import usable_cores, worker_count
 from diffagent._io import atomic_open
 from diffagent.agents import AGENT_NAMES, load_agent
 from diffagent.bench import ensure_bench, load_pairs
@@ -60,7 +60,7 @@ def _memory_gib() -> str:
 
 def machine() -> str:
     """One line on the hardware and how busy it was, since latency and throughput depend on both."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (
         f"{_cpu_model()}, {cores} cores available, {_memory_gib()} RAM, load average at start {load}; "

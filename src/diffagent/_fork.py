@@ -19,7 +19,10 @@ from typing import Any
 
 from .errors import DiffAgentError, UserInputError
 
-__all__ = ["MAX_AUTO_WORKERS", "ForkedWorkers", "WorkerDied", "can_fork", "forked_map", "worker_count"]
+__all__ = [
+    "MAX_AUTO_WORKERS", "ForkedWorkers", "WorkerDied", "can_fork", "forked_map", "usable_cores",
+    "worker_count",
+]  # fmt: skip
 
 MAX_AUTO_WORKERS = 4
 """``workers=0`` means one per core, this many at most (each worker copies the pages it writes to)."""
@@ -32,14 +35,18 @@ class WorkerDied(DiffAgentError):
     """A worker process ended without answering: killed, most likely for memory."""
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the system has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def worker_count(workers: int) -> int:
     """``workers`` itself, or for 0 the cores this process may use (at most :data:`MAX_AUTO_WORKERS`)."""
     if workers < 0:
         raise UserInputError("workers must be 0 (one per core) or more")
     if workers:
         return workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, MAX_AUTO_WORKERS))
+    return max(1, min(usable_cores(), MAX_AUTO_WORKERS))
 
 
 def can_fork() -> bool:

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from diffagent.agents.default.agent import build_default_agent
-from diffagent.agents.default.index import FOLDS, PAGE, PAIR, SOFT, Checkpoints, Examples, Writers
+from diffagent.agents.default.index import (
+    FOLDS,
+    PAGE,
+    PAIR,
+    SOFT,
+    Checkpoints,
+    Examples,
+    PromptIndex,
+    Writers,
+)
 from diffagent.bench import load_pairs
 from diffagent.bench.build import build_bench, split_of
 from diffagent.bench.text import clean_prompt
@@ -98,11 +107,16 @@ def test_a_safe_agent_never_shows_a_soft_image_as_evidence(catalogue: dict, monk
     shown = [e.image_id for e in safe.select(prompt).evidence]
     assert shown and not soft_ids & set(shown)
     assert soft_ids & {e.image_id for e in unsafe.select(prompt).evidence}
+    # Alice's second checkpoint has no example, but her prompts' writer published it
+    sig = safe.index.signals([prompt])
+    second = safe.index.checkpoints.position[3]
+    assert sig.dense["writer_publishes"][0, second] > 0 and sig.dense["vote100"][0, second] == 0
 
 
 def test_writers_point_at_the_checkpoints_they_use_and_publish(catalogue: dict) -> None:
     store, examples, checkpoints = catalogue["store"], catalogue["examples"], catalogue["checkpoints"]
-    writers = Writers.build(store, examples, checkpoints)
+    prompts = PromptIndex.build(examples, len(checkpoints))
+    writers = Writers.build(store, examples, checkpoints, prompts)
     position = checkpoints.position
     alice = int(writers.of_example[list(examples.image_id).index(100)])
     assert writers.publishes[alice, position[3]] == 1  # her second checkpoint, which no example shows
@@ -120,3 +134,9 @@ def test_writers_point_at_the_checkpoints_they_use_and_publish(catalogue: dict) 
     used = writers.votes(near[:, :1], np.ones((1, 1), dtype=np.float32), np.array([fold]))[0]
     assert mine.any() and used[0, position[1]] == pytest.approx(1.0 if others.any() else 0.0)
     assert len(writers.fold_uses) == FOLDS
+    # a prompt in Alice's words points at her through her centroid, without any neighbour
+    uses, publishes, best = writers.nearest(prompts.transform(["photo of a castle, highly detailed"]), 1)
+    assert uses[0, position[1]] == pytest.approx(1.0) and publishes[0, position[3]] == pytest.approx(1.0)
+    assert 0 < best[0] <= 1
+    held_out = writers.nearest(prompts.transform(["photo of a castle"]), 1, np.array([fold]))[0]
+    assert held_out.shape == uses.shape

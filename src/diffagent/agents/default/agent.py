@@ -50,7 +50,7 @@ from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, 
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 18
+FORMAT = 19
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
@@ -261,7 +261,7 @@ class DefaultIndex:
         checkpoints.learn_styles(examples)
         prompts = PromptIndex.build(examples, len(checkpoints))
         loras = LoraIndex.build(store, checkpoints, examples)
-        writers = Writers.build(store, examples, checkpoints)
+        writers = Writers.build(store, examples, checkpoints, prompts)
         counts = fold_counts(examples, len(checkpoints))
         allowed = np.ones(len(checkpoints), dtype=bool)
 

@@ -576,8 +576,9 @@ class Writers:
     """Who wrote each example, and which checkpoints each writer uses and publishes.
 
     The images on a model's page are its creator's showcase, so an example's writer is the creator of the
-    page it hangs on. A prompt's nearest examples point at their writers, and writers keep to a few
-    checkpoints, their own among them: that reaches checkpoints the prompt's words alone do not (see
+    page it hangs on. A prompt points at writers through its nearest examples and through each writer's
+    centroid (the words they use), and writers keep to a few checkpoints, their own among them: that
+    reaches checkpoints the prompt's words alone do not (see
     :func:`~diffagent.agents.default.ranker.signals`)."""
 
     of_example: np.ndarray
@@ -586,11 +587,17 @@ class Writers:
     """Writers x models: the share of each writer's examples made with each checkpoint."""
     publishes: sparse.csr_matrix
     """Writers x models: 1 where the writer created the checkpoint."""
+    centroids: sparse.csr_matrix
+    """Terms x writers: the L2-normalised sum of each writer's example vectors (:class:`PromptIndex`)."""
     fold_uses: list[sparse.csr_matrix] = field(default_factory=list, metadata=BUILD_ONLY)
     """``uses`` without the examples of fold f, for training features (the build's only)."""
+    fold_centroids: list[sparse.csr_matrix] = field(default_factory=list, metadata=BUILD_ONLY)
+    """``centroids`` without the examples of fold f (the build's only)."""
 
     @classmethod
-    def build(cls, store: Store, examples: Examples, checkpoints: Checkpoints) -> Writers:
+    def build(
+        cls, store: Store, examples: Examples, checkpoints: Checkpoints, prompts: PromptIndex
+    ) -> Writers:
         creators = dict(
             store.conn.execute("SELECT id, creator FROM models WHERE COALESCE(creator, '') != ''")
         )
@@ -602,25 +609,36 @@ class Writers:
 
         of_example = np.array([writer(int(p)) for p in examples.page], dtype=np.int32)
         made_by = np.array([writer(int(m)) for m in checkpoints.model_ids], dtype=np.int32)
-        shape = (max(len(names), 1), len(checkpoints))
+        n_writers = max(len(names), 1)
+        docs = prompts.by_term.T.tocsr()
 
-        def uses(rows: np.ndarray) -> sparse.csr_matrix:
-            rows = rows & (of_example >= 0)
-            table = sparse.csr_matrix(
-                (np.ones(int(rows.sum()), np.float32), (of_example[rows], examples.model[rows])), shape=shape
+        def tables(rows: np.ndarray) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+            rows = np.flatnonzero(rows & (of_example >= 0))
+            wrote = sparse.csr_matrix(
+                (np.ones(len(rows), np.float32), (of_example[rows], rows)), shape=(n_writers, len(examples))
             )
-            totals = np.asarray(table.sum(axis=1)).ravel()
-            return sparse.csr_matrix(sparse.diags(1.0 / np.maximum(totals, 1.0)) @ table, dtype=np.float32)
+            made = sparse.csr_matrix(
+                (np.ones(len(rows), np.float32), (of_example[rows], examples.model[rows])),
+                shape=(n_writers, len(checkpoints)),
+            )
+            totals = np.asarray(made.sum(axis=1)).ravel()
+            share = sparse.csr_matrix(sparse.diags(1.0 / np.maximum(totals, 1.0)) @ made, dtype=np.float32)
+            return share, _normalize((wrote @ docs).tocsr()).T.tocsr()
 
         known = made_by >= 0
         publishes = sparse.csr_matrix(
-            (np.ones(int(known.sum()), np.float32), (made_by[known], np.flatnonzero(known))), shape=shape
+            (np.ones(int(known.sum()), np.float32), (made_by[known], np.flatnonzero(known))),
+            shape=(n_writers, len(checkpoints)),
         )
+        uses, centroids = tables(np.ones(len(examples), dtype=bool))
+        folds = [tables(examples.fold != f) for f in range(FOLDS)]
         return cls(
             of_example=of_example,
-            uses=uses(np.ones(len(examples), dtype=bool)),
+            uses=uses,
             publishes=publishes,
-            fold_uses=[uses(examples.fold != f) for f in range(FOLDS)],
+            centroids=centroids,
+            fold_uses=[used for used, _ in folds],
+            fold_centroids=[centre for _, centre in folds],
         )
 
     def votes(
@@ -639,12 +657,39 @@ class Writers:
             ),
             shape=(batch, self.uses.shape[0]),
         )
+        return self._checkpoints(weights, folds)
+
+    def nearest(
+        self, query: sparse.csr_matrix, k: int, folds: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For TF-IDF ``query`` rows, the checkpoints the ``k`` writers of the closest centroids use and
+        publish (as :meth:`votes`), and (B,) the best centroid's similarity; with ``folds``, centroids
+        and uses without each prompt's own fold."""
+        if folds is None:
+            sims = (query @ self.centroids).toarray()
+        else:
+            sims = np.zeros((query.shape[0], self.centroids.shape[1]), dtype=np.float32)
+            for f in range(FOLDS):
+                mine = np.flatnonzero(folds == f)
+                if len(mine):
+                    sims[mine] = (query[mine] @ self.fold_centroids[f]).toarray()
+        k = min(k, sims.shape[1])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        values = np.take_along_axis(sims, top, 1).astype(np.float32)
+        rows = np.repeat(np.arange(len(sims)), k)
+        weights = sparse.csr_matrix((values.ravel(), (rows, top.ravel())), shape=sims.shape)
+        return (*self._checkpoints(weights, folds), values.max(axis=1, initial=0.0))
+
+    def _checkpoints(
+        self, weights: sparse.csr_matrix, folds: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(B, models) uses and publishes of writers ``weights`` (B x writers), rows made to sum to 1."""
         totals = np.asarray(weights.sum(axis=1)).ravel()
         weights = sparse.csr_matrix(sparse.diags(1.0 / np.maximum(totals, 1e-9)) @ weights)
         published = (weights @ self.publishes).toarray()
         if folds is None:
             return (weights @ self.uses).toarray(), published
-        used = np.zeros((batch, self.uses.shape[1]), dtype=np.float32)
+        used = np.zeros((weights.shape[0], self.uses.shape[1]), dtype=np.float32)
         for f in range(FOLDS):
             mine = np.flatnonzero(folds == f)
             if len(mine):

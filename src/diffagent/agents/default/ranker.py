@@ -40,6 +40,8 @@ N_WRITER_CANDIDATES = 5
 """Of the candidates, how many are the checkpoints the writers of the nearest examples use and publish."""
 WRITER_DEPTH = 20
 """How many of the nearest examples (by words, and all those by shape) point at their writers."""
+NEAREST_WRITERS = 5
+"""How many writers, by the similarity of their centroids, point at their checkpoints."""
 N_STYLE_CANDIDATES = 3
 """Of the candidates, how many are the most downloaded models of the prompt's style."""
 _PAGE_DEPTH = 20
@@ -76,6 +78,9 @@ FEATURES = (
     "writer_uses",
     "writer_publishes",
     "writer_shape",
+    "writer_near_uses",
+    "writer_near_publishes",
+    "writer_near_sim",
 )
 
 
@@ -95,6 +100,8 @@ class Signals:
     """(B,) how many of the prompt's terms the example vocabulary knows."""
     intent: np.ndarray
     """(B,) index into STYLES of the prompt's one clear style, -1 when it has none."""
+    writer_sim: np.ndarray
+    """(B,) the similarity of the closest writer's centroid."""
 
 
 def _top(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,6 +181,9 @@ def signals(
         neighbours[:, :WRITER_DEPTH], near[:, :WRITER_DEPTH], folds
     )
     dense["writer_shape"] = writers.votes(shape_near, shape_sim, folds)[0]
+    dense["writer_near_uses"], dense["writer_near_publishes"], writer_sim = writers.nearest(
+        query, NEAREST_WRITERS, folds
+    )
     count = counts[folds] if folds is not None else np.broadcast_to(counts[FOLDS], (batch, n_models))
     dense["log_count"] = np.log1p(count)
     words = np.array([len(t.split()) for t in texts], dtype=np.float32)
@@ -192,7 +202,7 @@ def signals(
                 dense["style"][mine] = hits[mine] @ checkpoints.fold_styles[f].T
                 dense["style_suits"][mine] = suits_matrix(checkpoints.fold_styles[f], intent[mine])
     query_terms = np.diff(query.indptr).astype(np.float32)
-    return Signals(neighbours, near, dense, words, relevance, query_terms, intent)
+    return Signals(neighbours, near, dense, words, relevance, query_terms, intent, writer_sim)
 
 
 def _nearest(sims: np.ndarray, same_fold: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -256,6 +266,15 @@ def style_columns(allowed: int, n: int = N_CANDIDATES, n_style: int = N_STYLE_CA
     return min(n_style, max(min(n, allowed) - 1, 0))
 
 
+_WRITER_VOTES = (
+    "writer_uses",
+    "writer_publishes",
+    "writer_shape",
+    "writer_near_uses",
+    "writer_near_publishes",
+)
+
+
 def candidates(
     sig: Signals,
     allowed: np.ndarray,
@@ -295,7 +314,7 @@ def candidates(
         else np.zeros((len(prior), 0), dtype=np.int64)
     )
     if n_writer:
-        by_writer = dense["writer_uses"] + dense["writer_publishes"] + dense["writer_shape"] + floor
+        by_writer = floor + sum(dense[name] for name in _WRITER_VOTES)
         np.put_along_axis(by_writer, np.hstack([picked, style]), -np.inf, axis=1)
         picked = np.hstack([picked, _top(by_writer, n_writer)[0]])
     if n_card:
@@ -323,4 +342,5 @@ def feature_matrix(sig: Signals, picked: np.ndarray, checkpoints: Checkpoints) -
     columns["words"] = np.repeat(sig.words, n)
     columns["query_terms"] = np.repeat(sig.query_terms, n)
     columns["style_clear"] = np.repeat((sig.intent >= 0).astype(np.float32), n)
+    columns["writer_near_sim"] = np.repeat(sig.writer_sim, n)
     return np.column_stack([columns[name] for name in FEATURES]).astype(np.float32)

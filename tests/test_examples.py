@@ -119,10 +119,10 @@ def test_writers_point_at_the_checkpoints_they_use_and_publish(catalogue: dict) 
     writers = Writers.build(store, examples, checkpoints, prompts)
     position = checkpoints.position
     alice = int(writers.of_example[list(examples.image_id).index(100)])
-    assert writers.publishes[alice, position[3]] == 1  # her second checkpoint, which no example shows
-    assert writers.uses[alice, position[1]] == 1 and writers.uses[alice, position[3]] == 0
+    assert writers.publishes[position[3], alice] == 1  # her second checkpoint, which no example shows
+    assert writers.uses[position[1], alice] == 1 and writers.uses[position[3], alice] == 0
     carol = int(writers.of_example[list(examples.image_id).index(600)])
-    assert writers.uses[carol, position[2]] == 1 and writers.publishes[carol].nnz == 0  # a LoRA's maker
+    assert writers.uses[position[2], carol] == 1 and writers.publishes[:, carol].nnz == 0  # a LoRA's maker
     near = np.array([[list(examples.image_id).index(100), list(examples.image_id).index(600)]])
     uses, publishes = writers.votes(near, np.array([[0.75, 0.25]], dtype=np.float32))
     assert uses[0, position[1]] == pytest.approx(0.75) and uses[0, position[2]] == pytest.approx(0.25)

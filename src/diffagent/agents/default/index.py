@@ -584,9 +584,10 @@ class Writers:
     of_example: np.ndarray
     """(examples,) the writer of each example, -1 where its page names no creator."""
     uses: sparse.csr_matrix
-    """Writers x models: the share of each writer's examples made with each checkpoint."""
+    """Models x writers: the share of each writer's examples made with each checkpoint (model-major, so
+    that one sparse-dense product turns writers' weights into checkpoints')."""
     publishes: sparse.csr_matrix
-    """Writers x models: 1 where the writer created the checkpoint."""
+    """Models x writers: 1 where the writer created the checkpoint."""
     centroids: sparse.csr_matrix
     """Terms x writers: the L2-normalised sum of each writer's example vectors (:class:`PromptIndex`)."""
     fold_uses: list[sparse.csr_matrix] = field(default_factory=list, metadata=BUILD_ONLY)
@@ -618,17 +619,17 @@ class Writers:
                 (np.ones(len(rows), np.float32), (of_example[rows], rows)), shape=(n_writers, len(examples))
             )
             made = sparse.csr_matrix(
-                (np.ones(len(rows), np.float32), (of_example[rows], examples.model[rows])),
-                shape=(n_writers, len(checkpoints)),
+                (np.ones(len(rows), np.float32), (examples.model[rows], of_example[rows])),
+                shape=(len(checkpoints), n_writers),
             )
-            totals = np.asarray(made.sum(axis=1)).ravel()
-            share = sparse.csr_matrix(sparse.diags(1.0 / np.maximum(totals, 1.0)) @ made, dtype=np.float32)
+            totals = np.asarray(made.sum(axis=0)).ravel()
+            share = sparse.csr_matrix(made @ sparse.diags(1.0 / np.maximum(totals, 1.0)), dtype=np.float32)
             return share, _normalize((wrote @ docs).tocsr()).T.tocsr()
 
         known = made_by >= 0
         publishes = sparse.csr_matrix(
-            (np.ones(int(known.sum()), np.float32), (made_by[known], np.flatnonzero(known))),
-            shape=(n_writers, len(checkpoints)),
+            (np.ones(int(known.sum()), np.float32), (np.flatnonzero(known), made_by[known])),
+            shape=(len(checkpoints), n_writers),
         )
         uses, centroids = tables(np.ones(len(examples), dtype=bool))
         folds = [tables(examples.fold != f) for f in range(FOLDS)]
@@ -650,13 +651,8 @@ class Writers:
         batch, depth = neighbours.shape
         writer = self.of_example[neighbours].ravel()
         known = writer >= 0
-        weights = sparse.csr_matrix(
-            (
-                sims.ravel()[known].astype(np.float32),
-                (np.repeat(np.arange(batch), depth)[known], writer[known]),
-            ),
-            shape=(batch, self.uses.shape[0]),
-        )
+        weights = np.zeros((batch, self.uses.shape[1]), dtype=np.float32)
+        np.add.at(weights, (np.repeat(np.arange(batch), depth)[known], writer[known]), sims.ravel()[known])
         return self._checkpoints(weights, folds)
 
     def nearest(
@@ -666,32 +662,30 @@ class Writers:
         publish (as :meth:`votes`), and (B,) the best centroid's similarity; with ``folds``, centroids
         and uses without each prompt's own fold."""
         if folds is None:
-            sims = (query @ self.centroids).toarray()
+            sims = similarities(query, self.centroids)
         else:
             sims = np.zeros((query.shape[0], self.centroids.shape[1]), dtype=np.float32)
             for f in range(FOLDS):
                 mine = np.flatnonzero(folds == f)
                 if len(mine):
-                    sims[mine] = (query[mine] @ self.fold_centroids[f]).toarray()
+                    sims[mine] = similarities(query[mine], self.fold_centroids[f])
         k = min(k, sims.shape[1])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        values = np.take_along_axis(sims, top, 1).astype(np.float32)
-        rows = np.repeat(np.arange(len(sims)), k)
-        weights = sparse.csr_matrix((values.ravel(), (rows, top.ravel())), shape=sims.shape)
+        values = np.take_along_axis(sims, top, 1)
+        weights = np.zeros_like(sims)
+        np.put_along_axis(weights, top, values, axis=1)
         return (*self._checkpoints(weights, folds), values.max(axis=1, initial=0.0))
 
-    def _checkpoints(
-        self, weights: sparse.csr_matrix, folds: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(B, models) uses and publishes of writers ``weights`` (B x writers), rows made to sum to 1."""
-        totals = np.asarray(weights.sum(axis=1)).ravel()
-        weights = sparse.csr_matrix(sparse.diags(1.0 / np.maximum(totals, 1e-9)) @ weights)
-        published = (weights @ self.publishes).toarray()
+    def _checkpoints(self, weights: np.ndarray, folds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(B, models) uses and publishes of the writers' ``weights`` (B x writers), rows made to sum
+        to 1."""
+        weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
+        published = np.ascontiguousarray((self.publishes @ weights.T).T)
         if folds is None:
-            return (weights @ self.uses).toarray(), published
-        used = np.zeros((weights.shape[0], self.uses.shape[1]), dtype=np.float32)
+            return np.ascontiguousarray((self.uses @ weights.T).T), published
+        used = np.zeros_like(published)
         for f in range(FOLDS):
             mine = np.flatnonzero(folds == f)
             if len(mine):
-                used[mine] = (weights[mine] @ self.fold_uses[f]).toarray()
+                used[mine] = (self.fold_uses[f] @ weights[mine].T).T
         return used, published

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from conftest import needs_dump
 from diffagent._fork import WorkerDied
 from diffagent.agents import Agent, load_agent
+from diffagent.agents.default import agent as default_agent
 from diffagent.agents.default.agent import (
     DefaultIndex,
     RetrievalAgent,
@@ -114,6 +115,15 @@ def test_single_and_batch_answers_agree(small: dict) -> None:
     batch = agent.select_batch(prompts, k=3)
     for prompt, answer in zip(prompts, batch, strict=True):
         assert agent.select(prompt, k=3) == answer
+
+
+def test_a_batch_answered_in_chunks_equals_one_chunk(small: dict, monkeypatch) -> None:
+    """Prompts are answered a chunk at a time (64, to bound the dense rows each holds): chunk boundaries
+    change no answer."""
+    prompts = [p.instruction for p in small["pairs"]["test"][:40]]
+    whole = [a.model_dump_json() for a in small["agent"].select_batch(prompts)]
+    monkeypatch.setattr(default_agent, "_BATCH", 7)
+    assert [a.model_dump_json() for a in small["agent"].select_batch(prompts)] == whole
 
 
 def test_worker_processes_answer_a_large_batch_as_one_process_does(small: dict) -> None:

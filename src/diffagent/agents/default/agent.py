@@ -43,14 +43,14 @@ from ...errors import UserInputError
 from ...protocols import Agent
 from ...schema import Alternative, Answer, APICall, Evidence, Hires
 from ...train.ranker import Ranker, train_ranker
-from .index import PAGE, PAIR, SAMPLERS, SOFT, Checkpoints, Examples, PromptIndex, Writers
+from .index import SAMPLERS, Checkpoints, Examples, PromptIndex
 from .loras import LoraIndex, word_phrase
 from .params import ParamStats, assemble_call, clamp, consensus_negative, fit_settings, orientation_of
 from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, signals, style_columns
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 20
+FORMAT = 17
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
@@ -116,8 +116,8 @@ _NAMED_DEPTH = 10
 
 
 _BATCH = 64
-"""Prompts answered together: each holds a dense row per example for its similarities, so a chunk of 64
-peaks some 400 MB lower than one of 256 at the same speed (47,000 examples)."""
+"""Prompts answered together: each holds a dense row per example for its similarities and their ranks,
+so a chunk of 64 peaks some 200-400 MB lower than one of 256, at the same speed."""
 _SHARED_FROM = 128
 """A batch of at least this many prompts is shared among the agent's worker processes, if it has any."""
 
@@ -162,8 +162,8 @@ def _negatives(examples: Examples, checkpoints: Checkpoints) -> tuple[dict[int, 
 
 
 def _strict_first(examples: Examples, rows: np.ndarray) -> np.ndarray:
-    """A model's DABench examples where it has any, else its others (page labels, ``Soft`` images)."""
-    strict = rows[examples.kind[rows] == PAIR]
+    """A model's hash-resolved examples where it has any, else its page-only ones."""
+    strict = rows[examples.kind[rows] == 0]
     return strict if len(strict) else rows
 
 
@@ -216,7 +216,6 @@ class DefaultIndex:
     examples: Examples
     prompts: PromptIndex
     loras: LoraIndex
-    writers: Writers
     counts: np.ndarray
     settings: _SettingsTable
     negatives: dict[int, str]
@@ -235,9 +234,7 @@ class DefaultIndex:
         return self.family_negatives.get(float(self.checkpoints.family_code[model]), "")
 
     def signals(self, texts: Sequence[str], folds: np.ndarray | None = None) -> Signals:
-        return signals(
-            texts, self.prompts, self.examples, self.checkpoints, self.loras, self.writers, self.counts, folds
-        )
+        return signals(texts, self.prompts, self.examples, self.checkpoints, self.loras, self.counts, folds)
 
     @classmethod
     def build(
@@ -249,7 +246,7 @@ class DefaultIndex:
         page_examples: bool = True,
         workers: int = 1,
     ) -> DefaultIndex:
-        """Index and ranker over ``pairs`` (and, with ``page_examples``, the catalogue's other images of
+        """Index and ranker over ``pairs`` (and, with ``page_examples``, the checkpoint-page images of
         the same splits: see :meth:`Examples.build`); ``workers`` processes share the ranker's features."""
         began = time.perf_counter()
         if not len(pairs):
@@ -263,20 +260,18 @@ class DefaultIndex:
         checkpoints.learn_styles(examples)
         prompts = PromptIndex.build(examples, len(checkpoints))
         loras = LoraIndex.build(store, checkpoints, examples)
-        writers = Writers.build(store, examples, checkpoints, prompts)
         counts = fold_counts(examples, len(checkpoints))
         allowed = np.ones(len(checkpoints), dtype=bool)
 
         def featurize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             texts = [examples.texts[i] for i in rows]
-            sig = signals(texts, prompts, examples, checkpoints, loras, writers, counts, examples.fold[rows])
+            sig = signals(texts, prompts, examples, checkpoints, loras, counts, examples.fold[rows])
             picked = candidates(sig, allowed, checkpoints)
             return picked, feature_matrix(sig, picked, checkpoints), examples.model[rows]
 
         ranker, report = train_ranker(featurize, len(examples), FEATURES, progress=progress, workers=workers)
         report["examples"] = float(len(examples))
-        report["page_examples"] = float((examples.kind == PAGE).sum())
-        report["soft_examples"] = float((examples.kind == SOFT).sum())
+        report["page_examples"] = float((examples.kind == 1).sum())
         negatives, family_negatives = _negatives(examples, checkpoints)
         report["build_s"] = round(time.perf_counter() - began, 1)
         return cls(
@@ -286,7 +281,6 @@ class DefaultIndex:
             examples=examples,
             prompts=prompts,
             loras=loras,
-            writers=writers,
             counts=counts,
             settings=_SettingsTable.build(examples, len(checkpoints)),
             negatives=negatives,
@@ -624,7 +618,8 @@ class RetrievalAgent(Agent):
                 url=examples.url[i],
                 similarity=round(float(s), 4),
             )
-            for i, s in self._shown(neighbours, sims)
+            for i, s in zip(neighbours[:_EVIDENCE], sims[:_EVIDENCE], strict=True)
+            if s > 0
         ]
         # the calls are validated already: copy their fields rather than validate them again
         alternatives = [
@@ -637,15 +632,6 @@ class RetrievalAgent(Agent):
             low_confidence=not sure,
             unresolved_loras=unknown,
         )
-
-    def _shown(self, neighbours: np.ndarray, sims: np.ndarray) -> list[tuple[int, float]]:
-        """The nearest examples to show as evidence: ones that share a word, and (for an agent that may
-        not name explicit models) none rated ``Soft``, which the agent learns from but does not show."""
-        shared = sims > 0
-        if not self.flt.allow_nsfw_models:
-            shared &= self.index.examples.kind[neighbours] != SOFT
-        shown = np.flatnonzero(shared)[:_EVIDENCE]
-        return list(zip(neighbours[shown].tolist(), sims[shown].tolist(), strict=True))
 
     def _naming(
         self, styles: list[str], picked: np.ndarray, order: np.ndarray, suits: np.ndarray | None
@@ -684,7 +670,7 @@ class RetrievalAgent(Agent):
         them are agreed in one :func:`_consensus_many`."""
         orientation, styles = wording
         examples, checkpoints = self.index.examples, self.index.checkpoints
-        owners, hashed, shared = examples.model[neighbours], examples.kind[neighbours] == PAIR, sims > 0
+        owners, hashed, shared = examples.model[neighbours], examples.kind[neighbours] == 0, sims > 0
         plans = []
         for model in models:
             own = (owners == model) & shared

@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,40 +35,24 @@ from ..._npz import BUILD_ONLY
 from ...bench.build import split_of
 from ...bench.pairs import Pair
 from ...bench.text import clean_prompt, group_key
-from ...catalog import (
-    FAMILIES,
-    CatalogFilter,
-    Store,
-    VersionRef,
-    family,
-    is_few_step,
-    made_with_sql,
-    safety_columns,
-)
+from ...catalog import FAMILIES, CatalogFilter, Store, VersionRef, family, is_few_step, safety_columns
 from ...catalog.styles import STYLES, prompt_intent, style_profile, tag_styles
 from ...catalog.validate import CFG_RANGE, STEPS_RANGE
 from ...errors import UserInputError
 from ...schema import KNOWN_SAMPLERS, Hires, normalize_sampler
-from .params import EVERY_CHECKPOINT, hires_of, valid_size
+from .params import hires_of, valid_size
 from .vectorize import TextVectorizer
 
 __all__ = [
     "FOLDS",
-    "PAGE",
-    "PAIR",
     "SAMPLERS",
-    "SOFT",
     "Checkpoints",
     "Examples",
     "PromptIndex",
-    "Writers",
     "fold_of",
     "prompt_shape",
     "similarities",
 ]
-
-PAIR, PAGE, SOFT = 0, 1, 2
-"""The kinds of example (:attr:`Examples.kind`)."""
 
 FOLDS = 5
 """The ranker learns on each fold with neighbours and centroids taken from the other folds only."""
@@ -296,9 +280,7 @@ class Examples:
     """(LoRA version id, weight) of each pair."""
     url: Sequence[str | None]
     kind: np.ndarray
-    """0: a DABench pair (the strict ground truth); 1: a safe image on a checkpoint's page, labelled with
-    it (:data:`PAGE`); 2: a suggestive (``Soft``) image, its checkpoint by the catalogue's one rule
-    (:data:`SOFT`): it votes for a checkpoint but is never shown as evidence to a safe agent."""
+    """0: a DABench pair (the strict ground truth); 1: an image on a checkpoint's page, labelled with it."""
     negative: Sequence[str] = field(default_factory=list, metadata=BUILD_ONLY)
     """The negative prompt of each example: the build sums them up per model (``DefaultIndex.negatives``)."""
 
@@ -313,11 +295,8 @@ class Examples:
 
         With ``page_examples``, every other safe image with a prompt and settings that hangs on a
         checkpoint's own page joins as an example of that checkpoint (``kind`` 1), whatever its hash says
-        (DABench drops it when the hash is not in the catalogue), and every image rated ``Soft`` (DABench
-        keeps safe images only) whose checkpoint :func:`~diffagent.catalog.made_with_sql` resolves joins
-        as ``kind`` 2: which checkpoint a writer reaches for does not depend on the rating. Either only
-        where its prompt falls in a DABench split the pairs come from: evaluated on test, the agent learns
-        from no test prompt.
+        (DABench drops it when the hash is not in the catalogue), but only where its prompt falls in a
+        DABench split the pairs come from: evaluated on test, the agent learns from no test prompt.
         """
         sampler_code = {name: i for i, name in enumerate(SAMPLERS)}
         seen: set[int] = set()
@@ -333,13 +312,12 @@ class Examples:
             rows.append((
                 pair.instruction, api.checkpoint.model_id, api.checkpoint.version_id, pair.source.model_id,
                 image, sampler_code[api.sampler], api.steps, api.cfg_scale, api.width, api.height,
-                api.clip_skip, api.negative_prompt, tuple((lo.version_id, lo.weight) for lo in api.loras),
-                PAIR,
+                api.clip_skip, api.negative_prompt, tuple((lo.version_id, lo.weight) for lo in api.loras), 0,
             ))  # fmt: skip
         if page_examples and rows:
-            splits = {split_of(p.instruction) for p in pairs}
-            rows += _page_rows(store, checkpoints, seen, splits, sampler_code)
-            rows += _soft_rows(store, checkpoints, seen, splits, sampler_code)
+            rows += _page_rows(
+                store, checkpoints, seen, {split_of(p.instruction) for p in pairs}, sampler_code
+            )
         urls: dict[int, str | None] = {}
         sizes: dict[int, tuple[int | None, int | None]] = {}
         hires: dict[int, Hires | None] = {}
@@ -402,60 +380,12 @@ def _page_rows(
     sampler_code: dict[str, int],
 ) -> list[tuple]:
     """Example rows of the safe images on checkpoint pages that the pairs do not hold (see
-    :meth:`Examples.build`), in image order, labelled with the page."""
-    images = store.conn.execute(
-        f"""SELECT i.id, i.model_id, i.version_id, i.model_id, {_IMAGE_SETTINGS}
-               FROM images i JOIN models m ON m.id = i.model_id
-               WHERE m.type = 'Checkpoint' AND i.nsfw = 'None' AND {_HAS_SETTINGS}
-               ORDER BY i.id, i.version_id"""
-    )
-    return _example_rows(images, checkpoints, seen, splits, sampler_code, PAGE)
-
-
-def _soft_rows(
-    store: Store,
-    checkpoints: Checkpoints,
-    seen: set[int],
-    splits: set[str],
-    sampler_code: dict[str, int],
-) -> list[tuple]:
-    """Example rows of the ``Soft`` images whose checkpoint the catalogue's rule resolves, on any page
-    (see :meth:`Examples.build`), in image order."""
-    made, params = made_with_sql(EVERY_CHECKPOINT)
-    images = store.conn.execute(
-        f"""SELECT i.id, v.model_id, made.version_id, i.model_id, {_IMAGE_SETTINGS}
-               FROM images i JOIN ({made}) made ON made.row = i.rowid
-               JOIN versions v ON v.id = made.version_id
-               WHERE i.nsfw = 'Soft' AND {_HAS_SETTINGS}
-               ORDER BY i.id, made.version_id""",
-        params,
-    )
-    return _example_rows(images, checkpoints, seen, splits, sampler_code, SOFT)
-
-
-_IMAGE_SETTINGS = (
-    "i.prompt, i.negative_prompt, i.sampler, i.steps, i.cfg_scale, i.gen_width, i.gen_height, i.clip_skip"
-)
-_HAS_SETTINGS = "i.prompt IS NOT NULL AND i.steps IS NOT NULL AND i.cfg_scale IS NOT NULL"
-
-
-def _example_rows(
-    images: Iterable[tuple],
-    checkpoints: Checkpoints,
-    seen: set[int],
-    splits: set[str],
-    sampler_code: dict[str, int],
-    kind: int,
-) -> list[tuple]:
-    """Rows of :meth:`Examples.build` from ``(image, model, version, page, prompt, negative, sampler,
-    steps, cfg, width, height, clip skip)``: images already held, of a checkpoint the agent cannot name,
-    of a prompt outside ``splits``, or with settings a generator would refuse are left out."""
+    :meth:`Examples.build`), in image order; settings a generator would refuse are left out."""
     rows = []
     for (
         image_id,
         model_id,
         version_id,
-        page,
         prompt,
         negative,
         sampler,
@@ -464,7 +394,14 @@ def _example_rows(
         width,
         height,
         clip,
-    ) in images:
+    ) in store.conn.execute(
+        """SELECT i.id, i.model_id, i.version_id, i.prompt, i.negative_prompt, i.sampler, i.steps,
+                      i.cfg_scale, i.gen_width, i.gen_height, i.clip_skip
+               FROM images i JOIN models m ON m.id = i.model_id
+               WHERE m.type = 'Checkpoint' AND i.nsfw = 'None' AND i.prompt IS NOT NULL
+                 AND i.steps IS NOT NULL AND i.cfg_scale IS NOT NULL
+               ORDER BY i.id, i.version_id"""
+    ):
         if image_id in seen or model_id not in checkpoints.position:
             continue
         canonical = normalize_sampler(sampler)
@@ -476,8 +413,8 @@ def _example_rows(
         seen.add(image_id)
         ok = valid_size(width, height)
         rows.append((
-            instruction, model_id, version_id, page, image_id, sampler_code[canonical], steps, cfg,
-            width if ok else 0, height if ok else 0, clip or 1, negative or "", (), kind,
+            instruction, model_id, version_id, model_id, image_id, sampler_code[canonical], steps, cfg,
+            width if ok else 0, height if ok else 0, clip or 1, negative or "", (), 1,
         ))  # fmt: skip
     return rows
 
@@ -569,123 +506,3 @@ class PromptIndex:
     def shape_vectors(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """TF-IDF of the texts' shapes (:func:`prompt_shape`)."""
         return self.shapes.transform([prompt_shape(t) for t in texts])
-
-
-@dataclass
-class Writers:
-    """Who wrote each example, and which checkpoints each writer uses and publishes.
-
-    The images on a model's page are its creator's showcase, so an example's writer is the creator of the
-    page it hangs on. A prompt points at writers through its nearest examples and through each writer's
-    centroid (the words they use), and writers keep to a few checkpoints, their own among them: that
-    reaches checkpoints the prompt's words alone do not (see
-    :func:`~diffagent.agents.default.ranker.signals`)."""
-
-    of_example: np.ndarray
-    """(examples,) the writer of each example, -1 where its page names no creator."""
-    uses: sparse.csr_matrix
-    """Models x writers: the share of each writer's examples made with each checkpoint (model-major, so
-    that one sparse-dense product turns writers' weights into checkpoints')."""
-    publishes: sparse.csr_matrix
-    """Models x writers: 1 where the writer created the checkpoint."""
-    centroids: sparse.csr_matrix
-    """Terms x writers: the L2-normalised sum of each writer's example vectors (:class:`PromptIndex`)."""
-    fold_uses: list[sparse.csr_matrix] = field(default_factory=list, metadata=BUILD_ONLY)
-    """``uses`` without the examples of fold f, for training features (the build's only)."""
-    fold_centroids: list[sparse.csr_matrix] = field(default_factory=list, metadata=BUILD_ONLY)
-    """``centroids`` without the examples of fold f (the build's only)."""
-
-    @classmethod
-    def build(
-        cls, store: Store, examples: Examples, checkpoints: Checkpoints, prompts: PromptIndex
-    ) -> Writers:
-        creators = dict(
-            store.conn.execute("SELECT id, creator FROM models WHERE COALESCE(creator, '') != ''")
-        )
-        names: dict[str, int] = {}
-
-        def writer(model_id: int) -> int:
-            name = creators.get(model_id)
-            return -1 if name is None else names.setdefault(name, len(names))
-
-        of_example = np.array([writer(int(p)) for p in examples.page], dtype=np.int32)
-        made_by = np.array([writer(int(m)) for m in checkpoints.model_ids], dtype=np.int32)
-        n_writers = max(len(names), 1)
-        docs = prompts.by_term.T.tocsr()
-
-        def tables(rows: np.ndarray) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
-            rows = np.flatnonzero(rows & (of_example >= 0))
-            wrote = sparse.csr_matrix(
-                (np.ones(len(rows), np.float32), (of_example[rows], rows)), shape=(n_writers, len(examples))
-            )
-            made = sparse.csr_matrix(
-                (np.ones(len(rows), np.float32), (examples.model[rows], of_example[rows])),
-                shape=(len(checkpoints), n_writers),
-            )
-            totals = np.asarray(made.sum(axis=0)).ravel()
-            share = sparse.csr_matrix(made @ sparse.diags(1.0 / np.maximum(totals, 1.0)), dtype=np.float32)
-            return share, _normalize((wrote @ docs).tocsr()).T.tocsr()
-
-        known = made_by >= 0
-        publishes = sparse.csr_matrix(
-            (np.ones(int(known.sum()), np.float32), (np.flatnonzero(known), made_by[known])),
-            shape=(len(checkpoints), n_writers),
-        )
-        uses, centroids = tables(np.ones(len(examples), dtype=bool))
-        folds = [tables(examples.fold != f) for f in range(FOLDS)]
-        return cls(
-            of_example=of_example,
-            uses=uses,
-            publishes=publishes,
-            centroids=centroids,
-            fold_uses=[used for used, _ in folds],
-            fold_centroids=[centre for _, centre in folds],
-        )
-
-    def votes(
-        self, neighbours: np.ndarray, sims: np.ndarray, folds: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(B, models) twice, for the (B, k) ``neighbours`` of each prompt: the checkpoints their writers
-        use and those they publish, each writer weighed by its share of the neighbours' similarity; with
-        ``folds``, the uses without each prompt's own fold."""
-        batch, depth = neighbours.shape
-        writer = self.of_example[neighbours].ravel()
-        known = writer >= 0
-        weights = np.zeros((batch, self.uses.shape[1]), dtype=np.float32)
-        np.add.at(weights, (np.repeat(np.arange(batch), depth)[known], writer[known]), sims.ravel()[known])
-        return self._checkpoints(weights, folds)
-
-    def nearest(
-        self, query: sparse.csr_matrix, k: int, folds: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For TF-IDF ``query`` rows, the checkpoints the ``k`` writers of the closest centroids use and
-        publish (as :meth:`votes`), and (B,) the best centroid's similarity; with ``folds``, centroids
-        and uses without each prompt's own fold."""
-        if folds is None:
-            sims = similarities(query, self.centroids)
-        else:
-            sims = np.zeros((query.shape[0], self.centroids.shape[1]), dtype=np.float32)
-            for f in range(FOLDS):
-                mine = np.flatnonzero(folds == f)
-                if len(mine):
-                    sims[mine] = similarities(query[mine], self.fold_centroids[f])
-        k = min(k, sims.shape[1])
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        values = np.take_along_axis(sims, top, 1)
-        weights = np.zeros_like(sims)
-        np.put_along_axis(weights, top, values, axis=1)
-        return (*self._checkpoints(weights, folds), values.max(axis=1, initial=0.0))
-
-    def _checkpoints(self, weights: np.ndarray, folds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """(B, models) uses and publishes of the writers' ``weights`` (B x writers), rows made to sum
-        to 1."""
-        weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
-        published = np.ascontiguousarray((self.publishes @ weights.T).T)
-        if folds is None:
-            return np.ascontiguousarray((self.uses @ weights.T).T), published
-        used = np.zeros_like(published)
-        for f in range(FOLDS):
-            mine = np.flatnonzero(folds == f)
-            if len(mine):
-                used[mine] = (self.fold_uses[f] @ weights[mine].T).T
-        return used, published

@@ -50,7 +50,6 @@ from ...schema import APICall, Checkpoint, Hires, LoRA, normalize_sampler
 from ...textsafety import prompt_with_words, strip_generator_syntax
 
 __all__ = [
-    "EVERY_CHECKPOINT",
     "ParamStats",
     "activation_words",
     "assemble_call",
@@ -66,7 +65,7 @@ _FEW_STEP_KEYS = ("sampler", "steps", "cfg_scale")
 """Settings a few-step checkpoint takes from its own examples or its recipe, never from its family's."""
 
 # Resolve each image to the checkpoint version it was generated with (see the module docstring).
-EVERY_CHECKPOINT = CatalogFilter(
+_CHECKPOINTS = CatalogFilter(
     types=("Checkpoint",), allow_nsfw_models=True, allow_poi=True, require_file=False
 )
 """Images count for the checkpoint that made them (:func:`~diffagent.catalog.made_with_sql`), resolved
@@ -74,7 +73,7 @@ among all checkpoints: the statistics describe the catalogue, the agent's filter
 
 
 def _sql() -> tuple[str, list[object]]:
-    made, params = made_with_sql(EVERY_CHECKPOINT)
+    made, params = made_with_sql(_CHECKPOINTS)
     return (
         f"""SELECT i.id AS image_id, i.sampler, i.steps, i.cfg_scale, i.gen_width, i.gen_height, i.clip_skip,
                    i.negative_prompt, made.version_id, v.model_id, v.base_model, m.creator

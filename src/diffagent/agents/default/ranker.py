@@ -6,10 +6,8 @@ best neighbour's similarity and rank, similarity to each model's centroid, the c
 words, description) and name matches, the checkpoints the prompt's LoRAs were used with, the pages the
 neighbours hang on, the nearest examples by prompt shape (how it is written, see
 :func:`~diffagent.agents.default.index.prompt_shape`) and each model's shape centroid, and popularity and
-recency, and the checkpoints that the writers of the nearest examples use and publish
-(:class:`~diffagent.agents.default.index.Writers`). Candidates are the best models by neighbour vote and
-centroid, by the writers' checkpoints and by card matches; a gradient-boosted LambdaRank model (LightGBM)
-orders them.
+recency. Candidates are the best models by neighbour vote and centroid plus the best card matches; a
+gradient-boosted LambdaRank model (LightGBM) orders them.
 
 Training features come from the agent's own examples, each fold scored against the other folds only
 (neighbours, centroids, co-usage and counts alike), so that they look like the features of a new prompt.
@@ -24,7 +22,7 @@ import numpy as np
 from scipy import sparse
 
 from ...catalog.styles import STYLES, SUITS_SHARE, style_hits
-from .index import FOLDS, Checkpoints, Examples, PromptIndex, Writers, similarities
+from .index import FOLDS, Checkpoints, Examples, PromptIndex, similarities
 from .loras import LoraIndex
 
 __all__ = ["FEATURES", "Signals", "candidates", "feature_matrix", "signals", "style_columns"]
@@ -36,12 +34,6 @@ DEPTHS = (5, 20, 100)
 N_CANDIDATES = 40
 N_CARD_CANDIDATES = 10
 """Of the candidates, how many come from card and name matches (models the examples rarely show)."""
-N_WRITER_CANDIDATES = 5
-"""Of the candidates, how many are the checkpoints the writers of the nearest examples use and publish."""
-WRITER_DEPTH = 20
-"""How many of the nearest examples (by words, and all those by shape) point at their writers."""
-NEAREST_WRITERS = 5
-"""How many writers, by the similarity of their centroids, point at their checkpoints."""
 N_STYLE_CANDIDATES = 3
 """Of the candidates, how many are the most downloaded models of the prompt's style."""
 _PAGE_DEPTH = 20
@@ -75,12 +67,6 @@ FEATURES = (
     "style",
     "style_suits",
     "style_clear",
-    "writer_uses",
-    "writer_publishes",
-    "writer_shape",
-    "writer_near_uses",
-    "writer_near_publishes",
-    "writer_near_sim",
 )
 
 
@@ -100,8 +86,6 @@ class Signals:
     """(B,) how many of the prompt's terms the example vocabulary knows."""
     intent: np.ndarray
     """(B,) index into STYLES of the prompt's one clear style, -1 when it has none."""
-    writer_sim: np.ndarray
-    """(B,) the similarity of the closest writer's centroid."""
 
 
 def _top(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +111,6 @@ def signals(
     examples: Examples,
     checkpoints: Checkpoints,
     loras: LoraIndex,
-    writers: Writers,
     counts: np.ndarray,
     folds: np.ndarray | None = None,
 ) -> Signals:
@@ -177,13 +160,6 @@ def signals(
     shape_owner = examples.model[shape_near]
     dense["shape_vote"] = _per_model(shape_owner, shape_sim, n_models, np.add)
     dense["shape_best"] = _per_model(shape_owner, shape_sim, n_models, np.maximum)
-    dense["writer_uses"], dense["writer_publishes"] = writers.votes(
-        neighbours[:, :WRITER_DEPTH], near[:, :WRITER_DEPTH], folds
-    )
-    dense["writer_shape"] = writers.votes(shape_near, shape_sim, folds)[0]
-    dense["writer_near_uses"], dense["writer_near_publishes"], writer_sim = writers.nearest(
-        query, NEAREST_WRITERS, folds
-    )
     count = counts[folds] if folds is not None else np.broadcast_to(counts[FOLDS], (batch, n_models))
     dense["log_count"] = np.log1p(count)
     words = np.array([len(t.split()) for t in texts], dtype=np.float32)
@@ -202,7 +178,7 @@ def signals(
                 dense["style"][mine] = hits[mine] @ checkpoints.fold_styles[f].T
                 dense["style_suits"][mine] = suits_matrix(checkpoints.fold_styles[f], intent[mine])
     query_terms = np.diff(query.indptr).astype(np.float32)
-    return Signals(neighbours, near, dense, words, relevance, query_terms, intent, writer_sim)
+    return Signals(neighbours, near, dense, words, relevance, query_terms, intent)
 
 
 def _nearest(sims: np.ndarray, same_fold: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -266,15 +242,6 @@ def style_columns(allowed: int, n: int = N_CANDIDATES, n_style: int = N_STYLE_CA
     return min(n_style, max(min(n, allowed) - 1, 0))
 
 
-_WRITER_VOTES = (
-    "writer_uses",
-    "writer_publishes",
-    "writer_shape",
-    "writer_near_uses",
-    "writer_near_publishes",
-)
-
-
 def candidates(
     sig: Signals,
     allowed: np.ndarray,
@@ -283,10 +250,9 @@ def candidates(
     n_card: int = N_CARD_CANDIDATES,
     n_style: int = N_STYLE_CANDIDATES,
 ) -> np.ndarray:
-    """(B, n) model positions: the strongest by neighbour vote and centroid, then by the checkpoints the
-    nearest examples' writers use and publish, then by card and name, then the popular models most of
-    the prompt's clear style (the most downloaded of all without one), so that a well-made model of the
-    asked style is always among the candidates."""
+    """(B, n) model positions: the strongest by neighbour vote and centroid, then by card and name, then
+    the popular models most of the prompt's clear style (the most downloaded of all without one), so
+    that a well-made model of the asked style is always among the candidates."""
     dense = sig.dense
     n = min(n, int(allowed.sum()))
     n_style = style_columns(int(allowed.sum()), n, n_style)
@@ -307,16 +273,7 @@ def candidates(
         dense["vote100"] + 0.5 * dense["centroid"] + 1e-3 * dense["log_count"] + 1e-4 * dense["lora"] + floor
     )
     np.put_along_axis(prior, style, -np.inf, axis=1)
-    n_writer = min(N_WRITER_CANDIDATES, max(n - n_card - 1, 0))
-    picked = (
-        _top(prior, n - n_card - n_writer)[0]
-        if n > n_card + n_writer
-        else np.zeros((len(prior), 0), dtype=np.int64)
-    )
-    if n_writer:
-        by_writer = floor + sum(dense[name] for name in _WRITER_VOTES)
-        np.put_along_axis(by_writer, np.hstack([picked, style]), -np.inf, axis=1)
-        picked = np.hstack([picked, _top(by_writer, n_writer)[0]])
+    picked = _top(prior, n - n_card)[0] if n > n_card else np.zeros((len(prior), 0), dtype=np.int64)
     if n_card:
         cards = dense["card"] + dense["name"] + floor
         np.put_along_axis(cards, np.hstack([picked, style]), -np.inf, axis=1)
@@ -342,5 +299,4 @@ def feature_matrix(sig: Signals, picked: np.ndarray, checkpoints: Checkpoints) -
     columns["words"] = np.repeat(sig.words, n)
     columns["query_terms"] = np.repeat(sig.query_terms, n)
     columns["style_clear"] = np.repeat((sig.intent >= 0).astype(np.float32), n)
-    columns["writer_near_sim"] = np.repeat(sig.writer_sim, n)
     return np.column_stack([columns[name] for name in FEATURES]).astype(np.float32)

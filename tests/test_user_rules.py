@@ -192,8 +192,18 @@ def test_negative_is_a_consensus_without_banned_terms_or_unknown_embeddings(cata
         "bad_prompt",
         "badhandv4",
         "easynegative",
+        "nfixer",
+        "unrealisticdream",
+        "deformityv6",
+        "bhands-neg",
+        "rz-neg-foranalogportrait",
     ):
         assert embedding_term(name), name
+    # Danbooru's underscores join words: the banned ones stay banned
+    for term in ("small_penis", "huge_breasts", "pubic_hair", "glans", "dark_skin"):
+        assert banned_term(term), term
+    for term in ("nsfw", "nude", "bad_hands", "bad_anatomy", "assistant", "breastplate"):
+        assert not banned_term(term), term
     for words in ("bad anatomy", "bad_hands", "low-res", "out-of-frame", "negative space", "bad", "lowres"):
         assert not embedding_term(words), words
     assert consensus_negative(["bad-artist negative_hand, blurry", "drawn by bad-artist, blurry"]) == "blurry"

@@ -110,13 +110,18 @@ _ETHNICITY = (
 _ANATOMY = (
     r"nipples?|areolae?|genitals?|genitalia|penis|penises|vagina|pussy|vulva|anus|testicles|"
     r"breasts?|boobs?|tits|cleavage|pubic hair|pubic|crotch|cameltoe|ass|butt|cum|semen|erection|"
-    r"sex|sexual|intercourse"
+    r"sex|sexual|intercourse|glans"
 )
 _BANNED = re.compile(rf"(?<![\w])(?:{_ETHNICITY}|{_ANATOMY})(?![\w])")
 _JUNK = re.compile(r"negative prompt|prompt tested|^steps:|^sampler:")
 _EMBEDDING = re.compile(
     r"^(?:embedding:)?[a-z0-9]+(?:[_\-.][a-z0-9]+)+$|negative|^bad[a-z0-9]+$|^ng_|^verybad|^unaesthetic"
 )
+_NAMED_EMBEDDING = re.compile(
+    r"^(?:n|nreal|nart)fixer$|^unrealisticdream$|^fastnegative|^[a-z]+v\d+$|(?:^|[_\-])neg(?:$|[_\-])"
+)
+"""Embedding names spelt like words (``nfixer``, ``unrealisticdream``), with a version (``deformityv6``)
+or a ``-neg`` part (``bhands-neg``, ``z-neg``), seen in the negatives of Civitai's images."""
 _KNOWN_WORDS = re.compile(r"^(?:[a-z]+[_ \-])*[a-z]+$")
 """Danbooru-style ``bad_anatomy`` or ``low-res``: words joined by underscores, hyphens or spaces, no
 digits, read as words not an embedding."""
@@ -143,7 +148,8 @@ def negative_terms(text: str) -> list[str]:
 def banned_term(term: str) -> bool:
     """An ethnicity or explicit-anatomy term (someone else's exclusions), or infotext junk: never sent
     as a negative prompt that the user did not write."""
-    return bool(_BANNED.search(term) or _JUNK.search(term))
+    # an underscore joins words (Danbooru's small_penis, pubic_hair, dark_skin)
+    return bool(_BANNED.search(term.replace("_", " ")) or _JUNK.search(term))
 
 
 def embedding_term(term: str) -> bool:
@@ -161,6 +167,8 @@ def embedding_term(term: str) -> bool:
 
 def _embedding_name(term: str) -> bool:
     """Whether one token (no spaces) is an embedding name."""
+    if _NAMED_EMBEDDING.search(term):
+        return True
     if term.startswith("bad_") and _KNOWN_WORDS.match(term):
         return not _BAD_TAG.match(term)  # bad_anatomy is a tag, bad_prompt an embedding
     if _KNOWN_WORDS.match(term) and "negative" not in term and not term.startswith(("bad", "ng_")):

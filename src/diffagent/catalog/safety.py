@@ -115,13 +115,13 @@ _ANATOMY = (
 _BANNED = re.compile(rf"(?<![\w])(?:{_ETHNICITY}|{_ANATOMY})(?![\w])")
 _JUNK = re.compile(r"negative prompt|prompt tested|^steps:|^sampler:")
 _EMBEDDING = re.compile(
-    r"^(?:embedding:)?[a-z0-9]+(?:[_\-.][a-z0-9]+)+$|negative|^bad[a-z0-9]+$|^ng_|^verybad|^unaesthetic"
+    r"^(?:embedding:)?[a-z0-9]+(?:[_\-.][a-z0-9]+)+$|negative|^bad[a-z0-9]+$|^ng_|^verybad|^unaesthetic|"
+    r"^[a-z]+v\d+$"  # a versioned name: deformityv6, badhandv4
 )
-_NAMED_EMBEDDING = re.compile(
-    r"^(?:n|nreal|nart)fixer$|^unrealisticdream$|^fastnegative|^[a-z]+v\d+$|(?:^|[_\-])neg(?:$|[_\-])"
-)
-"""Embedding names spelt like words (``nfixer``, ``unrealisticdream``), with a version (``deformityv6``)
-or a ``-neg`` part (``bhands-neg``, ``z-neg``), seen in the negatives of Civitai's images."""
+_WORDLIKE_EMBEDDING = re.compile(r"^(?:n|nreal|nart)fixer$|^unrealisticdream$|(?:^|[_\-])neg(?:$|[_\-])")
+"""Embedding names spelt like words (``nfixer``, ``unrealisticdream``) or with a ``-neg`` part
+(``bhands-neg``, ``z-neg``), seen in the negatives of Civitai's images: :data:`_KNOWN_WORDS` would take
+them for words."""
 _KNOWN_WORDS = re.compile(r"^(?:[a-z]+[_ \-])*[a-z]+$")
 """Danbooru-style ``bad_anatomy`` or ``low-res``: words joined by underscores, hyphens or spaces, no
 digits, read as words not an embedding."""
@@ -167,7 +167,7 @@ def embedding_term(term: str) -> bool:
 
 def _embedding_name(term: str) -> bool:
     """Whether one token (no spaces) is an embedding name."""
-    if _NAMED_EMBEDDING.search(term):
+    if _WORDLIKE_EMBEDDING.search(term):
         return True
     if term.startswith("bad_") and _KNOWN_WORDS.match(term):
         return not _BAD_TAG.match(term)  # bad_anatomy is a tag, bad_prompt an embedding

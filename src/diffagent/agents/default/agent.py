@@ -117,7 +117,7 @@ _NAMED_DEPTH = 10
 
 _BATCH = 64
 """Prompts answered together: each holds a dense row per example for its similarities and their ranks,
-so a chunk of 64 peaks some 200-400 MB lower than one of 256, at the same speed."""
+so a chunk of 64 peaks about 340 MB lower than one of 256, at the same speed (scripts/bench_chunks.py)."""
 _SHARED_FROM = 128
 """A batch of at least this many prompts is shared among the agent's worker processes, if it has any."""
 

@@ -1,0 +1,83 @@
+"""What the default agent's answers carry, beside the user metrics: negatives and well-known picks.
+
+    DIFFAGENT_HOME=.home python scripts/audit_answers.py --dump answers.jsonl   # answer, then write
+    python scripts/audit_answers.py --score answers.jsonl [more.jsonl ...]     # score with these rules
+
+``--dump`` answers DABench test and the labelled intent set with the train-split agent (safe default) and
+writes, a line each, the checkpoint's model id and the negative prompt of the chosen call and of every
+alternative. ``--score`` reads such files with the negative-prompt rules of the diffagent it imports
+(``catalog/safety.py``) and prints, per file, how many answers carry a banned term or an embedding name
+in the chosen call's negative and in any alternative's, and the share of intent-set picks among the N
+most downloaded checkpoints. Dump with an older checkout on ``PYTHONPATH`` and score with this one to
+judge old answers by today's rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from diffagent.agents.default.agent import build_default_agent
+from diffagent.bench import ensure_bench, load_pairs
+from diffagent.bench.intents import load_intent_set
+from diffagent.catalog import Store
+from diffagent.catalog.safety import embedding_term, negative_polluted, negative_terms
+from diffagent.config import store_path
+
+_TOPS = (100, 300)
+
+
+def _dump(path: Path) -> None:
+    store = Store(store_path())
+    bench = ensure_bench(store)
+    agent = build_default_agent(store, load_pairs(bench / "train.jsonl"), workers=1)
+    test = [p.instruction for p in load_pairs(bench / "test.jsonl")]
+    intents = [prompt for prompt, _ in load_intent_set()]
+    with path.open("w") as out:
+        for n, answer in enumerate(agent.select_batch(test + intents)):
+            negatives = [answer.api.negative_prompt] + [a.negative_prompt for a in answer.alternatives]
+            line = {"intent_set": n >= len(test), "model_id": answer.api.checkpoint.model_id}
+            out.write(json.dumps({**line, "negatives": negatives}) + "\n")
+
+
+def _has_embedding(negative: str) -> bool:
+    return any(embedding_term(term) for term in negative_terms(negative))
+
+
+def _score(paths: list[Path]) -> None:
+    store = Store(store_path())
+    by_downloads = [
+        mid for (mid,) in store.conn.execute(
+            "SELECT id FROM models WHERE type = 'Checkpoint' ORDER BY download_count DESC, id"
+        )
+    ]  # fmt: skip
+    rank = {mid: i for i, mid in enumerate(by_downloads)}
+    for path in paths:
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        first = [r["negatives"][0] for r in rows]
+        print(
+            f"{path}: {len(rows):,} answers; banned term in the negative {sum(map(negative_polluted, first))}"
+            f" (any alternative {sum(any(map(negative_polluted, r['negatives'])) for r in rows)}),"
+            f" embedding name {sum(map(_has_embedding, first))}"
+            f" (any alternative {sum(any(map(_has_embedding, r['negatives'])) for r in rows)})"
+        )
+        picks = [rank.get(r["model_id"], len(rank)) for r in rows if r["intent_set"]]
+        shares = ", ".join(f"top {n}: {sum(p < n for p in picks) / len(picks):.3f}" for n in _TOPS)
+        print(f"  intent-set picks among the most downloaded checkpoints ({len(picks)}): {shares}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dump", type=Path, help="answer and write this file")
+    parser.add_argument("--score", type=Path, nargs="+", default=[], help="score these files")
+    args = parser.parse_args()
+    if args.dump is None and not args.score:
+        parser.error("give --dump FILE or --score FILE ...")
+    if args.dump is not None:
+        _dump(args.dump)
+    _score(args.score)
+
+
+if __name__ == "__main__":
+    main()

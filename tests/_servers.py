@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 
 @contextmanager
@@ -28,9 +29,11 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 
 def download_handler(
-    body: bytes, faults: list[str], seen: list[dict[str, Any]]
+    body: bytes, faults: list[str], seen: list[dict[str, Any]], others: dict[str, bytes] | None = None
 ) -> type[BaseHTTPRequestHandler]:
-    """Serves ``body`` at ``/api/download/models/ID`` with HTTP Range support, Civitai-style.
+    """Serves ``body`` at ``/api/download/models/ID`` with HTTP Range support, Civitai-style; with
+    ``others``, a version's other files by their ``type`` query (``?type=VAE&format=Other``), as the real
+    endpoint picks them.
 
     ``faults`` is consumed one per request: ``drop`` (send half the body, then close the connection),
     ``wrong`` (flip the bytes), ``401``, ``429`` (with ``Retry-After: 0``), ``norange`` (ignore Range);
@@ -52,7 +55,9 @@ def download_handler(
                 return self._status(401)
             if fault == "429":
                 return self._status(429, {"Retry-After": "0"})
-            data = bytes(b ^ 0xFF for b in body) if fault == "wrong" else body
+            kind = parse_qs(urlsplit(self.path).query).get("type", ["Model"])[0]
+            chosen = (others or {}).get(kind, body)
+            data = bytes(b ^ 0xFF for b in chosen) if fault == "wrong" else chosen
             start = 0
             ranged = self.headers.get("Range", "")
             if ranged.startswith("bytes=") and fault != "norange":
@@ -127,7 +132,8 @@ class _JSONHandler(BaseHTTPRequestHandler):
 
 def a1111_handler(state: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
     """AUTOMATIC1111's API as 1.9+ behaves: it knows ``state["models"]`` (file name -> sha256),
-    ``state["loras"]`` (names) and 1.9 sampler names (or the joined pre-1.9 ones with ``state["old"]``).
+    ``state["loras"]`` (names), ``state["vaes"]`` (file names) and 1.9 sampler names (or the joined pre-1.9
+    ones with ``state["old"]``).
 
     Like the real server, txt2img silently uses the loaded model when ``sd_model_checkpoint`` names one it
     does not have, and falls back to "Euler a" for an unknown sampler; it answers 422 for a body of the wrong
@@ -153,6 +159,14 @@ def a1111_handler(state: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, models)
             if self.path == "/sdapi/v1/samplers":
                 return self._send(200, [{"name": n, "aliases": [], "options": {}} for n in names])
+            if self.path == "/sdapi/v1/sd-vae":  # each VAE by its file name, as modules/sd_vae.py keys them
+                return self._send(
+                    200,
+                    [
+                        {"model_name": n, "filename": f"/srv/models/VAE/{n}"}
+                        for n in state.get("vaes", [])
+                    ],
+                )
             if self.path == "/sdapi/v1/loras":
                 return self._send(
                     200,
@@ -176,9 +190,12 @@ def a1111_handler(state: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
             wanted = (body.get("override_settings") or {}).get("sd_model_checkpoint")
             sampler = body.get("sampler_name") if body.get("sampler_name") in names else "Euler a"
             seed = body["seed"] if body.get("seed", -1) >= 0 else 987654
+            vae = (body.get("override_settings") or {}).get("sd_vae")
             state["used"] = {
                 "checkpoint": wanted if wanted in titles else "loaded.safetensors",
                 "sampler": sampler,
+                # an unknown VAE is logged ("Couldn't find VAE named ...") and the built-in one used
+                "vae": vae if vae in state.get("vaes", []) else "None",
             }
             import base64
 

@@ -109,6 +109,23 @@ def test_answers_are_executable_catalogue_calls(small: dict) -> None:
             assert item.url and item.url.startswith("https://")
 
 
+def test_a_checkpoint_published_with_a_vae_brings_it(small: dict) -> None:
+    """Each call names the VAE its checkpoint version is published with, and only then."""
+    from diffagent.agents.default.params import published_vaes
+
+    agent, store = small["agent"], small["store"]
+    vaes = published_vaes(store)
+    calls = [
+        call
+        for answer in agent.select_batch([p.instruction for p in small["pairs"]["test"]], k=5)
+        for call in answer.alternatives
+    ]
+    assert all(call.vae == vaes.get(call.checkpoint.version_id) for call in calls)
+    with_vae = [call for call in calls if call.vae is not None]
+    assert with_vae and all(validate_call(store, call) == [] for call in with_vae)
+    assert all("vae" not in call.model_dump() for call in calls if call.vae is None)
+
+
 def test_single_and_batch_answers_agree(small: dict) -> None:
     agent = small["agent"]
     prompts = [p.instruction for p in small["pairs"]["val"][:8]]

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
 
 from diffagent.execute import (
     FORMATS,
@@ -18,32 +17,10 @@ from diffagent.execute import (
     to_diffusers,
     to_payload,
 )
-from diffagent.execute._common import SEED_RANGE, split_sampler
+from diffagent.execute._common import SEED_RANGE, VAE_FILE, split_sampler
 from diffagent.execute.comfyui import COMFY_SAMPLERS
 from diffagent.execute.diffusers import DIFFUSERS_SCHEDULERS, pipeline_config
 from diffagent.schema import KNOWN_SAMPLERS, APICall
-
-
-class Hires(BaseModel):
-    scale: float
-    upscaler: str
-    denoising_strength: float
-    steps: int
-
-
-class Resource(BaseModel):
-    model_id: int
-    version_id: int
-    name: str
-    trigger_words: list[str] = Field(default_factory=list)
-
-
-class FullCall(APICall):
-    """The API call with DESIGN's optional fields, as the schema will carry them."""
-
-    hires: Hires | None = None
-    vae: Resource | None = None
-    embeddings: list[Resource] = Field(default_factory=list)
 
 
 def _call(**overrides: object) -> APICall:
@@ -69,7 +46,7 @@ def _call(**overrides: object) -> APICall:
         "seed": -1,
     }
     data.update(overrides)
-    return FullCall.model_validate(data)
+    return APICall.model_validate(data)
 
 
 HOSTILE = [
@@ -132,12 +109,19 @@ def test_a1111_payload_carries_loras_as_tags_named_by_file_and_splits_the_schedu
 def test_a1111_sends_hires_fix_and_vae() -> None:
     call = _call(
         hires={"scale": 1.5, "upscaler": "4x-UltraSharp", "denoising_strength": 0.4, "steps": 12},
-        vae={"model_id": 9, "version_id": 99, "name": "vae-ft-mse"},
+        vae={"model_id": 4201, "version_id": 105674, "name": "vae-ft-mse-840000-ema-pruned.safetensors"},
     )
-    body = to_a1111(call, {99: "vae-ft-mse-840000.safetensors"})
+    # the VAE shares its version with the checkpoint: the checkpoint's file never stands in for it
+    body = to_a1111(call, {105674: "realisticVision_v30.safetensors"})
     assert body["enable_hr"] is True and body["hr_scale"] == 1.5 and body["hr_upscaler"] == "4x-UltraSharp"
     assert (body["denoising_strength"], body["hr_second_pass_steps"]) == (0.4, 12)
-    assert body["override_settings"]["sd_vae"] == "vae-ft-mse-840000.safetensors"
+    assert body["override_settings"]["sd_vae"] == "vae-ft-mse-840000-ema-pruned.safetensors"
+    assert body["override_settings"]["sd_model_checkpoint"] == "realisticVision_v30.safetensors"
+    renamed = to_a1111(call, {VAE_FILE: ModelFile("my mse vae.safetensors")})  # the library's copy
+    assert renamed["override_settings"]["sd_vae"] == "my mse vae.safetensors"
+    hostile = _call(vae={"model_id": 1, "version_id": 2, "name": "../../evil:1> <lora:x.pt"})
+    assert to_a1111(hostile)["override_settings"]["sd_vae"] == safe_file_name("../../evil:1> <lora:x.pt")
+    assert "/" not in to_a1111(hostile)["override_settings"]["sd_vae"]
 
 
 def _links_resolve(graph: dict[str, Any]) -> None:
@@ -193,13 +177,13 @@ def test_comfyui_writes_textual_inversions_as_embeddings() -> None:
 def test_comfyui_hires_pass_and_vae() -> None:
     call = _call(
         hires={"scale": 2.0, "upscaler": "Latent", "denoising_strength": 0.55, "steps": 10},
-        vae={"model_id": 9, "version_id": 99, "name": "kl-f8"},
+        vae={"model_id": 9, "version_id": 99, "name": "kl-f8-anime2.ckpt"},
     )
-    graph = to_comfyui(call)
+    graph = to_comfyui(call, {99: "someCheckpoint.safetensors"})
     _links_resolve(graph)
     assert graph["21"]["inputs"]["denoise"] == 0.55 and graph["21"]["inputs"]["latent_image"] == ["20", 0]
     assert graph["7"]["inputs"] == {"samples": ["21", 0], "vae": ["9", 0]}
-    assert graph["9"]["inputs"]["vae_name"] == "kl-f8.safetensors"
+    assert graph["9"]["inputs"]["vae_name"] == "kl-f8-anime2.ckpt"
 
 
 def test_diffusers_arguments_name_local_files() -> None:
@@ -254,8 +238,8 @@ def test_exported_names() -> None:
     import diffagent.library as library
 
     assert execute.__all__ == [
-        "FORMATS", "Files", "ModelFile", "safe_file_name", "safe_stem", "split_sampler", "to_a1111",
-        "to_comfyui", "to_diffusers", "to_payload",
+        "FORMATS", "VAE_FILE", "Files", "ModelFile", "safe_file_name", "safe_stem", "split_sampler",
+        "to_a1111", "to_comfyui", "to_diffusers", "to_payload",
     ]  # fmt: skip
     assert generate.__all__ == [
         "BACKENDS", "DEFAULT_URLS", "GenerationError", "Image", "generate", "infotext", "read_parameters",

@@ -69,9 +69,9 @@ def test_infotext_carries_hires_and_vae_as_a1111_names_them() -> None:
 
     call = full_call(
         hires={"scale": 1.5, "upscaler": "4x-UltraSharp", "denoising_strength": 0.4, "steps": 12},
-        vae={"model_id": 9, "version_id": 99, "name": "vae-ft-mse"},
+        vae={"model_id": 9, "version_id": 99, "name": "vae-ft-mse-840000.safetensors"},
     )
-    settings = infotext(call, 1, {99: "vae-ft-mse-840000.safetensors"}).split("\n")[2]
+    settings = infotext(call, 1, {99: "checkpoint.safetensors"}).split("\n")[2]
     assert "VAE: vae-ft-mse-840000," in settings
     assert (
         "Denoising strength: 0.4, Hires upscale: 1.5, Hires steps: 12, Hires upscaler: 4x-UltraSharp"

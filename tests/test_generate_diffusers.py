@@ -220,3 +220,33 @@ def test_config_folder_is_written_once_with_the_tokenizer(sd1: Path) -> None:
     assert (folder / "unet" / "config.json").is_file()
     with pytest.raises(GenerationError, match="no local diffusers config for the FLUX family"):
         diffusers_configs.config_folder("FLUX")
+
+
+def test_the_calls_vae_decodes_when_installed_and_is_left_out_with_a_note_when_not(
+    sd1: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from diffagent.execute import VAE_FILE
+    from diffagent.execute.generate import run_backend
+
+    # a VAE file of its own (LDM keys without the checkpoint's prefix), its decoder made different
+    prefix = "first_stage_model."
+    vae = {k[len(prefix) :]: v.clone() for k, v in load_file(sd1).items() if k.startswith(prefix)}
+    vae["decoder.conv_out.bias"] += 0.5
+    vae_path = tmp_path / "other vae.safetensors"
+    save_file(vae, vae_path)
+    files: dict[int | str, Any] = {10: ModelFile(sd1.name, sd1, "ab" * 32)}
+    call = _call(vae={"model_id": 1, "version_id": 10, "name": "other vae.safetensors"})
+    (plain,) = generate(_call(), "diffusers", files, tmp_path)
+    (missing,) = run_backend(call, "diffusers", files)
+    assert missing.notes and "is not installed (`diffagent library download 10 --vae`)" in missing.notes[0]
+    assert "VAE:" not in (missing.parameters or "")
+    (with_vae,) = generate(call, "diffusers", {**files, VAE_FILE: ModelFile(vae_path.name, vae_path)}, tmp_path)
+    assert "VAE: other vae," in read_parameters(with_vae.read_bytes())
+    assert _pixels(with_vae) != _pixels(plain)
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(missing.png)).convert("RGB").tobytes() == _pixels(plain)
+    (after,) = generate(_call(), "diffusers", files, tmp_path)  # the cached pipeline gets its own back
+    assert _pixels(after) == _pixels(plain)

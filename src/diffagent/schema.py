@@ -12,10 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 
 __all__ = [
     "KNOWN_SAMPLERS",
+    "VAE",
     "APICall",
     "Alternative",
     "Answer",
     "Checkpoint",
+    "Embedding",
     "Evidence",
     "Hires",
     "LoRA",
@@ -57,8 +59,30 @@ class Hires(BaseModel):
     steps: int = Field(0, description="second-pass steps; 0 means as many as the first pass")
 
 
-_OPTIONAL_FIELDS = ("hires", "guidance", "scheduler")
-"""Fields that DESIGN.md says are present only when they apply: left out of JSON when None."""
+class VAE(BaseModel):
+    """The VAE file a checkpoint version is published with (Civitai lists it among the version's files):
+    the version is the checkpoint's, ``name`` the file's, as generators find it in their VAE folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: int
+    version_id: int
+    name: str = Field(description="file name, e.g. 'vae-ft-mse-840000-ema-pruned.safetensors'")
+
+
+class Embedding(BaseModel):
+    """A textual-inversion embedding of the catalogue that the prompt or negative prompt names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: int
+    version_id: int
+    name: str
+    trigger_words: list[str] = Field(default_factory=list, description="how the prompts name it")
+
+
+_OPTIONAL_FIELDS = ("hires", "guidance", "scheduler", "vae", "embeddings")
+"""Fields that DESIGN.md says are present only when they apply: left out of JSON when None (or empty)."""
 
 
 class APICall(BaseModel):
@@ -84,13 +108,17 @@ class APICall(BaseModel):
     scheduler: str | None = Field(
         default=None, description="noise schedule where the sampler name does not say it (Flux: simple)"
     )
+    vae: VAE | None = Field(default=None, description="the VAE its checkpoint is published with")
+    embeddings: list[Embedding] | None = Field(
+        default=None, description="textual-inversion embeddings the prompts name (catalogue resources)"
+    )
 
     @model_serializer(mode="wrap")
     def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Optional fields that do not apply are left out of the JSON, as DESIGN.md fixes it."""
         data = handler(self)
         for key in _OPTIONAL_FIELDS:
-            if data.get(key) is None:
+            if data.get(key) in (None, []):
                 data.pop(key, None)
         return data
 

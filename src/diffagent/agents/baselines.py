@@ -9,6 +9,7 @@ adds LoRAs: those of a near-duplicate training prompt, when they suit the chosen
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import defaultdict
 from collections.abc import Collection, Sequence
@@ -23,8 +24,8 @@ from ..catalog import CatalogFilter, Store, VersionRef, compatible, latest_versi
 from ..catalog.validate import CFG_RANGE, STEPS_RANGE
 from ..errors import UserInputError
 from ..protocols import Agent
-from ..schema import Alternative, Answer, APICall, Evidence, LoRA
-from .default.params import ParamStats, assemble_call, clamp, valid_size
+from ..schema import VAE, Alternative, Answer, APICall, Evidence, LoRA
+from .default.params import ParamStats, assemble_call, clamp, published_vaes, valid_size
 
 __all__ = ["KeywordAgent", "PopularAgent", "RandomAgent", "TfidfAgent"]
 
@@ -53,13 +54,19 @@ class _CatalogAgent(Agent):
         self.nameable = {ref.model_id for ref in self.pool}
         self._refs: dict[int, VersionRef | None] = {ref.version_id: ref for ref in self.pool}
 
+    @functools.cached_property
+    def vaes(self) -> dict[int, VAE]:
+        """The VAE files checkpoint versions are published with (read on first need)."""
+        return published_vaes(self.store)
+
     def ref(self, version_id: int) -> VersionRef | None:
         if version_id not in self._refs:
             self._refs[version_id] = self.store.version(version_id)
         return self._refs[version_id]
 
     def call(self, ref: VersionRef, prompt: str) -> APICall:
-        return assemble_call(ref, prompt, self.params.for_version(ref.version_id, ref.base_model))
+        params = self.params.for_version(ref.version_id, ref.base_model)
+        return assemble_call(ref, prompt, params, vae=self.vaes.get(ref.version_id))
 
     def answer(self, ranked: Sequence[tuple[APICall, float]], **extra: Any) -> Answer:
         alternatives = [Alternative(**call.model_dump(), score=round(score, 6)) for call, score in ranked]
@@ -237,7 +244,7 @@ class TfidfAgent(_CatalogAgent):
                 lora_ref = self.ref(lora.version_id)
                 if lora_ref is not None and compatible(lora_ref.base_model, ref.base_model):
                     loras.append(lora)
-        return assemble_call(ref, prompt, params, loras)
+        return assemble_call(ref, prompt, params, loras, vae=self.vaes.get(ref.version_id))
 
 
 def _weighted_mode(values: Sequence[tuple[Any, float]]) -> Any:

@@ -34,14 +34,16 @@ from .importer import ImportReport, import_dump
 from .meta import GenParams, Resource, normalize_hash, parse_meta
 from .safety import UNSAFE_LEVEL, asks_explicit, is_person, nsfw_level
 from .search import CardHit, search_cards
-from .store import MADE_WITH, MalformedRecord, Store, VersionRef, made_with_sql
+from .store import MADE_WITH, NOT_MODEL_FILES, CatalogFile, MalformedRecord, Store, VersionRef, made_with_sql
 from .validate import Problem, check_call, hallucination_reasons, is_hallucination, validate_call
 
 __all__ = [
     "FAMILIES",
     "MADE_WITH",
+    "NOT_MODEL_FILES",
     "UNSAFE_LEVEL",
     "CardHit",
+    "CatalogFile",
     "CatalogFilter",
     "CrawlError",
     "CrawlQuery",

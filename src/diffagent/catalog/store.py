@@ -28,7 +28,7 @@ from .safety import is_person, nsfw_level
 if TYPE_CHECKING:
     from .filters import CatalogFilter
 
-__all__ = ["HASH_KINDS", "MalformedRecord", "Store", "VersionRef"]
+__all__ = ["HASH_KINDS", "NOT_MODEL_FILES", "CatalogFile", "MalformedRecord", "Store", "VersionRef"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -157,6 +157,25 @@ class VersionRef:
     def full_name(self) -> str:
         """Model and version name together, as a checkpoint is told apart by them (``DreamShaper 8 LCM``)."""
         return f"{self.model_name} {self.version_name or ''}"
+
+
+NOT_MODEL_FILES = ("VAE", "Config", "Training Data", "Text Encoder", "Archive")
+"""Civitai file types a version lists beside the model itself: never the file a generator loads as it."""
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    """One file of a catalogue version: the version, its name and Civitai type, its SHA256."""
+
+    version: VersionRef
+    name: str | None
+    type: str | None
+    sha256: str | None
+
+    @property
+    def is_model(self) -> bool:
+        """The model itself (a checkpoint, LoRA or embedding), not its VAE, config or training data."""
+        return self.type not in NOT_MODEL_FILES
 
 
 MADE_WITH = ("resources", "hash", "page")
@@ -659,8 +678,13 @@ class Store:
             )
 
     def version_by_hash(self, digest: str) -> VersionRef | None:
-        """The version owning a file with this hash, any case: AutoV1 or CRC32 (8 hex digits), AutoV2
-        (10), AutoV3 (12), SHA256 or BLAKE3 (64).
+        """The version owning a file with this hash (see :meth:`file_by_hash`)."""
+        found = self.file_by_hash(digest)
+        return found.version if found is not None else None
+
+    def file_by_hash(self, digest: str) -> CatalogFile | None:
+        """The catalogue file with this hash, any case: AutoV1 or CRC32 (8 hex digits), AutoV2 (10),
+        AutoV3 (12), SHA256 or BLAKE3 (64); a version's model file before its other files.
 
         A hash of another length over 10 digits is also matched on its first 10, since AutoV2 is a SHA256
         prefix (AutoV3 is not: it hashes the tensors without the safetensors header).
@@ -671,13 +695,44 @@ class Store:
         tries = [(column, value) for column in _HASH_COLUMNS.get(len(value), ())]
         if len(value) > 10 and len(value) != 64:
             tries.append(("autov2", value[:10]))
+        marks = ",".join("?" * len(NOT_MODEL_FILES))
         for column, wanted in tries:
             row = self.conn.execute(
-                f"SELECT version_id FROM files WHERE {column} = ? ORDER BY is_primary DESC LIMIT 1", (wanted,)
+                f"SELECT version_id, name, type, sha256 FROM files WHERE {column} = ?"
+                f" ORDER BY COALESCE(type, '') IN ({marks}), is_primary DESC, rowid LIMIT 1",
+                (wanted, *NOT_MODEL_FILES),
             ).fetchone()
             if row is not None:
-                return self.version(row["version_id"])
+                version = self.version(row["version_id"])
+                if version is not None:
+                    return CatalogFile(version, row["name"], row["type"], row["sha256"])
         return None
+
+    def files_of(self, version_id: int) -> list[CatalogFile]:
+        """Every file the catalogue lists for a version, in its order; empty for an unknown version."""
+        ref = self.version(version_id)
+        if ref is None:
+            return []
+        rows = self.conn.execute(
+            "SELECT name, type, sha256 FROM files WHERE version_id = ? ORDER BY rowid", (version_id,)
+        )
+        return [CatalogFile(ref, row["name"], row["type"], row["sha256"]) for row in rows]
+
+    def vae_files(self) -> dict[int, CatalogFile]:
+        """Checkpoint version id -> the VAE file it is published with, for the versions that list one
+        (the first listed where several are)."""
+        rows = self.conn.execute(
+            "SELECT f.version_id, f.name, f.sha256 FROM files f JOIN versions v ON v.id = f.version_id"
+            " JOIN models m ON m.id = v.model_id"
+            " WHERE f.type = 'VAE' AND f.name IS NOT NULL AND m.type = 'Checkpoint' ORDER BY f.rowid DESC"
+        ).fetchall()
+        found = {row["version_id"]: row for row in rows}  # the first listed comes last and wins
+        refs = {v: self.version(v) for v in found}
+        return {
+            v: CatalogFile(ref, found[v]["name"], "VAE", found[v]["sha256"])
+            for v, ref in refs.items()
+            if ref is not None
+        }
 
     def version(self, version_id: int) -> VersionRef | None:
         row = self.conn.execute(
@@ -706,14 +761,15 @@ class Store:
         return self._primary_file_column("sha256", version_ids)
 
     def _primary_file_column(self, column: str, version_ids: list[int]) -> dict[int, str]:
-        """Version id -> ``column`` of its primary file, else of another file that has it."""
+        """Version id -> ``column`` of its primary file, else of another of its model files (never its VAE,
+        config or training data) that has it."""
         if column not in ("name", "sha256"):
             raise ValueError(f"not a file column this reads: {column!r}")
         marks = ",".join("?" * len(version_ids))
         rows = self.conn.execute(
             f"SELECT version_id, {column} FROM files WHERE version_id IN ({marks}) AND {column} IS NOT NULL"
-            " ORDER BY is_primary",
-            version_ids,
+            f" AND COALESCE(type, '') NOT IN ({','.join('?' * len(NOT_MODEL_FILES))}) ORDER BY is_primary",
+            [*version_ids, *NOT_MODEL_FILES],
         )
         return {version_id: value for version_id, value in rows}  # primary rows come last and win
 

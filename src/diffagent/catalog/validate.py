@@ -2,11 +2,12 @@
 
 ``validate_call`` returns every reason a call cannot be executed as written, so that an agent (or a user)
 sees all of its mistakes at once. A subset of those reasons are *hallucinations* in Gorilla's sense, as
-DESIGN.md defines them for DABench: the call names a checkpoint or LoRA that the catalogue does not hold
-(unknown version, a version of another model, or a model of the wrong type), pairs a LoRA with a
-checkpoint of another base-model family, or uses a sampler no generator knows. A real checkpoint that is
-merely the wrong choice for the prompt is an error, not a hallucination; so are out-of-range parameters
-and a display name that does not match the ids (the ids are what a generator downloads).
+DESIGN.md defines them for DABench: the call names a checkpoint, LoRA, VAE or embedding that the catalogue
+does not hold (unknown version, a version of another model, a model of the wrong type, a VAE file the
+version does not list), pairs a LoRA or an embedding with a checkpoint of another base-model family,
+or uses a sampler no generator knows. A real checkpoint that is merely the wrong choice for the prompt
+is an error, not a hallucination; so are out-of-range parameters and a display name that does not match
+the ids (the ids are what a generator downloads).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ def check_call(store: Store, api: APICall) -> list[Problem]:
             )  # fmt: skip
         if not math.isfinite(lora.weight) or _out_of(lora.weight, LORA_WEIGHT_RANGE):
             problems.append(Problem(f"LoRA weight {lora.weight} is outside {LORA_WEIGHT_RANGE}", False))
+    problems += _vae_problems(store, api) + _embedding_problems(store, api, ckpt_ref)
     problems += _text_problems(store, api)
     if normalize_sampler(api.sampler) is None:
         problems.append(Problem(f"sampler {api.sampler!r} is not known to any generator", True))
@@ -132,6 +134,38 @@ def check_call(store: Store, api: APICall) -> list[Problem]:
     return problems
 
 
+def _vae_problems(store: Store, api: APICall) -> list[Problem]:
+    """A VAE names a file the catalogue lists as a VAE, of a version of the model named."""
+    if api.vae is None:
+        return []
+    vae = api.vae
+    files = store.files_of(vae.version_id)
+    if not files:
+        return [Problem(f"VAE version {vae.version_id} is not in the catalogue", True)]
+    if files[0].version.model_id != vae.model_id:
+        return [Problem(f"VAE version {vae.version_id} belongs to model {files[0].version.model_id}", True)]
+    vae_model = files[0].version.model_type == "VAE"
+    if not any(f.name == vae.name and (f.type == "VAE" or (vae_model and f.is_model)) for f in files):
+        return [Problem(f"version {vae.version_id} lists no VAE file {vae.name[:60]!r}", True)]
+    return []
+
+
+def _embedding_problems(store: Store, api: APICall, ckpt_ref: VersionRef | None) -> list[Problem]:
+    """Each embedding is a catalogue textual inversion for the checkpoint's family."""
+    problems = []
+    for item in api.embeddings or ():
+        ref, found = _check_resource(
+            store, "embedding", item.model_id, item.version_id, item.name, "TextualInversion"
+        )
+        problems += found
+        if ref is not None and ckpt_ref is not None and not compatible(ref.base_model, ckpt_ref.base_model):
+            problems.append(
+                Problem(f"embedding {ref.model_name!r} is for {ref.base_model}, the checkpoint is "
+                        f"{ckpt_ref.base_model}", True)
+            )  # fmt: skip
+    return problems
+
+
 def _text_problems(store: Store, api: APICall) -> list[Problem]:
     """What in the call's text could steer a generator: tags or control characters in the prompts, the
     trigger words or the names, and catalogue file names a payload would write that are not plain names.
@@ -148,13 +182,19 @@ def _text_problems(store: Store, api: APICall) -> list[Problem]:
     for lora in api.loras:
         texts.append((f"LoRA {lora.version_id} name", lora.name))
         texts += [(f"LoRA {lora.version_id} trigger word", word) for word in lora.trigger_words]
+    for item in api.embeddings or ():
+        texts.append((f"embedding {item.version_id} name", item.name))
+        texts += [(f"embedding {item.version_id} trigger word", word) for word in item.trigger_words]
     problems = []
+    if api.vae is not None and not is_safe_file_name(api.vae.name):
+        problems.append(Problem(f"the VAE file name {api.vae.name[:60]!r} is not a plain file name", False))
     for what, text in texts:
         # line breaks in a prompt are harmless to a generator; other control characters are not
         problem = text_problem(re.sub(r"[\t\n\r]", " ", text))
         if problem is not None:
             problems.append(Problem(f"the {what} holds {problem}: {text[:60]!r}", False))
-    files = store.primary_files([api.checkpoint.version_id, *(lora.version_id for lora in api.loras)])
+    named = [api.checkpoint.version_id, *(lora.version_id for lora in api.loras)]
+    files = store.primary_files(named + [item.version_id for item in api.embeddings or ()])
     for version_id, name in files.items():
         if not is_safe_file_name(name):
             problems.append(

@@ -11,8 +11,8 @@ import typer
 from ..bench import SPLITS
 from ..catalog import Store
 from ..client import open_agent
-from ..execute import ModelFile
-from ..execute.generate import BACKENDS, generate
+from ..execute import VAE_FILE, ModelFile
+from ..execute.generate import BACKENDS, run_backend, write_images
 from ..library import Library
 from ..schema import APICall
 from ._common import console, fail, open_store, progress_bar
@@ -20,20 +20,27 @@ from ._common import console, fail, open_store, progress_bar
 __all__ = ["download_hint", "generate_command", "resolve_files"]
 
 
-def resolve_files(store: Store, api: APICall) -> dict[int, ModelFile]:
+def resolve_files(store: Store, api: APICall) -> dict[int | str, ModelFile]:
     """Each version the call names -> its file: the installed one (path and hashes) when the library has
-    it, else the catalogue's primary file name and SHA256 (a generator server may hold it)."""
+    it, else the catalogue's primary file name and SHA256 (a generator server may hold it); and the
+    library's copy of the call's VAE, found by its content, under ``VAE_FILE``."""
     wanted = [api.checkpoint.version_id, *(lora.version_id for lora in api.loras)]
     with Library() as library:
         installed = library.by_version(store)
+        by_content = library.by_sha256(store) if api.vae is not None else {}
     names, hashes = store.primary_files(wanted), store.primary_sha256(wanted)
-    files: dict[int, ModelFile] = {}
+    files: dict[int | str, ModelFile] = {}
     for version_id in wanted:
         if version_id in installed:
             item = installed[version_id]
             files[version_id] = ModelFile(item.path.name, item.path, item.hashes.sha256, item.hashes.autov3)
         elif version_id in names:
             files[version_id] = ModelFile(names[version_id], None, hashes.get(version_id))
+    if api.vae is not None:
+        listed = [f for f in store.files_of(api.vae.version_id) if f.name == api.vae.name and f.sha256]
+        copy = by_content.get(listed[0].sha256.lower()) if listed and listed[0].sha256 else None
+        if copy is not None:
+            files[VAE_FILE] = ModelFile(api.vae.name, copy.path, copy.hashes.sha256, copy.hashes.autov3)
     return files
 
 
@@ -89,5 +96,8 @@ def generate_command(
         markup=False,
         highlight=False,
     )
-    for path in generate(api, backend, files, out, url):
+    images = run_backend(api, backend, files, url)
+    for note in dict.fromkeys(note for image in images for note in image.notes):
+        console.print(note, markup=False, highlight=False)
+    for path in write_images(api, images, files, out):
         typer.echo(str(path))

@@ -97,11 +97,14 @@ def download(
     dest: Path = typer.Option(
         None, "--dest", help="folder to put the file in (default: DIFFAGENT_HOME/models/<A1111 folder>)"
     ),
+    vae: bool = typer.Option(
+        False, "--vae", help="the VAE file the checkpoint version is published with, into models/VAE"
+    ),
 ) -> None:
     """Download a catalogue version's primary file from Civitai (token: CIVITAI_API_TOKEN), resumable,
     SHA256-verified before it is moved into place; prints its path."""
     with open_store() as store, progress_bar(f"downloading version {version_id}") as update:
-        path, hashes = download_version(store, version_id, dest, progress=update)
+        path, hashes = download_version(store, version_id, dest, progress=update, vae=vae)
         with Library() as library:
             library.record(path, hashes)
     typer.echo(str(path))

@@ -13,6 +13,7 @@ from ..schema import APICall, normalize_sampler
 
 __all__ = [
     "SEED_RANGE",
+    "VAE_FILE",
     "Files",
     "ModelFile",
     "get",
@@ -20,6 +21,8 @@ __all__ = [
     "optional",
     "resolve_seed",
     "split_sampler",
+    "vae_file",
+    "without_vae",
 ]
 
 SEED_RANGE = 2**32
@@ -45,8 +48,12 @@ class ModelFile:
         return self.sha256[:10].lower() if self.sha256 else None
 
 
-Files = Mapping[int, "str | ModelFile"]
-"""Version id -> its file: a catalogue file name (``Store.primary_files``) or a library :class:`ModelFile`."""
+Files = Mapping[int | str, "str | ModelFile"]
+"""Version id -> its file: a catalogue file name (``Store.primary_files``) or a library :class:`ModelFile`;
+and under :data:`VAE_FILE`, the library's copy of the call's VAE."""
+
+VAE_FILE = "vae"
+"""The key of the call's VAE in :data:`Files`: its version is the checkpoint's, so it has no id of its own."""
 
 
 def model_file(version_id: int, name: str, files: Files | None) -> ModelFile:
@@ -57,6 +64,21 @@ def model_file(version_id: int, name: str, files: Files | None) -> ModelFile:
     if isinstance(found, str):
         return ModelFile(safe_file_name(found))
     return ModelFile(safe_file_name(f"{name}.safetensors"))
+
+
+def vae_file(vae: Any, files: Files | None) -> ModelFile:
+    """The file of the call's ``vae``: the library's copy when it has one, else the catalogue's name."""
+    found = (files or {}).get(VAE_FILE)
+    if isinstance(found, ModelFile):
+        return ModelFile(safe_file_name(found.name), found.path, found.sha256, found.autov3)
+    return ModelFile(safe_file_name(get(vae, "name", "") or "vae.safetensors", "vae.safetensors"))
+
+
+def without_vae(api: APICall, why: str) -> tuple[APICall, str]:
+    """The call without its VAE (the checkpoint's own decodes instead), and a line saying so."""
+    name = get(api.vae, "name", "")
+    note = f"the VAE {name} that {api.checkpoint.name} is published with is left out: {why}"
+    return api.model_copy(update={"vae": None}), note
 
 
 def split_sampler(sampler: str) -> tuple[str, str]:

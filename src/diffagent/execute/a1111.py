@@ -11,7 +11,7 @@ from typing import Any
 
 from ..filenames import safe_stem
 from ..schema import APICall
-from ._common import Files, get, model_file, optional, split_sampler
+from ._common import Files, get, model_file, optional, split_sampler, vae_file
 
 __all__ = ["A1111_SCHEDULES", "join_sampler", "to_a1111"]
 
@@ -51,7 +51,7 @@ def to_a1111(api: APICall, files: Files | None = None) -> dict[str, Any]:
     }
     vae = optional(api, "vae")
     if vae is not None:
-        settings["sd_vae"] = model_file(get(vae, "version_id"), get(vae, "name", "vae"), files).name
+        settings["sd_vae"] = vae_file(vae, files).name
     body: dict[str, Any] = {
         "prompt": f"{api.prompt} {lora_tags(api, files)}".strip(),
         "negative_prompt": api.negative_prompt,

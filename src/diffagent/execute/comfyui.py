@@ -14,7 +14,7 @@ from typing import Any
 from ..catalog import Family, family_spec
 from ..filenames import safe_stem
 from ..schema import APICall
-from ._common import Files, get, model_file, optional, resolve_seed, split_sampler
+from ._common import Files, get, model_file, optional, resolve_seed, split_sampler, vae_file
 
 __all__ = ["COMFY_SAMPLERS", "comfyui_body", "to_comfyui", "with_embeddings"]
 
@@ -156,7 +156,7 @@ def to_comfyui(api: APICall, files: Files | None = None) -> dict[str, Any]:
         samples = ["21", 0]
     vae_item = optional(api, "vae")
     if vae_item is not None:
-        name = model_file(get(vae_item, "version_id"), get(vae_item, "name", "vae"), files).name
+        name = vae_file(vae_item, files).name
         graph["9"] = {"class_type": "VAELoader", "inputs": {"vae_name": name}}
         vae = ["9", 0]
     graph["7"] = {"class_type": "VAEDecode", "inputs": {"samples": samples, "vae": vae}}

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..catalog import architecture, family
 from ..schema import APICall
-from ._common import Files, ModelFile, get, model_file, optional, split_sampler
+from ._common import Files, ModelFile, get, model_file, optional, split_sampler, vae_file
 
 __all__ = ["DIFFUSERS_SCHEDULERS", "PIPELINES", "pipeline_config", "to_diffusers"]
 
@@ -105,9 +105,7 @@ def to_diffusers(api: APICall, files: Files | None = None) -> dict[str, Any]:
     }
     vae = optional(api, "vae")
     if vae is not None:
-        spec["vae"] = _file(
-            model_file(get(vae, "version_id"), get(vae, "name", "vae"), files), get(vae, "version_id")
-        )
+        spec["vae"] = _file(vae_file(vae, files), get(vae, "version_id"))
     hires = optional(api, "hires")
     if hires is not None:
         spec["hires"] = {

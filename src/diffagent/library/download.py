@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
 from .. import __version__
-from ..catalog import Store
+from ..catalog import NOT_MODEL_FILES, Store
 from ..catalog.crawler import DEFAULT_API_URL
 from ..config import home
 from ..errors import DiffAgentError, UserInputError
@@ -71,22 +71,30 @@ def download_version(
     retries: int = 5,
     sleep: Callable[[float], None] = time.sleep,
     client: httpx.Client | None = None,
+    vae: bool = False,
 ) -> tuple[Path, FileHashes]:
-    """Download version ``version_id``'s primary file into ``dest`` and return its path and hashes.
+    """Download version ``version_id``'s primary file (with ``vae``, the VAE file it is published with)
+    into ``dest`` and return its path and hashes.
 
     ``token`` defaults to ``CIVITAI_API_TOKEN``. ``progress(bytes_done, bytes_total)`` follows the body.
     A file already in place with the right hash is kept as is; one with other content is never replaced.
     """
+    marks = ",".join("?" * len(NOT_MODEL_FILES))
+    kind = "f.type = 'VAE'" if vae else f"COALESCE(f.type, '') NOT IN ({marks})"
     row = store.conn.execute(
-        "SELECT f.name, f.sha256, f.size_kb, m.type FROM files f JOIN versions v ON v.id = f.version_id"
-        " JOIN models m ON m.id = v.model_id WHERE f.version_id = ? ORDER BY f.is_primary DESC LIMIT 1",
-        (version_id,),
+        "SELECT f.name, f.sha256, f.size_kb, m.type, f.format FROM files f JOIN versions v ON"
+        f" v.id = f.version_id JOIN models m ON m.id = v.model_id WHERE f.version_id = ? AND {kind}"
+        " ORDER BY f.is_primary DESC, f.rowid LIMIT 1",
+        (version_id, *(() if vae else NOT_MODEL_FILES)),
     ).fetchone()
     if row is None:
+        what = "VAE file" if vae else "model file"
         raise UserInputError(
-            f"version {version_id} has no file in the catalogue; run `diffagent catalog sync` first"
+            f"version {version_id} has no {what} in the catalogue; run `diffagent catalog sync` first"
         )
-    name, expected, _size_kb, model_type = row
+    name, expected, _size_kb, model_type, file_format = row
+    if vae:
+        model_type = "VAE"
     if not expected:
         raise UserInputError(
             f"version {version_id} has no SHA256 in the catalogue, so a download cannot be verified"
@@ -102,6 +110,9 @@ def download_version(
     part = final.with_name(final.name + ".part")
     token = os.environ.get("CIVITAI_API_TOKEN", "").strip() if token is None else token
     url = download_url(version_id)
+    if vae:  # Civitai's endpoint picks a version's other files by type and format
+        known = file_format if file_format in ("SafeTensor", "PickleTensor", "Other") else "Other"
+        url += "?" + urlencode({"type": "VAE", "format": known})
     own = client is None
     client = client or httpx.Client(
         follow_redirects=True,

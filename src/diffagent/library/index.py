@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..catalog import Store, VersionRef
+from ..catalog import NOT_MODEL_FILES, Store, VersionRef
 from ..config import home
 from ..errors import UserInputError
 from .hashing import FileHashes, hash_file
@@ -46,6 +46,14 @@ class InstalledFile:
     size: int
     hashes: FileHashes
     version: VersionRef | None
+    file_type: str | None = None
+    """Civitai's type of the catalogue file it matched: ``Model`` for the model itself, else ``VAE``,
+    ``Config``... (a checkpoint's VAE is listed among its version's files)."""
+
+    @property
+    def is_model(self) -> bool:
+        """It is the version's model itself, not a VAE or config published with it."""
+        return self.version is not None and self.file_type not in NOT_MODEL_FILES
 
     def to_json(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -61,6 +69,8 @@ class InstalledFile:
                 model_id=v.model_id, version_id=v.version_id, name=v.model_name, version=v.version_name,
                 type=v.model_type, base_model=v.base_model,
             )  # fmt: skip
+            if self.file_type is not None:
+                item["file_type"] = self.file_type
         return item
 
 
@@ -177,7 +187,14 @@ class Library:
         row = self.conn.execute("SELECT size, sha256, autov3 FROM files WHERE path = ?", (path,)).fetchone()
         if row is None:
             return None
-        return InstalledFile(Path(path), row[0], FileHashes(row[1], row[2]), store.version_by_hash(row[1]))
+        found = store.file_by_hash(row[1])
+        return InstalledFile(
+            Path(path),
+            row[0],
+            FileHashes(row[1], row[2]),
+            found.version if found is not None else None,
+            found.type if found is not None else None,
+        )
 
     def record(self, path: Path, hashes: FileHashes) -> None:
         """Add a file whose hashes are already known (a verified download) without reading it again."""
@@ -198,5 +215,10 @@ class Library:
         return files
 
     def by_version(self, store: Store) -> dict[int, InstalledFile]:
-        """Catalogue version id -> an installed file of it (what ``--installed`` and ``generate`` use)."""
-        return {f.version.version_id: f for f in self.installed(store) if f.version is not None}
+        """Catalogue version id -> an installed model file of it (what ``--installed`` and ``generate``
+        use); a VAE published with a checkpoint is not the checkpoint."""
+        return {f.version.version_id: f for f in self.installed(store) if f.is_model and f.version}
+
+    def by_sha256(self, store: Store) -> dict[str, InstalledFile]:
+        """SHA256 -> an installed file with that content, matched or not (a call's VAE is found so)."""
+        return {f.hashes.sha256: f for f in self.installed(store)}

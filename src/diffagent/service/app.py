@@ -222,7 +222,8 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
         wanted = list(dict.fromkeys([*request.formats, *([request.format] if request.format else [])]))
         if wanted:
             api = answer.api
-            files = store.primary_files([api.checkpoint.version_id, *(lo.version_id for lo in api.loras)])
+            named = [api.checkpoint.version_id, *(lo.version_id for lo in api.loras)]
+            files: dict[int | str, str] = {v: name for v, name in store.primary_files(named).items()}
             payloads = {fmt: to_payload(api, fmt, files) for fmt in wanted}
             if request.format:
                 body["payload"] = payloads[request.format]

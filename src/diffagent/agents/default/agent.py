@@ -41,11 +41,19 @@ from ...catalog.validate import CFG_RANGE, STEPS_RANGE
 from ...config import home
 from ...errors import UserInputError
 from ...protocols import Agent
-from ...schema import Alternative, Answer, APICall, Evidence, Hires
+from ...schema import VAE, Alternative, Answer, APICall, Evidence, Hires
 from ...train.ranker import Ranker, train_ranker
 from .index import SAMPLERS, Checkpoints, Examples, PromptIndex
 from .loras import LoraIndex, word_phrase
-from .params import ParamStats, assemble_call, clamp, consensus_negative, fit_settings, orientation_of
+from .params import (
+    ParamStats,
+    assemble_call,
+    clamp,
+    consensus_negative,
+    fit_settings,
+    orientation_of,
+    published_vaes,
+)
 from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, signals, style_columns
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
@@ -481,6 +489,11 @@ class RetrievalAgent(Agent):
             self._params = ParamStats.shared(self.store, self.index.pair_image_ids.tolist())
         return self._params
 
+    @functools.cached_property
+    def vaes(self) -> dict[int, VAE]:
+        """The VAE files checkpoint versions are published with (read on first need)."""
+        return published_vaes(self.store)
+
     def card(self, model_id: int) -> CardLimits:
         """The limits model ``model_id``'s card states (read on first need)."""
         if model_id not in self._cards:
@@ -713,7 +726,7 @@ class RetrievalAgent(Agent):
                 versions=self.flt.version_ids,
                 prompt=text,
             )
-            calls.append(assemble_call(ref, text, params, loras))
+            calls.append(assemble_call(ref, text, params, loras, vae=self.vaes.get(ref.version_id)))
         return calls
 
     def _votes(

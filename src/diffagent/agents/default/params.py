@@ -46,7 +46,7 @@ from ...catalog.cards import CardLimits
 from ...catalog.safety import banned_term, embedding_term, negative_terms
 from ...catalog.validate import CFG_RANGE, CLIP_SKIP_RANGE, SIZE_RANGE, STEPS_RANGE
 from ...errors import UserInputError
-from ...schema import APICall, Checkpoint, Hires, LoRA, normalize_sampler
+from ...schema import VAE, APICall, Checkpoint, Hires, LoRA, normalize_sampler
 from ...textsafety import prompt_with_words, strip_generator_syntax
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "fit_settings",
     "hires_of",
     "orientation_of",
+    "published_vaes",
     "valid_size",
 ]
 
@@ -328,11 +329,17 @@ def activation_words(trained_words: Iterable[str]) -> list[str]:
 
 
 def assemble_call(
-    ref: VersionRef, prompt: str, params: dict[str, Any], loras: Iterable[LoRA] = (), seed: int = -1
+    ref: VersionRef,
+    prompt: str,
+    params: dict[str, Any],
+    loras: Iterable[LoRA] = (),
+    seed: int = -1,
+    vae: VAE | None = None,
 ) -> APICall:
     """An executable call: the catalogue checkpoint ``ref``, ``params`` and LoRAs with trigger words added,
     settled by the checkpoint's family (:func:`diffagent.catalog.settle`: buckets, clip skip, Pony's score
-    tags, Flux's guidance and no negative prompt)."""
+    tags, Flux's guidance and no negative prompt), with the ``vae`` it is published with (see
+    :func:`published_vaes`)."""
     # catalogue text is data: trigger words lose generator syntax before they reach the call or its prompt
     loras = [
         lora.model_copy(
@@ -358,7 +365,18 @@ def assemble_call(
         seed=seed,
         **{name: settled[name] for name in (*fields, "guidance", "scheduler")},
         hires=params.get("hires"),
+        vae=vae,
     )
+
+
+def published_vaes(store: Store) -> dict[int, VAE]:
+    """Checkpoint version id -> the VAE file it is published with, for the versions whose files list one
+    (``noVAE`` versions of Realistic Vision or MeinaMix decode washed out without it)."""
+    return {
+        version_id: VAE(model_id=file.version.model_id, version_id=version_id, name=file.name)
+        for version_id, file in store.vae_files().items()
+        if file.name
+    }
 
 
 # -- settings a user would run ---------------------------------------------------------------------

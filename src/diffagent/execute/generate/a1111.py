@@ -19,7 +19,7 @@ import httpx
 
 from ...filenames import safe_stem
 from ...schema import APICall
-from .._common import Files, model_file
+from .._common import Files, model_file, vae_file, without_vae
 from ..a1111 import join_sampler, to_a1111
 from .base import GenerationError, Image, http_client
 
@@ -64,6 +64,15 @@ def _check_loras(loras: list[dict[str, Any]], api: APICall, files: Files | None)
             )
 
 
+def _vae_name(vaes: list[dict[str, Any]], wanted: str) -> str | None:
+    """The server's name of the VAE file ``wanted`` (``/sdapi/v1/sd-vae`` lists each by file name)."""
+    for item in vaes:
+        names = {item.get("model_name") or "", PurePath(item.get("filename") or "").name}
+        if wanted in names or safe_stem(wanted) in {safe_stem(n) for n in names if n}:
+            return item.get("model_name") or PurePath(item.get("filename") or "").name
+    return None
+
+
 def _sampler_fields(samplers: list[dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
     """Sampler and scheduler the way this server takes them; an unknown sampler is refused."""
     known = {s["name"] for s in samplers} | {a for s in samplers for a in s.get("aliases") or ()}
@@ -88,6 +97,15 @@ def generate_a1111(
         )
         if api.loras:
             _check_loras(_get(client, "/sdapi/v1/loras"), api, files)
+        notes: tuple[str, ...] = ()
+        if api.vae is not None:
+            title = _vae_name(_get(client, "/sdapi/v1/sd-vae"), vae_file(api.vae, files).name)
+            if title is None:
+                api, note = without_vae(api, "the server's models/VAE folder does not have it")
+                body["override_settings"].pop("sd_vae", None)
+                notes = (note,)
+            else:
+                body["override_settings"]["sd_vae"] = title
         sampling = _sampler_fields(_get(client, "/sdapi/v1/samplers"), body)
         body.pop("scheduler")
         body.update(sampling)
@@ -111,6 +129,7 @@ def generate_a1111(
             base64.b64decode(data.split(",", 1)[-1]),
             int(seeds[min(i, len(seeds) - 1)]),
             texts[i] if i < len(texts) and isinstance(texts[i], str) else None,
+            notes,
         )
         for i, data in enumerate(result.get("images") or [])
     ]

@@ -24,6 +24,8 @@ class Image:
     parameters: str | None = None
     """The generator's own ``parameters`` text where it writes one (AUTOMATIC1111: it knows the hashes of
     the files it loaded); else diffagent writes it from the call."""
+    notes: tuple[str, ...] = ()
+    """What the backend left out of the call, and why (a VAE the generator does not have)."""
 
 
 def http_client(url: str, read_timeout: float) -> httpx.Client:

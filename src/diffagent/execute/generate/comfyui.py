@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 
 from ...schema import APICall
-from .._common import Files
+from .._common import Files, vae_file, without_vae
 from ..comfyui import to_comfyui
 from .base import GenerationError, Image, http_client
+from .infotext import infotext
 
 __all__ = ["generate_comfyui", "node_errors_line"]
 
@@ -51,6 +52,16 @@ def _match_server_names(client: httpx.Client, graph: dict[str, Any]) -> None:
                 break
 
 
+def _has_vae(client: httpx.Client, name: str) -> bool:
+    """Whether the server lists a VAE file of this base name (one it cannot list is taken to have it:
+    its validation then says what is wrong)."""
+    response = client.get("/object_info/VAELoader")
+    if response.status_code != 200:
+        return True
+    choices = _choices(response.json(), "VAELoader", "vae_name")
+    return any(PurePath(choice.replace("\\", "/")).name == name for choice in choices)
+
+
 def node_errors_line(answer: dict[str, Any]) -> str:
     """ComfyUI's refusal (``error`` and ``node_errors``) as one line."""
     error = answer.get("error") or {}
@@ -76,9 +87,13 @@ def generate_comfyui(
     """Images from a ComfyUI server for ``api`` (the graph of :func:`diffagent.execute.to_comfyui`)."""
     own = client is None
     client = client or http_client(url, 30.0)
-    graph = to_comfyui(api, files)
-    seed = graph["6"]["inputs"]["seed"]
+    notes: tuple[str, ...] = ()
     try:
+        if api.vae is not None and not _has_vae(client, vae_file(api.vae, files).name):
+            api, note = without_vae(api, "the server's models/vae folder does not have it")
+            notes = (note,)
+        graph = to_comfyui(api, files)
+        seed = graph["6"]["inputs"]["seed"]
         _match_server_names(client, graph)
         response = client.post("/prompt", json={"prompt": graph, "client_id": uuid.uuid4().hex})
         answer = response.json() if "json" in response.headers.get("content-type", "") else {}
@@ -109,7 +124,9 @@ def generate_comfyui(
                 params = {k: item.get(k, "") for k in ("filename", "subfolder", "type")}
                 view = client.get("/view", params=params)
                 view.raise_for_status()
-                images.append(Image(view.content, seed))
+                # with the VAE left out, the text says what ran, not what was asked
+                text = infotext(api, seed, files) if notes else None
+                images.append(Image(view.content, seed, text, notes))
     except httpx.TransportError as exc:
         raise GenerationError(f"cannot reach ComfyUI at {url} ({type(exc).__name__})") from None
     finally:

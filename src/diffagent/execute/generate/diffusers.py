@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from ...schema import APICall
-from .._common import Files, resolve_seed
+from .._common import Files, resolve_seed, without_vae
 from ..diffusers import to_diffusers
 from .base import GenerationError, Image
+from .infotext import infotext
 
 __all__ = ["generate_diffusers", "load_pipeline"]
 
 _CACHE: dict[tuple[str, str], Any] = {}
+_OWN_VAES: dict[int, Any] = {}
+"""Pipeline id -> the VAE its checkpoint file brought, put back when a call names none."""
 
 
 def _diffusers() -> Any:
@@ -63,6 +66,7 @@ def load_pipeline(spec: dict[str, Any], config_dir: Path | None = None, device: 
             checkpoint, config=folder, local_files_only=True, torch_dtype=dtype
         )
         _CACHE.clear()  # one model in memory at a time
+        _OWN_VAES.clear()
         _CACHE[key] = pipe.to(device)
     return _CACHE[key]
 
@@ -93,11 +97,14 @@ def _set_loras(pipe: Any, loras: list[dict[str, Any]]) -> None:
 
 
 def _set_vae(pipe: Any, vae: dict[str, Any] | None, folder: str) -> None:
+    """The call's VAE on the (cached) pipeline, or the checkpoint's own when it names none."""
+    own = _OWN_VAES.setdefault(id(pipe), pipe.vae)
     if vae is None:
+        pipe.vae = own
         return
     diffusers = _diffusers()
     pipe.vae = diffusers.AutoencoderKL.from_single_file(
-        _local(vae, "VAE"), config=folder, subfolder="vae", local_files_only=True, torch_dtype=pipe.vae.dtype
+        _local(vae, "VAE"), config=folder, subfolder="vae", local_files_only=True, torch_dtype=own.dtype
     ).to(pipe.device)
 
 
@@ -114,6 +121,13 @@ def generate_diffusers(
     import torch
 
     spec = to_diffusers(api, files)
+    notes: tuple[str, ...] = ()
+    vae = spec.get("vae")
+    if vae is not None and not (vae.get("path") and Path(vae["path"]).is_file()):
+        api, note = without_vae(
+            api, f"it is not installed (`diffagent library download {vae['version_id']} --vae`)"
+        )
+        spec, notes = to_diffusers(api, files), (note,)
     pipe = load_pipeline(spec, config_dir, device)
     _set_scheduler(pipe, spec["scheduler"])
     _set_loras(pipe, spec["loras"])
@@ -129,7 +143,8 @@ def generate_diffusers(
     hires = spec.get("hires")
     if hires is not None:
         image = _hires_pass(pipe, image, call, hires, seed)
-    return [Image(_png(image), seed)]
+    # with the VAE left out, the text says what ran, not what was asked
+    return [Image(_png(image), seed, infotext(api, seed, files) if notes else None, notes)]
 
 
 def _skipped_embeddings(pipe: Any, call: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from ... import __version__
 from ...errors import DiffAgentError
 from ...filenames import safe_stem
 from ...schema import APICall
-from .._common import Files, get, model_file, optional
+from .._common import Files, get, model_file, optional, vae_file
 from ..a1111 import lora_tags
 
 __all__ = ["infotext", "read_parameters", "with_parameters"]
@@ -44,9 +44,7 @@ def infotext(api: APICall, seed: int, files: Files | None = None) -> str:
     fields.append(("Model", safe_stem(checkpoint.name)))
     vae = optional(api, "vae")
     if vae is not None:
-        fields.append(
-            ("VAE", safe_stem(model_file(get(vae, "version_id"), get(vae, "name", "vae"), files).name))
-        )
+        fields.append(("VAE", safe_stem(vae_file(vae, files).name)))
     if api.clip_skip > 1:
         fields.append(("Clip skip", api.clip_skip))
     hires = optional(api, "hires")

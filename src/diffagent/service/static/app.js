@@ -173,6 +173,7 @@ function render(answer) {
   if (api.scheduler) settings.push(["Scheduler", api.scheduler]);
   if (api.guidance !== undefined && api.guidance !== null) settings.push(["Guidance", api.guidance]);
   if (api.hires) settings.push(["Hires fix", `×${api.hires.scale} ${api.hires.upscaler || ""}`.trim()]);
+  if (api.vae) settings.push(["VAE", api.vae.name]);
   $("settings").replaceChildren(...settings.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, String(value))]));
   const glance = [
     ["sampler", api.sampler],

@@ -126,6 +126,31 @@ def test_a_checkpoint_published_with_a_vae_brings_it(small: dict) -> None:
     assert all("vae" not in call.model_dump() for call in calls if call.vae is None)
 
 
+def test_an_embedding_the_catalogue_holds_stays_in_the_negative_and_is_listed(
+    small: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diffagent.agents.default import RetrievalAgent
+    from diffagent.agents.default.embeddings import CatalogEmbeddings
+
+    agent = small["agent"]
+    base = agent.select("a lighthouse at dusk").api.checkpoint.base_model
+    holder = Store()  # a catalogue whose one textual inversion suits the pick's family
+    holder.upsert_model({
+        "id": 3, "name": "EasyNegative", "type": "TextualInversion",
+        "modelVersions": [{"id": 30, "baseModel": base, "trainedWords": ["easynegative"], "files": [
+            {"name": "easynegative.safetensors", "primary": True,
+             "hashes": {"SHA256": "ab" * 32, "AutoV2": "ab" * 5}, "downloadUrl": "https://civitai.com/x"}]}],
+    })  # fmt: skip
+    monkeypatch.setattr(agent.index, "negative", lambda model: "easynegative, badhandv4, lowres")
+    fresh = RetrievalAgent(agent.store, agent.index, agent.flt)
+    fresh.__dict__["embeddings"] = CatalogEmbeddings(holder, agent.flt)
+    api = fresh.select("a lighthouse at dusk").api
+    assert api.negative_prompt.startswith("easynegative, lowres") and "badhandv4" not in api.negative_prompt
+    assert [(e.version_id, e.trigger_words) for e in api.embeddings or ()] == [(30, ["easynegative"])]
+    plain = RetrievalAgent(agent.store, agent.index, agent.flt).select("a lighthouse at dusk").api
+    assert plain.embeddings is None and "easynegative" not in plain.negative_prompt
+
+
 def test_single_and_batch_answers_agree(small: dict) -> None:
     agent = small["agent"]
     prompts = [p.instruction for p in small["pairs"]["val"][:8]]

@@ -81,7 +81,9 @@ def test_the_vae_is_optional_in_the_json_and_checked_against_the_catalogue() -> 
     assert _call().model_dump()["vae"]["name"] == "vae-ft-mse-840000-ema-pruned.pt"
     assert validate_call(store, _call()) == []
     made_up = _call(vae={"model_id": 1, "version_id": 11, "name": "realVision_v3.safetensors"})
-    assert hallucination_reasons(store, made_up) == ["version 11 lists no VAE file 'realVision_v3.safetensors'"]
+    assert hallucination_reasons(store, made_up) == [
+        "version 11 lists no VAE file 'realVision_v3.safetensors'"
+    ]
     unknown = _call(vae={"model_id": 1, "version_id": 99, "name": "x.pt"})
     assert hallucination_reasons(store, unknown) == ["VAE version 99 is not in the catalogue"]
     embedding = _call(embeddings=[{"model_id": 1, "version_id": 11, "name": "Real Vision"}])

@@ -24,7 +24,11 @@ def resolve_files(store: Store, api: APICall) -> dict[int | str, ModelFile]:
     """Each version the call names -> its file: the installed one (path and hashes) when the library has
     it, else the catalogue's primary file name and SHA256 (a generator server may hold it); and the
     library's copy of the call's VAE, found by its content, under ``VAE_FILE``."""
-    wanted = [api.checkpoint.version_id, *(lora.version_id for lora in api.loras)]
+    wanted = [
+        api.checkpoint.version_id,
+        *(lora.version_id for lora in api.loras),
+        *(item.version_id for item in api.embeddings or ()),
+    ]
     with Library() as library:
         installed = library.by_version(store)
         by_content = library.by_sha256(store) if api.vae is not None else {}

@@ -170,6 +170,15 @@ def _print_answer(answer: Answer) -> None:
         extra = [f"guidance {api.guidance:g}" if api.guidance is not None else "", api.scheduler or ""]
         table.add_row("schedule", ", ".join(part for part in extra if part))
     table.add_row("size", f"{api.width}x{api.height}, seed {api.seed}")
+    if api.hires is not None:
+        hires = api.hires
+        table.add_row(
+            "hires fix",
+            f"x{hires.scale:g} {shown(hires.upscaler)}, denoise {hires.denoising_strength:g}"
+            + (f", {hires.steps} steps" if hires.steps else ""),
+        )
+    if api.vae is not None:
+        table.add_row("VAE", f"{shown(api.vae.name)} [dim](published with version {api.vae.version_id})[/]")
     table.add_row("prompt", shown(api.prompt))
     table.add_row("negative", shown(api.negative_prompt) if api.negative_prompt else "[dim](none)[/]")
     if answer.low_confidence:

@@ -222,7 +222,11 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
         wanted = list(dict.fromkeys([*request.formats, *([request.format] if request.format else [])]))
         if wanted:
             api = answer.api
-            named = [api.checkpoint.version_id, *(lo.version_id for lo in api.loras)]
+            named = [
+                api.checkpoint.version_id,
+                *(lo.version_id for lo in api.loras),
+                *(e.version_id for e in api.embeddings or ()),
+            ]
             files: dict[int | str, str] = {v: name for v, name in store.primary_files(named).items()}
             payloads = {fmt: to_payload(api, fmt, files) for fmt in wanted}
             if request.format:

@@ -43,6 +43,7 @@ from ...errors import UserInputError
 from ...protocols import Agent
 from ...schema import VAE, Alternative, Answer, APICall, Evidence, Hires
 from ...train.ranker import Ranker, train_ranker
+from .embeddings import CatalogEmbeddings, embedding_words
 from .index import SAMPLERS, Checkpoints, Examples, PromptIndex
 from .loras import LoraIndex, word_phrase
 from .params import (
@@ -58,7 +59,7 @@ from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, 
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 18
+FORMAT = 19
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 
@@ -156,16 +157,23 @@ def _common_settings(examples: Examples, rows: np.ndarray) -> _Settings:
     )
 
 
-def _negatives(examples: Examples, checkpoints: Checkpoints) -> tuple[dict[int, str], dict[float, str]]:
+def _negatives(
+    examples: Examples, checkpoints: Checkpoints, embeddings: Collection[str]
+) -> tuple[dict[int, str], dict[float, str]]:
     """The consensus negative prompt of each model's examples, and of each family's (for models whose
-    own examples agree on nothing, or that have none)."""
+    own examples agree on nothing, or that have none); of the embedding names, only the catalogue's
+    ``embeddings`` are kept."""
     by_model: dict[int, list[str]] = {}
     by_family: dict[float, list[str]] = {}
     for model, negative in zip(examples.model.tolist(), examples.negative, strict=True):
         by_model.setdefault(model, []).append(negative)
         by_family.setdefault(float(checkpoints.family_code[model]), []).append(negative)
-    models = {model: consensus_negative(negatives) for model, negatives in by_model.items()}
-    families = {code: consensus_negative(negatives) for code, negatives in by_family.items()}
+    models = {
+        model: consensus_negative(negatives, embeddings=embeddings) for model, negatives in by_model.items()
+    }
+    families = {
+        code: consensus_negative(negatives, embeddings=embeddings) for code, negatives in by_family.items()
+    }
     return {model: text for model, text in models.items() if text}, families
 
 
@@ -280,7 +288,7 @@ class DefaultIndex:
         ranker, report = train_ranker(featurize, len(examples), FEATURES, progress=progress, workers=workers)
         report["examples"] = float(len(examples))
         report["page_examples"] = float((examples.kind == 1).sum())
-        negatives, family_negatives = _negatives(examples, checkpoints)
+        negatives, family_negatives = _negatives(examples, checkpoints, embedding_words(store))
         report["build_s"] = round(time.perf_counter() - began, 1)
         return cls(
             revision=store.revision,
@@ -488,6 +496,11 @@ class RetrievalAgent(Agent):
         if self._params is None:
             self._params = ParamStats.shared(self.store, self.index.pair_image_ids.tolist())
         return self._params
+
+    @functools.cached_property
+    def embeddings(self) -> CatalogEmbeddings:
+        """The catalogue's textual inversions this agent may name (read on first need)."""
+        return CatalogEmbeddings(self.store, self.flt)
 
     @functools.cached_property
     def vaes(self) -> dict[int, VAE]:
@@ -784,7 +797,9 @@ class RetrievalAgent(Agent):
         size, clip skip and hires fix from the examples with this checkpoint, else from its statistics;
         the negative prompt its examples agree on; all then fitted to the family (:func:`fit_settings`)."""
         out = self._raw_params(ref, mine, weights, agreed)
-        out["negative_prompt"] = self.index.negative(model)
+        out["negative_prompt"], out["embeddings"] = self.embeddings.resolve(
+            self.index.negative(model), ref.base_model
+        )
         return fit_settings(ref, out, orientation, self.card(ref.model_id))
 
     def _raw_params(

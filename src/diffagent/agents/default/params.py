@@ -353,6 +353,9 @@ def assemble_call(
     given = {name: params[name] for name in fields}
     given["negative_prompt"] = strip_generator_syntax(params["negative_prompt"] or "")
     settled = settle(ref.base_model, ref.full_name, {"prompt": prompt.strip(), **given})
+    # an embedding stays listed only while the settled negative still names it (Flux has none)
+    sent = set(negative_terms(settled["negative_prompt"]))
+    embeddings = [e for e in params.get("embeddings") or () if sent & set(e.trigger_words)]
     return APICall(
         checkpoint=Checkpoint(
             model_id=ref.model_id,
@@ -366,6 +369,7 @@ def assemble_call(
         **{name: settled[name] for name in (*fields, "guidance", "scheduler")},
         hires=params.get("hires"),
         vae=vae,
+        embeddings=embeddings or None,
     )
 
 
@@ -459,10 +463,13 @@ _NEGATIVE_SHARE = 0.3
 _NEGATIVE_TERMS = 24
 
 
-def consensus_negative(negatives: Iterable[str], share: float = _NEGATIVE_SHARE) -> str:
+def consensus_negative(
+    negatives: Iterable[str], share: float = _NEGATIVE_SHARE, embeddings: Collection[str] = ()
+) -> str:
     """The terms the given negative prompts agree on (used in ``share`` of them, at least two), most
-    used first, without ethnicity or explicit-anatomy terms, infotext junk or embedding names
-    (:mod:`diffagent.catalog.safety`): a negative of the checkpoint's users, never one user's."""
+    used first, without ethnicity or explicit-anatomy terms, infotext junk or embedding names other than
+    the catalogue's ``embeddings`` (:mod:`diffagent.catalog.safety`, :mod:`.embeddings`): a negative of the
+    checkpoint's users, never one user's."""
     counts: Counter[str] = Counter()
     total = 0
     for negative in negatives:
@@ -476,7 +483,7 @@ def consensus_negative(negatives: Iterable[str], share: float = _NEGATIVE_SHARE)
         for term, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         if count >= need
         and not banned_term(term)
-        and not embedding_term(term)
+        and (term in embeddings or not embedding_term(term))
         and _CLEAN_TERM.fullmatch(term)
     ]
     return ", ".join(kept[:_NEGATIVE_TERMS])

@@ -162,10 +162,7 @@ def a1111_handler(state: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
             if self.path == "/sdapi/v1/sd-vae":  # each VAE by its file name, as modules/sd_vae.py keys them
                 return self._send(
                     200,
-                    [
-                        {"model_name": n, "filename": f"/srv/models/VAE/{n}"}
-                        for n in state.get("vaes", [])
-                    ],
+                    [{"model_name": n, "filename": f"/srv/models/VAE/{n}"} for n in state.get("vaes", [])],
                 )
             if self.path == "/sdapi/v1/loras":
                 return self._send(

@@ -242,7 +242,9 @@ def test_the_calls_vae_decodes_when_installed_and_is_left_out_with_a_note_when_n
     (missing,) = run_backend(call, "diffusers", files)
     assert missing.notes and "is not installed (`diffagent library download 10 --vae`)" in missing.notes[0]
     assert "VAE:" not in (missing.parameters or "")
-    (with_vae,) = generate(call, "diffusers", {**files, VAE_FILE: ModelFile(vae_path.name, vae_path)}, tmp_path)
+    (with_vae,) = generate(
+        call, "diffusers", {**files, VAE_FILE: ModelFile(vae_path.name, vae_path)}, tmp_path
+    )
     assert "VAE: other vae," in read_parameters(with_vae.read_bytes())
     assert _pixels(with_vae) != _pixels(plain)
     from PIL import Image
@@ -250,3 +252,28 @@ def test_the_calls_vae_decodes_when_installed_and_is_left_out_with_a_note_when_n
     assert Image.open(io.BytesIO(missing.png)).convert("RGB").tobytes() == _pixels(plain)
     (after,) = generate(_call(), "diffusers", files, tmp_path)  # the cached pipeline gets its own back
     assert _pixels(after) == _pixels(plain)
+
+
+def test_a_textual_inversion_the_call_lists_is_loaded_and_unloaded(sd1: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from diffagent.execute.generate import run_backend
+
+    width = next(v.shape[-1] for k, v in load_file(sd1).items() if k.endswith("token_embedding.weight"))
+    torch.manual_seed(0)
+    path = tmp_path / "easyneg.safetensors"
+    save_file({"emb_params": torch.randn(2, width) * 5}, path)  # A1111's format, two vectors
+    files = {10: ModelFile(sd1.name, sd1, "ab" * 32), 30: ModelFile(path.name, path)}
+    listed = [{"model_id": 3, "version_id": 30, "name": "EasyNeg", "trigger_words": ["easyneg"]}]
+    call = _call(negative_prompt="easyneg, blurry", embeddings=listed)
+    (plain,) = generate(_call(negative_prompt="easyneg, blurry"), "diffusers", files, tmp_path)
+    (loaded,) = run_backend(call, "diffusers", files)
+    assert loaded.notes == ()
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(loaded.png)).convert("RGB").tobytes() != _pixels(plain)
+    (again,) = generate(_call(negative_prompt="easyneg, blurry"), "diffusers", files, tmp_path)
+    assert _pixels(again) == _pixels(plain)  # taken off the cached pipeline again
+    (missing,) = run_backend(call, "diffusers", {10: files[10]})
+    assert "is not installed (`diffagent library download 30`)" in missing.notes[0]

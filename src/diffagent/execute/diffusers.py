@@ -92,6 +92,10 @@ def to_diffusers(api: APICall, files: Files | None = None) -> dict[str, Any]:
             }
             for lora in api.loras
         ],
+        "embeddings": [
+            {**_file(model_file(e.version_id, e.name, files), e.version_id), "tokens": e.trigger_words}
+            for e in api.embeddings or ()
+        ],
         "seed": api.seed if api.seed >= 0 else None,
         "call": {
             "prompt": api.prompt,

@@ -108,6 +108,26 @@ def _set_vae(pipe: Any, vae: dict[str, Any] | None, folder: str) -> None:
     ).to(pipe.device)
 
 
+def _set_embeddings(pipe: Any, embeddings: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The call's textual inversions on the (cached) pipeline, those of an earlier call taken off; one
+    that is not installed, or that this pipeline cannot take, stays a plain word (and a note says so)."""
+    if hasattr(pipe, "unload_textual_inversion"):
+        pipe.unload_textual_inversion()
+    notes = []
+    for item in embeddings:
+        path, tokens = item.get("path"), item.get("tokens") or []
+        if not hasattr(pipe, "load_textual_inversion") or type(pipe).__name__.startswith("StableDiffusionXL"):
+            notes.append(f"the embedding {item['file']} is not loaded: this pipeline takes SD 1.x / 2.x ones")
+        elif not (path and Path(path).is_file()) or not tokens:
+            notes.append(
+                f"the embedding {item['file']} is not installed (`diffagent library download"
+                f" {item['version_id']}`): its name stays a plain word"
+            )
+        else:
+            pipe.load_textual_inversion(path, token=tokens[0])
+    return tuple(notes)
+
+
 def _png(image: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -134,6 +154,7 @@ def generate_diffusers(
     from .diffusers_configs import config_folder
 
     _set_vae(pipe, spec.get("vae"), str(config_dir or config_folder(spec["config"])))
+    notes += _set_embeddings(pipe, spec.get("embeddings") or [])
     seed = resolve_seed(api.seed)
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
     call = {k: v for k, v in spec["call"].items() if v is not None}
@@ -157,6 +178,8 @@ def _skipped_embeddings(pipe: Any, call: dict[str, Any]) -> dict[str, Any]:
     encoder = getattr(pipe.text_encoder, "text_model", pipe.text_encoder)
 
     def embed(text: str) -> Any:
+        if hasattr(pipe, "maybe_convert_prompt"):  # a multi-vector embedding's token becomes all of its
+            text = pipe.maybe_convert_prompt(text, pipe.tokenizer)
         ids = pipe.tokenizer(
             text,
             padding="max_length",

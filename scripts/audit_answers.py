@@ -7,8 +7,8 @@
 writes, a line each, the checkpoint's model id and the negative prompt of the chosen call and of every
 alternative. ``--score`` reads such files with the negative-prompt rules of the diffagent it imports
 (``catalog/safety.py``) and prints, per file, how many answers carry a banned term or an embedding name
-in the chosen call's negative and in any alternative's, and the share of intent-set picks among the N
-most downloaded checkpoints. Dump with an older checkout on ``PYTHONPATH`` and score with this one to
+in the chosen call's negative and in any alternative's, the share of intent-set picks among the N
+most downloaded checkpoints, and how many chosen calls name a VAE. Dump with an older checkout on ``PYTHONPATH`` and score with this one to
 judge old answers by today's rules.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 from diffagent.agents.default.agent import build_default_agent
@@ -37,7 +38,11 @@ def _dump(path: Path) -> None:
     with path.open("w") as out:
         for n, answer in enumerate(agent.select_batch(test + intents)):
             negatives = [answer.api.negative_prompt] + [a.negative_prompt for a in answer.alternatives]
-            line = {"intent_set": n >= len(test), "model_id": answer.api.checkpoint.model_id}
+            line = {
+                "intent_set": n >= len(test),
+                "model_id": answer.api.checkpoint.model_id,
+                "vae": answer.api.vae.name if answer.api.vae is not None else None,
+            }
             out.write(json.dumps({**line, "negatives": negatives}) + "\n")
 
 
@@ -65,6 +70,9 @@ def _score(paths: list[Path]) -> None:
         picks = [rank.get(r["model_id"], len(rank)) for r in rows if r["intent_set"]]
         shares = ", ".join(f"top {n}: {sum(p < n for p in picks) / len(picks):.3f}" for n in _TOPS)
         print(f"  intent-set picks among the most downloaded checkpoints ({len(picks)}): {shares}")
+        vaes = [r.get("vae") for r in rows if r.get("vae")]
+        common = ", ".join(f"{name} {n}" for name, n in Counter(vaes).most_common(3))
+        print(f"  chosen calls naming the VAE their checkpoint is published with: {len(vaes)} ({common})")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ it), in the user's library and in verified downloads."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,27 +36,29 @@ def _file(name: str, content: bytes, kind: str, primary: bool) -> dict[str, Any]
     }
 
 
-def _store(primary: bool = True) -> Store:
+def _record(primary: bool = True) -> dict[str, Any]:
     """One checkpoint version (11) listing its model file and the VAE it is published with."""
+    return {
+        "id": 1,
+        "name": "Real Vision",
+        "type": "Checkpoint",
+        "modelVersions": [
+            {
+                "id": 11,
+                "name": "v3 (noVAE)",
+                "baseModel": "SD 1.5",
+                "files": [
+                    _file("vae-ft-mse-840000-ema-pruned.pt", VAE, "VAE", False),
+                    _file("realVision_v3.safetensors", CKPT, "Model", primary),
+                ],
+            }
+        ],
+    }
+
+
+def _store(primary: bool = True) -> Store:
     store = Store()
-    store.upsert_model(
-        {
-            "id": 1,
-            "name": "Real Vision",
-            "type": "Checkpoint",
-            "modelVersions": [
-                {
-                    "id": 11,
-                    "name": "v3 (noVAE)",
-                    "baseModel": "SD 1.5",
-                    "files": [
-                        _file("vae-ft-mse-840000-ema-pruned.pt", VAE, "VAE", False),
-                        _file("realVision_v3.safetensors", CKPT, "Model", primary),
-                    ],
-                }
-            ],
-        }
-    )
+    store.upsert_model(_record(primary))
     return store
 
 
@@ -179,3 +182,19 @@ def test_comfyui_loads_the_vae_it_lists_or_decodes_with_the_checkpoints(tmp_path
     assert image.notes and "left out" in image.notes[0]
     (path,) = write_images(_call(), [image], FILES, tmp_path)
     assert "VAE:" not in read_parameters(path.read_bytes())  # the text says what ran
+
+
+def test_lookup_says_a_hash_is_the_vae_a_version_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from diffagent.cli import app
+
+    monkeypatch.setenv("DIFFAGENT_HOME", str(tmp_path))
+    with Store(tmp_path / "catalog.sqlite") as store:
+        store.upsert_model(_record())
+    vae = CliRunner().invoke(app, ["catalog", "lookup", VAE_SHA, "--offline"])
+    assert vae.exit_code == 0 and vae.stdout.startswith("the VAE file of Real Vision / v3 (noVAE): model 1,")
+    model = CliRunner().invoke(app, ["catalog", "lookup", CKPT_SHA, "--offline", "--json"])
+    assert json.loads(model.stdout)["version_id"] == 11 and "file_type" not in json.loads(model.stdout)

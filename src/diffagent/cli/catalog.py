@@ -140,13 +140,16 @@ def lookup(
     if normalize_hash(digest) is None:
         fail("a file hash is hexadecimal: AutoV1, AutoV2, AutoV3, SHA256, CRC32 or BLAKE3")
     with open_store() as store:
-        ref = store.version_by_hash(digest)
-    if ref is not None:
+        file = store.file_by_hash(digest)
+    if file is not None:
+        ref = file.version
         found = {
             "source": "catalogue", "model_id": ref.model_id, "version_id": ref.version_id,
             "model_name": ref.model_name, "version_name": ref.version_name, "type": ref.model_type,
             "base_model": ref.base_model,
         }  # fmt: skip
+        if not file.is_model:  # the VAE (or config) the version lists, not the model itself
+            found["file_type"] = file.type
     elif offline:
         fail(f"no file with hash {digest} in the local catalogue", code=1)
     else:
@@ -168,8 +171,9 @@ def lookup(
         typer.echo(json.dumps(found, ensure_ascii=False))
         return
     text = {key: strip_control(str(value)) for key, value in found.items()}
+    what = f"the {text['file_type']} file of " if "file_type" in text else ""
     typer.echo(
-        f"{text['model_name']} / {text['version_name']}: model {text['model_id']},"
+        f"{what}{text['model_name']} / {text['version_name']}: model {text['model_id']},"
         f" version {text['version_id']}, {text['type']}, base model {text['base_model']}"
         f" (from the {text['source']})"
     )

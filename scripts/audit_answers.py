@@ -4,12 +4,12 @@
     python scripts/audit_answers.py --score answers.jsonl [more.jsonl ...]     # score with these rules
 
 ``--dump`` answers DABench test and the labelled intent set with the train-split agent (safe default) and
-writes, a line each, the checkpoint's model id and the negative prompt of the chosen call and of every
-alternative. ``--score`` reads such files with the negative-prompt rules of the diffagent it imports
+writes, a line each, the checkpoint's model id, its VAE and the negative prompt of the chosen call and of
+every alternative. ``--score`` reads such files with the negative-prompt rules of the diffagent it imports
 (``catalog/safety.py``) and prints, per file, how many answers carry a banned term or an embedding name
 in the chosen call's negative and in any alternative's, the share of intent-set picks among the N
-most downloaded checkpoints, and how many chosen calls name a VAE. Dump with an older checkout on ``PYTHONPATH`` and score with this one to
-judge old answers by today's rules.
+most downloaded checkpoints, and how many chosen calls name a VAE. Dump with an older checkout on
+``PYTHONPATH`` and score with this one to judge old answers by today's rules.
 """
 
 from __future__ import annotations

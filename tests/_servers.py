@@ -132,8 +132,8 @@ class _JSONHandler(BaseHTTPRequestHandler):
 
 def a1111_handler(state: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
     """AUTOMATIC1111's API as 1.9+ behaves: it knows ``state["models"]`` (file name -> sha256),
-    ``state["loras"]`` (names), ``state["vaes"]`` (file names) and 1.9 sampler names (or the joined pre-1.9
-    ones with ``state["old"]``).
+    ``state["loras"]`` (names), ``state["vaes"]`` (file names), ``state["embeddings"]`` (names) and 1.9
+    sampler names (or the joined pre-1.9 ones with ``state["old"]``).
 
     Like the real server, txt2img silently uses the loaded model when ``sd_model_checkpoint`` names one it
     does not have, and falls back to "Euler a" for an unknown sampler; it answers 422 for a body of the wrong
@@ -164,6 +164,9 @@ def a1111_handler(state: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
                     200,
                     [{"model_name": n, "filename": f"/srv/models/VAE/{n}"} for n in state.get("vaes", [])],
                 )
+            if self.path == "/sdapi/v1/embeddings":
+                loaded = {n: {"step": None, "vectors": 1, "shape": 768} for n in state.get("embeddings", [])}
+                return self._send(200, {"loaded": loaded, "skipped": {}})
             if self.path == "/sdapi/v1/loras":
                 return self._send(
                     200,

@@ -99,3 +99,30 @@ def test_the_call_lists_its_embeddings_and_generators_load_them() -> None:
     )
     xl = assemble_call(_ref(store, 20), "a lighthouse", params)  # validation catches the wrong family
     assert any("is for SD 1.5" in reason for reason in validate_call(store, xl))
+
+
+def test_a1111_says_which_embeddings_it_has_not_loaded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    from _servers import a1111_handler, serve
+    from diffagent.execute import ModelFile
+    from diffagent.execute.generate import run_backend
+    from diffagent.schema import APICall
+
+    sha = hashlib.sha256(b"ckpt").hexdigest()
+    call = APICall.model_validate({
+        "checkpoint": {"model_id": 1, "version_id": 10, "name": "Real Vision", "base_model": "SD 1.5"},
+        "prompt": "a lighthouse", "negative_prompt": "easynegative, bad-hands-5, lowres",
+        "sampler": "Euler a", "steps": 20, "cfg_scale": 7.0, "width": 512, "height": 512,
+        "embeddings": [
+            {"model_id": 3, "version_id": 30, "name": "EasyNegative", "trigger_words": ["easynegative"]},
+            {"model_id": 4, "version_id": 40, "name": "Bad Hands", "trigger_words": ["bad-hands-5"]},
+        ],
+    })  # fmt: skip
+    state = {"models": {"rv.safetensors": sha}, "loras": [], "embeddings": ["EasyNegative"]}
+    with serve(a1111_handler(state)) as url:
+        (image,) = run_backend(call, "a1111", {10: ModelFile("rv.safetensors", sha256=sha)}, url)
+    assert image.notes == (
+        "the embedding Bad Hands is not loaded on the server (models/embeddings): its name stays a word",
+    )
+    assert state["requests"][0]["negative_prompt"] == "easynegative, bad-hands-5, lowres"

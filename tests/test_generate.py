@@ -114,6 +114,7 @@ def test_a1111_finds_the_checkpoint_by_hash_and_sends_the_1_9_sampler(tmp_path: 
     assert state["used"] == {
         "checkpoint": body["override_settings"]["sd_model_checkpoint"],
         "sampler": "DPM++ 2M",
+        "vae": "None",  # the call names no VAE: the checkpoint's own decodes
     }
     assert "<lora:styleA:0.8>" in body["prompt"]
     text = read_parameters(path.read_bytes())

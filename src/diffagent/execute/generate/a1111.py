@@ -73,6 +73,17 @@ def _vae_name(vaes: list[dict[str, Any]], wanted: str) -> str | None:
     return None
 
 
+def _missing_embeddings(listed: dict[str, Any], api: APICall) -> tuple[str, ...]:
+    """A line for each of the call's embeddings the server has not loaded (its name then stays a word:
+    A1111 finds an embedding by its file name in the prompt, case aside)."""
+    loaded = {name.lower() for name in (listed.get("loaded") or {})}
+    return tuple(
+        f"the embedding {item.name} is not loaded on the server (models/embeddings): its name stays a word"
+        for item in api.embeddings or ()
+        if not loaded & {word.lower() for word in item.trigger_words}
+    )
+
+
 def _sampler_fields(samplers: list[dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
     """Sampler and scheduler the way this server takes them; an unknown sampler is refused."""
     known = {s["name"] for s in samplers} | {a for s in samplers for a in s.get("aliases") or ()}
@@ -106,6 +117,8 @@ def generate_a1111(
                 notes = (note,)
             else:
                 body["override_settings"]["sd_vae"] = title
+        if api.embeddings:
+            notes += _missing_embeddings(_get(client, "/sdapi/v1/embeddings"), api)
         sampling = _sampler_fields(_get(client, "/sdapi/v1/samplers"), body)
         body.pop("scheduler")
         body.update(sampling)

@@ -65,6 +65,8 @@ class CatalogEmbeddings:
         )
         where, params = allowed.versions_where()
         self.by_name: dict[str, list[_Entry]] = {}
+        self._resolved: dict[tuple[str, str | None], tuple[str, list[Embedding]]] = {}
+        """Answers repeat the few thousand consensus negatives: each is read once per family."""
         for model_id, name, version_id, base, words, file_name in store.conn.execute(
             _SQL.format(where=where), params
         ):
@@ -84,6 +86,13 @@ class CatalogEmbeddings:
         """``negative`` (a consensus negative: plain lower-case terms) with the embedding names that no
         allowed embedding for ``base_model`` answers to removed, and the embeddings of the names kept.
         Terms that are not embedding names pass as they are."""
+        key = (negative, base_model)
+        if key not in self._resolved:
+            self._resolved[key] = self._resolve(negative, base_model)
+        kept, found = self._resolved[key]
+        return kept, list(found)
+
+    def _resolve(self, negative: str, base_model: str | None) -> tuple[str, list[Embedding]]:
         kept: list[str] = []
         found: dict[int, Embedding] = {}
         for term in negative_terms(negative):

@@ -354,8 +354,10 @@ def assemble_call(
     given["negative_prompt"] = strip_generator_syntax(params["negative_prompt"] or "")
     settled = settle(ref.base_model, ref.full_name, {"prompt": prompt.strip(), **given})
     # an embedding stays listed only while the settled negative still names it (Flux has none)
-    sent = set(negative_terms(settled["negative_prompt"]))
-    embeddings = [e for e in params.get("embeddings") or () if sent & set(e.trigger_words)]
+    embeddings = params.get("embeddings") or []
+    if embeddings:
+        sent = set(negative_terms(settled["negative_prompt"]))
+        embeddings = [e for e in embeddings if sent & set(e.trigger_words)]
     return APICall(
         checkpoint=Checkpoint(
             model_id=ref.model_id,

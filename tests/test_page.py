@@ -170,3 +170,30 @@ def test_the_page_asks_for_the_key(catalog_file: Path, browser: webdriver.Chrome
         box.send_keys("a red sports car", Keys.ENTER)
         assert _answer_shown(browser)
         browser.execute_script("sessionStorage.clear()")
+
+
+def test_the_vae_a_checkpoint_is_published_with_is_shown(
+    site: str, catalog_file: Path, browser: webdriver.Chrome
+) -> None:
+    from diffagent.catalog import Store
+
+    with Store(catalog_file) as store:  # prompts of the sample images of versions published with a VAE
+        prompts = [
+            prompt
+            for (prompt,) in store.conn.execute(
+                "SELECT i.prompt FROM images i JOIN files f ON f.version_id = i.version_id"
+                " WHERE f.type = 'VAE' AND i.nsfw = 'None' AND length(i.prompt) BETWEEN 20 AND 300"
+                " GROUP BY i.prompt ORDER BY min(i.id) LIMIT 12"
+            )
+        ]
+    found = None
+    for prompt in prompts:
+        api = httpx.post(f"{site}/select", json={"prompt": prompt}, timeout=120).json()["api"]
+        if "vae" in api:
+            found = prompt, api
+            break
+    assert found, f"none of {len(prompts)} prompts is answered with a checkpoint published with a VAE"
+    prompt, api = found
+    browser.get(f"{site}/?prompt={quote(prompt)}")
+    _answer_shown(browser)
+    assert f"VAE\n{api['vae']['name']}" in browser.find_element(By.ID, "settings").text

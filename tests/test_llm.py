@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from _tiny_models import tiny_llama
+from diffagent.agents.default.params import published_vaes
 from diffagent.bench import Pair, load_pairs
 from diffagent.catalog import Store, compatible, hallucination_reasons
 from diffagent.errors import UserInputError
@@ -306,11 +307,13 @@ def test_lora_sft_then_rrhf_then_the_agent(
     )
 
     retriever = Popular(codec.catalog)
+    vaes = published_vaes(store)
     for decoding in ("rerank", "trie"):
         agent = build_llm_agent(store, pairs, model="rrhf", decoding=decoding, retriever=retriever)
         answer = agent.select(pairs[0].instruction, k=3)
         assert len(answer.alternatives) == 3 and answer.alternatives[0].checkpoint == answer.api.checkpoint
         assert hallucination_reasons(store, answer.api) == []
+        assert all(c.vae == vaes.get(c.checkpoint.version_id) for c in [answer.api, *answer.alternatives])
         banned = frozenset(e.model_id for e in retriever.top[:2])
         agent.unsafe = banned  # as if the two most downloaded were explicit: never named
         safe = agent.select(pairs[0].instruction, k=3)

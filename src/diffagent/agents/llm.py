@@ -14,7 +14,7 @@ Three ways to decode:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,10 +28,11 @@ from ..llm.generate import generate_answers
 from ..llm.grammar import CallGrammar
 from ..llm.models import inference_dtype, load_model, model_dir
 from ..protocols import Agent
-from ..schema import Alternative, Answer, APICall
+from ..schema import VAE, Alternative, Answer, APICall
 from ..train.data import answer_candidates
 from ..train.losses import response_logprobs
 from . import LLM_DECODINGS as DECODINGS
+from .default.params import published_vaes
 
 __all__ = ["DECODINGS", "LLMAgent", "build_llm_agent", "safe_ranked", "unsafe_models"]
 
@@ -46,6 +47,7 @@ class LLMAgent(Agent):
         retriever: Agent,
         decoding: str = "rerank",
         unsafe: frozenset[int] = frozenset(),
+        vaes: Mapping[int, VAE] | None = None,
     ) -> None:
         if decoding not in DECODINGS:
             raise UserInputError(f"unknown decoding {decoding!r}: use one of {', '.join(DECODINGS)}")
@@ -55,6 +57,9 @@ class LLMAgent(Agent):
         self.decoding = decoding
         self.grammar = CallGrammar(codec) if decoding == "trie" else None
         self.unsafe = unsafe
+        self.vaes = vaes or {}
+        """Checkpoint version -> the VAE it is published with (:func:`published_vaes`): a decoded call
+        names it as the retriever's calls do."""
         """Model ids the answer may not name (explicit or real-person ones not allowed, see
         :func:`unsafe_models`): the grammar and free decoding can write any catalogue name."""
 
@@ -71,6 +76,10 @@ class LLMAgent(Agent):
             others = [c for c in candidates if c.checkpoint.model_id != call.checkpoint.model_id]
             ranked = [(call, 1.0)] + [(c, 0.0) for c in others]
         ranked = safe_ranked(ranked, self.unsafe) or [(c, 0.0) for c in candidates[:1]]
+        ranked = [
+            (call.model_copy(update={"vae": self.vaes.get(call.checkpoint.version_id)}), score)
+            for call, score in ranked
+        ]
         alternatives = [Alternative(**call.model_dump(), score=round(score, 6)) for call, score in ranked[:k]]
         return Answer(
             api=ranked[0][0],
@@ -167,4 +176,5 @@ def build_llm_agent(
         )
     codec = LLMCodec(tokenizer, CatalogNames.from_store(store), prompt)
     decoded = "free" if unconstrained else (decoding or "rerank")
-    return LLMAgent(lm, codec, retriever, decoded, unsafe_models(store, allow_nsfw, allow_poi))
+    unsafe = unsafe_models(store, allow_nsfw, allow_poi)
+    return LLMAgent(lm, codec, retriever, decoded, unsafe, published_vaes(store))

@@ -8,7 +8,8 @@ writes, a line each, the checkpoint's model id, its VAE and the negative prompt 
 every alternative. ``--score`` reads such files with the negative-prompt rules of the diffagent it imports
 (``catalog/safety.py``) and prints, per file, how many answers carry a banned term or an embedding name
 in the chosen call's negative and in any alternative's, the share of intent-set picks among the N
-most downloaded checkpoints, and how many chosen calls name a VAE. Dump with an older checkout on
+most downloaded checkpoints, the intent set's most picked checkpoints, and how many chosen calls name a
+VAE. Dump with an older checkout on
 ``PYTHONPATH`` and score with this one to judge old answers by today's rules.
 """
 
@@ -27,6 +28,7 @@ from diffagent.catalog.safety import embedding_term, negative_polluted, negative
 from diffagent.config import store_path
 
 _TOPS = (100, 300)
+_MOST_PICKED = 10
 
 
 def _dump(path: Path) -> None:
@@ -58,6 +60,7 @@ def _score(paths: list[Path]) -> None:
         )
     ]  # fmt: skip
     rank = {mid: i for i, mid in enumerate(by_downloads)}
+    names = dict(store.conn.execute("SELECT id, name FROM models WHERE type = 'Checkpoint'"))
     for path in paths:
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         first = [r["negatives"][0] for r in rows]
@@ -67,6 +70,9 @@ def _score(paths: list[Path]) -> None:
             f" embedding name {sum(map(_has_embedding, first))}"
             f" (any alternative {sum(any(map(_has_embedding, r['negatives'])) for r in rows)})"
         )
+        chosen = Counter(r["model_id"] for r in rows if r["intent_set"])
+        often = ", ".join(f"{names.get(m, m)} {n}" for m, n in chosen.most_common(_MOST_PICKED))
+        print(f"  intent set, most picked: {often}")
         picks = [rank.get(r["model_id"], len(rank)) for r in rows if r["intent_set"]]
         shares = ", ".join(f"top {n}: {sum(p < n for p in picks) / len(picks):.3f}" for n in _TOPS)
         print(f"  intent-set picks among the most downloaded checkpoints ({len(picks)}): {shares}")

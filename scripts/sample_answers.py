@@ -61,6 +61,7 @@ def main() -> None:
         api = answer.api
         loras = ", ".join(f"{lo.name} x{lo.weight:g} {lo.trigger_words}" for lo in api.loras) or "-"
         hires = f" hires x{api.hires.scale:g} {api.hires.upscaler}" if api.hires else ""
+        hires += f", VAE {api.vae.name}" if api.vae else ""
         flag = " LOW-CONFIDENCE" if answer.low_confidence else ""
         print(f"#{number} {prompt[:150]!r}{flag}")
         print(f"   {api.checkpoint.name} ({api.checkpoint.base_model}); LoRAs: {loras}")

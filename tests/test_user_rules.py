@@ -414,3 +414,28 @@ def test_a_checkpoint_named_for_the_prompts_named_style_comes_first(catalogue: d
     assert agent._naming(["pixel art"], picked, order, None) is None  # no checkpoint is named for it
     suits = np.zeros(len(checkpoints))
     assert agent._naming(["anime dream"], picked, order, suits) is None  # not the prompt's clear style
+
+
+def test_a_low_confidence_answer_falls_back_to_a_well_liked_model_of_the_style() -> None:
+    """Of the models that make the prompt's style, downloads times the style's share squared: a popular
+    model that mostly makes it beats a niche one whose few examples all show it, and a general mix that
+    does a little of it; a prompt without a clear style gets the most downloaded."""
+    from types import SimpleNamespace
+
+    from diffagent.agents.default.ranker import general_models
+
+    # models: 0 popular anime model (share 0.6), 1 niche anime model (1.0), 2 general mix (0.15 anime),
+    # 3 photo model (0.0 anime), 4 an explicit anime model the agent may not name
+    downloads = np.log1p(np.array([180_000, 9_000, 260_000, 280_000, 300_000], dtype=np.float32))
+    anime = np.array([[0.6, 1.0, 0.15, 0.0, 0.9]], dtype=np.float32)
+    sig = SimpleNamespace(
+        intent=np.array([1, -1]),
+        dense={
+            "style": np.vstack([anime, anime]),
+            "style_suits": np.array([[1, 1, 1, 0, 1], [1, 1, 1, 0, 1]], dtype=np.float32),
+        },
+    )
+    allowed = np.array([True, True, True, True, False])
+    found = general_models(sig, allowed, SimpleNamespace(log_downloads=downloads), n=3)  # type: ignore[arg-type]
+    assert found[0].tolist() == [0, 1, 2]  # 180k x 0.36 > 9k x 1 > 260k x 0.0225
+    assert found[1].tolist() == [3, 2, 0]  # no clear style: the most downloaded it may name

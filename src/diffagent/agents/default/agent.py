@@ -55,7 +55,15 @@ from .params import (
     orientation_of,
     published_vaes,
 )
-from .ranker import FEATURES, Signals, candidates, feature_matrix, fold_counts, signals, style_columns
+from .ranker import (
+    FEATURES,
+    Signals,
+    candidates,
+    feature_matrix,
+    fold_counts,
+    general_models,
+    signals,
+)
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
@@ -567,17 +575,29 @@ class RetrievalAgent(Agent):
         for start in range(0, len(prompts), _BATCH):
             chunk, texts_here = prompts[start : start + _BATCH], texts[start : start + _BATCH]
             sig = self.index.signals(texts_here)
-            picked = candidates(sig, self.allowed, self.index.checkpoints)
-            scores = self.index.ranker.score(
-                feature_matrix(sig, picked, self.index.checkpoints), picked.shape[1]
-            )
+            ckpts = self.index.checkpoints
+            picked = candidates(sig, self.allowed, ckpts)
+            scores = self.index.ranker.score(feature_matrix(sig, picked, ckpts), picked.shape[1])
+            general = general_models(sig, self.allowed, ckpts)
+            general_scores = self.index.ranker.score(feature_matrix(sig, general, ckpts), general.shape[1])
             for row, (prompt, text) in enumerate(zip(chunk, texts_here, strict=True)):
-                answers.append(self._answer(prompt, text, sig, row, picked[row], scores[row], k))
+                fallback = (general[row], general_scores[row])
+                answers.append(self._answer(prompt, text, sig, row, picked[row], scores[row], k, fallback))
         return answers
 
     def _answer(
-        self, prompt: str, text: str, sig: Signals, row: int, picked: np.ndarray, scores: np.ndarray, k: int
+        self,
+        prompt: str,
+        text: str,
+        sig: Signals,
+        row: int,
+        picked: np.ndarray,
+        scores: np.ndarray,
+        k: int,
+        general: tuple[np.ndarray, np.ndarray],
     ) -> Answer:
+        """The answer from the ranker's ``scores`` of the candidates ``picked``, with the user rules; a
+        low-confidence answer falls back to the best-scored of the ``general`` models (models, scores)."""
         order = np.argsort(-scores, kind="stable")
         chances = np.exp(scores - scores.max())
         chances /= chances.sum()
@@ -592,7 +612,6 @@ class RetrievalAgent(Agent):
             or relevance.any()
         )
         sure = matched and confidence >= LOW_CHANCE and not foreign(text)
-        general = len(picked) - np.arange(1, style_columns(int(self.allowed.sum())) + 1)
         styles = style_phrases(text)
         named = (
             self._naming(
@@ -605,10 +624,14 @@ class RetrievalAgent(Agent):
             # the prompt names a style ("in the style of Van Gogh") that a well-ranked checkpoint is named
             # for and the ranker's pick is not: that checkpoint first
             order = np.concatenate([order[named : named + 1], np.delete(order, named)])
-        elif not sure and self.general_fallback and len(general):
-            # nothing vouches for the ranker's pick: the best-scored of the most downloaded models of the
-            # prompt's style (of all, without one) answers, a well-made general model
-            first = int(general[np.argmax(scores[general])])
+        elif not sure and self.general_fallback and len(general[0]):
+            # nothing vouches for the ranker's pick: the best-scored of the well-made general models of
+            # the prompt's style (of all, without one) answers
+            best = int(general[0][np.argmax(general[1])])
+            at = np.flatnonzero(picked == best)
+            first = int(at[0]) if len(at) else len(picked)
+            if not len(at):  # not a candidate: it joins them, to come first
+                picked, chances = np.append(picked, best), np.append(chances, 0.0)
             order = np.concatenate([[first], order[order != first]])
         elif (
             self.style_first

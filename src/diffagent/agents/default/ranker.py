@@ -25,7 +25,15 @@ from ...catalog.styles import STYLES, SUITS_SHARE, style_hits
 from .index import FOLDS, Checkpoints, Examples, PromptIndex, similarities
 from .loras import LoraIndex
 
-__all__ = ["FEATURES", "Signals", "candidates", "feature_matrix", "signals", "style_columns"]
+__all__ = [
+    "FEATURES",
+    "Signals",
+    "candidates",
+    "feature_matrix",
+    "general_models",
+    "signals",
+    "style_columns",
+]
 
 Progress = Callable[[int, int], None]
 
@@ -36,6 +44,9 @@ N_CARD_CANDIDATES = 10
 """Of the candidates, how many come from card and name matches (models the examples rarely show)."""
 N_STYLE_CANDIDATES = 3
 """Of the candidates, how many are the most downloaded models of the prompt's style."""
+N_GENERAL_MODELS = 3
+"""How many well-made general models a low-confidence answer chooses among (:func:`general_models`)."""
+_SHARE_POWER = 2.0
 _PAGE_DEPTH = 20
 SHAPE_DEPTH = 20
 """How many of the nearest examples by prompt shape vote."""
@@ -279,6 +290,22 @@ def candidates(
         np.put_along_axis(cards, np.hstack([picked, style]), -np.inf, axis=1)
         picked = np.hstack([picked, _top(cards, n_card)[0]])
     return np.hstack([picked, style])
+
+
+def general_models(
+    sig: Signals, allowed: np.ndarray, checkpoints: Checkpoints, n: int = N_GENERAL_MODELS
+) -> np.ndarray:
+    """(B, n) the well-made general models of each prompt's clear style (of all, without one) that a
+    low-confidence answer chooses among: models that make the style, by downloads times the square of
+    the style's share of their profile, so that a well-liked model that mostly makes it comes before
+    both a mix that does a little of it and a niche model whose handful of examples all show it (the
+    candidates' style columns keep those niche models: they are often the uploader's pick)."""
+    dense = sig.dense
+    clear = (sig.intent >= 0)[:, None]
+    wanted = ((dense["style_suits"] == 1) | ~clear) & allowed[None, :]
+    share = np.where(clear, dense["style"], 1.0)
+    score = checkpoints.log_downloads[None, :] + _SHARE_POWER * np.log(np.maximum(share, 1e-6))
+    return _top(np.where(wanted, score, -np.inf).astype(np.float32), min(n, int(allowed.sum())))[0]
 
 
 def feature_matrix(sig: Signals, picked: np.ndarray, checkpoints: Checkpoints) -> np.ndarray:

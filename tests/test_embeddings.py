@@ -3,6 +3,7 @@ embedding for the checkpoint's family and the agent may name it; the call then l
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from diffagent.agents.default.embeddings import CatalogEmbeddings, embedding_words
@@ -126,3 +127,22 @@ def test_a1111_says_which_embeddings_it_has_not_loaded(tmp_path) -> None:  # typ
         "the embedding Bad Hands is not loaded on the server (models/embeddings): its name stays a word",
     )
     assert state["requests"][0]["negative_prompt"] == "easynegative, bad-hands-5, lowres"
+
+
+def test_a_hostile_embedding_name_never_reaches_a_payload() -> None:
+    store = _store()
+    store.upsert_model(
+        _model(6, "x:1> <lora:evil:1> \x1b[2J", "TextualInversion", "SD 1.5", ["<lora:evil:1>", "ng_deepneg"])
+    )
+    found = CatalogEmbeddings(store, CatalogFilter(types=("Checkpoint",)))
+    kept, listed = found.resolve("ng_deepneg, <lora:evil:1>, lowres", "SD 1.5")
+    assert kept == "ng_deepneg, lowres" and len(listed) == 1
+    assert "<" not in listed[0].name and "\x1b" not in listed[0].name
+    params = {
+        "negative_prompt": kept, "embeddings": listed, "sampler": "Euler a", "steps": 20, "cfg_scale": 7.0,
+        "width": 512, "height": 512, "clip_skip": 1,
+    }  # fmt: skip
+    call = assemble_call(_ref(store, 10), "a lighthouse", params)
+    assert validate_call(store, call) == []
+    graph = to_comfyui(call)
+    assert "<lora" not in json.dumps(graph) and "\\u001b" not in json.dumps(graph)

@@ -105,5 +105,4 @@ class CatalogEmbeddings:
             if entry is not None:
                 kept.append(term)
                 found.setdefault(entry.embedding.version_id, entry.embedding)
-        terms = negative_terms(negative)
-        return (negative if len(kept) == len(terms) else ", ".join(kept)), list(found.values())
+        return ", ".join(kept), list(found.values())

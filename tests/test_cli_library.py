@@ -17,9 +17,12 @@ from diffagent.bench import ensure_bench
 from diffagent.catalog import Store
 from diffagent.cli import app
 from diffagent.execute.generate import read_parameters
+from diffagent.library import Library
 from diffagent.schema import Answer
 
 runner = CliRunner()
+VAE_BYTES = b"vae weights " * 500
+VAE_SHA = hashlib.sha256(VAE_BYTES).hexdigest()
 
 
 def _installable(store: Store, count: int) -> list[tuple[int, str]]:
@@ -58,6 +61,11 @@ def library_home(
                 (digest.upper(), digest[:10].upper(), version_id),
             )
             (models / "Stable-diffusion" / f"my model {n}.safetensors").write_bytes(content)
+            store.conn.execute(  # each is published with the same VAE, as many checkpoints are
+                "INSERT INTO files (version_id, name, type, is_primary, sha256, autov2)"
+                " VALUES (?, 'vae-ft-mse-840000-ema-pruned.safetensors', 'VAE', 0, ?, ?)",
+                (version_id, VAE_SHA.upper(), VAE_SHA[:10].upper()),
+            )
         ensure_bench(store, home / "bench")
     return home, models, [v for v, _ in chosen]
 
@@ -179,6 +187,35 @@ def test_generate_on_a1111_and_comfyui(home: tuple[Path, Path, list[int]], tmp_p
         )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 1 and Path(result.stdout.strip()).is_file()
+
+
+def test_generate_sends_the_vae_or_says_in_one_line_that_the_server_lacks_it(
+    home: tuple[Path, Path, list[int]], tmp_path: Path
+) -> None:
+    _, models, _ = home
+    runner.invoke(app, ["library", "scan", str(models)])
+    state: dict[str, Any] = {"models": {}, "loras": [], "vaes": ["kl-f8-anime2.ckpt"]}
+    for path in (models / "Stable-diffusion").iterdir():
+        state["models"][path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    command = ["generate", "a castle at dusk", "--backend", "a1111", "--installed", "--out", str(tmp_path)]
+    with serve(a1111_handler(state)) as url:
+        lacking = runner.invoke(app, [*command, "--url", url])
+    assert lacking.exit_code == 0, lacking.output
+    assert "the VAE vae-ft-mse-840000-ema-pruned.safetensors that" in lacking.stderr
+    assert "left out: the server's models/VAE folder does not have it" in lacking.stderr
+    assert "sd_vae" not in state["requests"][-1]["override_settings"] and len(lacking.stdout.split()) == 1
+    (models / "VAE").mkdir(exist_ok=True)
+    (models / "VAE" / "my mse.safetensors").write_bytes(VAE_BYTES)  # the user's copy, renamed
+    runner.invoke(app, ["library", "scan", str(models)])
+    state["vaes"].append("my mse.safetensors")
+    with serve(a1111_handler(state)) as url:
+        having = runner.invoke(app, [*command, "--url", url])
+    assert having.exit_code == 0, having.output
+    assert state["used"]["vae"] == "my mse.safetensors" and "left out" not in having.stderr
+    with Library() as library, Store(home[0] / "catalog.sqlite") as store:
+        assert set(library.by_version(store)) == set(home[2])  # the VAE is not taken for a checkpoint
+    (models / "VAE" / "my mse.safetensors").unlink()
+    runner.invoke(app, ["library", "scan", str(models)])
 
 
 def test_generate_refuses_what_the_server_lacks_in_one_line(

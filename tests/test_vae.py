@@ -121,7 +121,7 @@ def test_a_scanned_vae_is_not_the_checkpoint_installed_but_is_the_calls_vae(
         assert library.by_version(store) == {}  # the checkpoint is not installed
     files = resolve_files(store, _call())
     assert files[11] == ModelFile("realVision_v3.safetensors", None, CKPT_SHA.upper())
-    assert files[VAE_FILE].path == models / "VAE" / "my-mse.pt"
+    assert files[VAE_FILE] == ModelFile("my-mse.pt", models / "VAE" / "my-mse.pt", VAE_SHA)
     (models / "Stable-diffusion").mkdir()
     (models / "Stable-diffusion" / "rv.safetensors").write_bytes(CKPT)
     with Library() as library:

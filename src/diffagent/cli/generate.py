@@ -44,7 +44,8 @@ def resolve_files(store: Store, api: APICall) -> dict[int | str, ModelFile]:
         listed = [f for f in store.files_of(api.vae.version_id) if f.name == api.vae.name and f.sha256]
         copy = by_content.get(listed[0].sha256.lower()) if listed and listed[0].sha256 else None
         if copy is not None:
-            files[VAE_FILE] = ModelFile(api.vae.name, copy.path, copy.hashes.sha256, copy.hashes.autov3)
+            # by the user's own file name, as the generator lists it
+            files[VAE_FILE] = ModelFile(copy.path.name, copy.path, copy.hashes.sha256, copy.hashes.autov3)
     return files
 
 

@@ -57,11 +57,11 @@ class LLMAgent(Agent):
         self.decoding = decoding
         self.grammar = CallGrammar(codec) if decoding == "trie" else None
         self.unsafe = unsafe
+        """Model ids the answer may not name (explicit or real-person ones not allowed, see
+        :func:`unsafe_models`): the grammar and free decoding can write any catalogue name."""
         self.vaes = vaes or {}
         """Checkpoint version -> the VAE it is published with (:func:`published_vaes`): a decoded call
         names it as the retriever's calls do."""
-        """Model ids the answer may not name (explicit or real-person ones not allowed, see
-        :func:`unsafe_models`): the grammar and free decoding can write any catalogue name."""
 
     def select(self, prompt: str, k: int = 5) -> Answer:
         retrieved = self.retriever.select(prompt, k=max(k, self.codec.prompt.n_candidates))

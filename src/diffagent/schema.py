@@ -35,12 +35,17 @@ class Checkpoint(BaseModel):
     base_model: str = Field(description="base model family, e.g. 'SD 1.5', 'SDXL 1.0'")
 
 
-class LoRA(BaseModel):
+class _Resource(BaseModel):
+    """A catalogue version a call uses beside its checkpoint, by Civitai ids and name."""
+
     model_config = ConfigDict(extra="forbid")
 
     model_id: int
     version_id: int
     name: str
+
+
+class LoRA(_Resource):
     weight: float = Field(description="strength, as in <lora:NAME:WEIGHT>")
     trigger_words: list[str] = Field(default_factory=list)
 
@@ -59,25 +64,16 @@ class Hires(BaseModel):
     steps: int = Field(0, description="second-pass steps; 0 means as many as the first pass")
 
 
-class VAE(BaseModel):
+class VAE(_Resource):
     """The VAE file a checkpoint version is published with (Civitai lists it among the version's files):
     the version is the checkpoint's, ``name`` the file's, as generators find it in their VAE folder."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model_id: int
-    version_id: int
     name: str = Field(description="file name, e.g. 'vae-ft-mse-840000-ema-pruned.safetensors'")
 
 
-class Embedding(BaseModel):
+class Embedding(_Resource):
     """A textual-inversion embedding of the catalogue that the prompt or negative prompt names."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model_id: int
-    version_id: int
-    name: str
     trigger_words: list[str] = Field(default_factory=list, description="how the prompts name it")
 
 

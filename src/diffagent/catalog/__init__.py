@@ -34,7 +34,17 @@ from .importer import ImportReport, import_dump
 from .meta import GenParams, Resource, normalize_hash, parse_meta
 from .safety import UNSAFE_LEVEL, asks_explicit, is_person, nsfw_level
 from .search import CardHit, search_cards
-from .store import MADE_WITH, NOT_MODEL_FILES, CatalogFile, MalformedRecord, Store, VersionRef, made_with_sql
+from .store import (
+    MADE_WITH,
+    NOT_MODEL_FILES,
+    CatalogFile,
+    MalformedRecord,
+    Store,
+    VersionRef,
+    is_model_file,
+    made_with_sql,
+    model_file_sql,
+)
 from .validate import Problem, check_call, hallucination_reasons, is_hallucination, validate_call
 
 __all__ = [
@@ -73,10 +83,12 @@ __all__ = [
     "import_dump",
     "is_few_step",
     "is_hallucination",
+    "is_model_file",
     "is_person",
     "latest_versions",
     "lookup_hash",
     "made_with_sql",
+    "model_file_sql",
     "normalize_hash",
     "nsfw_level",
     "parse_meta",

@@ -28,7 +28,16 @@ from .safety import is_person, nsfw_level
 if TYPE_CHECKING:
     from .filters import CatalogFilter
 
-__all__ = ["HASH_KINDS", "NOT_MODEL_FILES", "CatalogFile", "MalformedRecord", "Store", "VersionRef"]
+__all__ = [
+    "HASH_KINDS",
+    "NOT_MODEL_FILES",
+    "CatalogFile",
+    "MalformedRecord",
+    "Store",
+    "VersionRef",
+    "is_model_file",
+    "model_file_sql",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -161,6 +170,17 @@ class VersionRef:
 
 NOT_MODEL_FILES = ("VAE", "Config", "Training Data", "Text Encoder", "Archive")
 """Civitai file types a version lists beside the model itself: never the file a generator loads as it."""
+_MODEL_FILE_SQL = "COALESCE({type}, '') NOT IN (" + ", ".join(f"'{t}'" for t in NOT_MODEL_FILES) + ")"
+
+
+def is_model_file(file_type: str | None) -> bool:
+    """Whether a file of this Civitai type is the model itself, not a VAE, config or training data."""
+    return file_type not in NOT_MODEL_FILES
+
+
+def model_file_sql(type_column: str = "type") -> str:
+    """SQL condition on ``files``: the row is a model file (:func:`is_model_file`)."""
+    return _MODEL_FILE_SQL.format(type=type_column)
 
 
 @dataclass(frozen=True)
@@ -175,7 +195,7 @@ class CatalogFile:
     @property
     def is_model(self) -> bool:
         """The model itself (a checkpoint, LoRA or embedding), not its VAE, config or training data."""
-        return self.type not in NOT_MODEL_FILES
+        return is_model_file(self.type)
 
 
 MADE_WITH = ("resources", "hash", "page")
@@ -695,12 +715,11 @@ class Store:
         tries = [(column, value) for column in _HASH_COLUMNS.get(len(value), ())]
         if len(value) > 10 and len(value) != 64:
             tries.append(("autov2", value[:10]))
-        marks = ",".join("?" * len(NOT_MODEL_FILES))
         for column, wanted in tries:
             row = self.conn.execute(
                 f"SELECT version_id, name, type, sha256 FROM files WHERE {column} = ?"
-                f" ORDER BY COALESCE(type, '') IN ({marks}), is_primary DESC, rowid LIMIT 1",
-                (wanted, *NOT_MODEL_FILES),
+                f" ORDER BY {model_file_sql()} DESC, is_primary DESC, rowid LIMIT 1",
+                (wanted,),
             ).fetchone()
             if row is not None:
                 version = self.version(row["version_id"])
@@ -768,8 +787,8 @@ class Store:
         marks = ",".join("?" * len(version_ids))
         rows = self.conn.execute(
             f"SELECT version_id, {column} FROM files WHERE version_id IN ({marks}) AND {column} IS NOT NULL"
-            f" AND COALESCE(type, '') NOT IN ({','.join('?' * len(NOT_MODEL_FILES))}) ORDER BY is_primary",
-            [*version_ids, *NOT_MODEL_FILES],
+            f" AND {model_file_sql()} ORDER BY is_primary",
+            version_ids,
         )
         return {version_id: value for version_id, value in rows}  # primary rows come last and win
 

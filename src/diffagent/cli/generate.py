@@ -31,7 +31,7 @@ def resolve_files(store: Store, api: APICall) -> dict[int | str, ModelFile]:
     ]
     with Library() as library:
         installed = library.by_version(store)
-        by_content = library.by_sha256(store) if api.vae is not None else {}
+        by_content = library.by_sha256() if api.vae is not None else {}
     names, hashes = store.primary_files(wanted), store.primary_sha256(wanted)
     files: dict[int | str, ModelFile] = {}
     for version_id in wanted:
@@ -42,10 +42,10 @@ def resolve_files(store: Store, api: APICall) -> dict[int | str, ModelFile]:
             files[version_id] = ModelFile(names[version_id], None, hashes.get(version_id))
     if api.vae is not None:
         listed = [f for f in store.files_of(api.vae.version_id) if f.name == api.vae.name and f.sha256]
-        copy = by_content.get(listed[0].sha256.lower()) if listed and listed[0].sha256 else None
-        if copy is not None:
-            # by the user's own file name, as the generator lists it
-            files[VAE_FILE] = ModelFile(copy.path.name, copy.path, copy.hashes.sha256, copy.hashes.autov3)
+        digest = listed[0].sha256.lower() if listed and listed[0].sha256 else None
+        copy = by_content.get(digest) if digest else None
+        if copy is not None:  # by the user's own file name, as the generator lists it
+            files[VAE_FILE] = ModelFile(copy.name, copy, digest)
     return files
 
 

@@ -98,7 +98,7 @@ def resolve_seed(seed: int) -> int:
 
 def optional(api: APICall, field: str) -> Any:
     """One of DESIGN's optional API-call fields (``hires``, ``vae``, ``embeddings``, ``guidance``), or None
-    while the schema does not carry it; values may be models or plain dicts."""
+    where the call has none; values may be models or plain dicts."""
     return getattr(api, field, None)
 
 

@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from .. import __version__
-from ..catalog import NOT_MODEL_FILES, Store
+from ..catalog import Store, model_file_sql
 from ..catalog.crawler import DEFAULT_API_URL
 from ..config import home
 from ..errors import DiffAgentError, UserInputError
@@ -79,13 +79,12 @@ def download_version(
     ``token`` defaults to ``CIVITAI_API_TOKEN``. ``progress(bytes_done, bytes_total)`` follows the body.
     A file already in place with the right hash is kept as is; one with other content is never replaced.
     """
-    marks = ",".join("?" * len(NOT_MODEL_FILES))
-    kind = "f.type = 'VAE'" if vae else f"COALESCE(f.type, '') NOT IN ({marks})"
+    kind = "f.type = 'VAE'" if vae else model_file_sql("f.type")
     row = store.conn.execute(
         "SELECT f.name, f.sha256, f.size_kb, m.type, f.format FROM files f JOIN versions v ON"
         f" v.id = f.version_id JOIN models m ON m.id = v.model_id WHERE f.version_id = ? AND {kind}"
         " ORDER BY f.is_primary DESC, f.rowid LIMIT 1",
-        (version_id, *(() if vae else NOT_MODEL_FILES)),
+        (version_id,),
     ).fetchone()
     if row is None:
         what = "VAE file" if vae else "model file"

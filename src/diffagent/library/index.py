@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..catalog import NOT_MODEL_FILES, Store, VersionRef
+from ..catalog import Store, VersionRef, is_model_file
 from ..config import home
 from ..errors import UserInputError
 from .hashing import FileHashes, hash_file
@@ -53,7 +53,7 @@ class InstalledFile:
     @property
     def is_model(self) -> bool:
         """It is the version's model itself, not a VAE or config published with it."""
-        return self.version is not None and self.file_type not in NOT_MODEL_FILES
+        return self.version is not None and is_model_file(self.file_type)
 
     def to_json(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -219,6 +219,8 @@ class Library:
         use); a VAE published with a checkpoint is not the checkpoint."""
         return {f.version.version_id: f for f in self.installed(store) if f.is_model and f.version}
 
-    def by_sha256(self, store: Store) -> dict[str, InstalledFile]:
-        """SHA256 -> an installed file with that content, matched or not (a call's VAE is found so)."""
-        return {f.hashes.sha256: f for f in self.installed(store)}
+    def by_sha256(self) -> dict[str, Path]:
+        """SHA256 -> a cached file with that content that is still in place, matched or not (a call's VAE
+        is found so, from the library's own hashes: no catalogue look-up)."""
+        rows = self.conn.execute("SELECT path, sha256 FROM files ORDER BY path").fetchall()
+        return {sha256: Path(path) for path, sha256 in rows if Path(path).is_file()}

@@ -1,6 +1,7 @@
 """Print the default agent's answers to real and typical prompts, one compact block each, for reading.
 
-    python scripts/sample_answers.py [--n 30] [--seed 7] [--allow-nsfw] [--allow-poi]
+    python scripts/sample_answers.py [--n 30] [--seed 7] [--allow-nsfw] [--allow-poi] [--picks FILE]
+    python scripts/sample_answers.py --compare OLD.jsonl NEW.jsonl   # the prompts whose checkpoint changed
 
 The prompts: ``--n`` DiffusionDB prompts drawn with ``--seed`` from ``../shared`` and the typical intents
 below (a photo portrait, anime, a landscape painting, a product shot, a logo, pixel art, architecture, a
@@ -51,12 +52,28 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--allow-nsfw", action="store_true")
     parser.add_argument("--allow-poi", action="store_true")
+    parser.add_argument("--picks", type=Path, help="also write each prompt's checkpoint here (JSONL)")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs=2,
+        metavar=("OLD", "NEW"),
+        help="the prompts two --picks files differ on",
+    )
     args = parser.parse_args()
+    if args.compare:
+        _compare(*args.compare)
+        return
     real = [item["text"] for item in json.loads(DIFFUSIONDB.read_text())] if DIFFUSIONDB.is_file() else []
     prompts = random.Random(args.seed).sample(real, min(args.n, len(real))) + TYPICAL
     with Store(store_path()) as store:
         agent = open_agent(store, splits=("train",), allow_nsfw=args.allow_nsfw, allow_poi=args.allow_poi)
         answers = agent.select_batch(prompts)
+    if args.picks:
+        with args.picks.open("w") as out:
+            for prompt, answer in zip(prompts, answers, strict=True):
+                ckpt = answer.api.checkpoint
+                out.write(json.dumps({"prompt": prompt, "model_id": ckpt.model_id, "name": ckpt.name}) + "\n")
     for number, (prompt, answer) in enumerate(zip(prompts, answers, strict=True), 1):
         api = answer.api
         loras = ", ".join(f"{lo.name} x{lo.weight:g} {lo.trigger_words}" for lo in api.loras) or "-"
@@ -68,6 +85,15 @@ def main() -> None:
         print(f"   {api.sampler}, {api.steps} steps, CFG {api.cfg_scale:g}, {api.width}x{api.height}{hires}")
         print(f"   sent: {api.prompt[:200]!r}")
         print(f"   negative: {api.negative_prompt[:160]!r}")
+
+
+def _compare(old: Path, new: Path) -> None:
+    """Print each prompt whose checkpoint differs between two ``--picks`` files, then the count."""
+    before, after = ([json.loads(line) for line in path.read_text().splitlines()] for path in (old, new))
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a["model_id"] != b["model_id"]]
+    for a, b in changed:
+        print(f"{a['prompt'][:70]!r}: {a['name']} -> {b['name']}")
+    print(f"{len(changed)} of {len(before)} prompts changed checkpoint")
 
 
 if __name__ == "__main__":

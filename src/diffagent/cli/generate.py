@@ -15,6 +15,7 @@ from ..execute import VAE_FILE, ModelFile
 from ..execute.generate import BACKENDS, run_backend, write_images
 from ..library import Library
 from ..schema import APICall
+from ..textsafety import strip_control
 from ._common import console, fail, open_store, progress_bar
 
 __all__ = ["download_hint", "generate_command", "resolve_files"]
@@ -103,6 +104,6 @@ def generate_command(
     )
     images = run_backend(api, backend, files, url)
     for note in dict.fromkeys(note for image in images for note in image.notes):
-        console.print(note, markup=False, highlight=False)
+        console.print(strip_control(note), markup=False, highlight=False)  # names are catalogue text
     for path in write_images(api, images, files, out):
         typer.echo(str(path))

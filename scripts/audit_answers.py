@@ -52,6 +52,13 @@ def _has_embedding(negative: str) -> bool:
     return any(embedding_term(term) for term in negative_terms(negative))
 
 
+def _newest(store: Store, model_id: int) -> int | None:
+    row = store.conn.execute(
+        "SELECT id FROM versions WHERE model_id = ? ORDER BY position LIMIT 1", (model_id,)
+    ).fetchone()
+    return row[0] if row else None
+
+
 def _score(paths: list[Path]) -> None:
     store = Store(store_path())
     by_downloads = [
@@ -61,6 +68,13 @@ def _score(paths: list[Path]) -> None:
     ]  # fmt: skip
     rank = {mid: i for i, mid in enumerate(by_downloads)}
     names = dict(store.conn.execute("SELECT id, name FROM models WHERE type = 'Checkpoint'"))
+    published = store.vae_files()
+    newest = sum(
+        file.version.version_id == _newest(store, file.version.model_id) for file in published.values()
+    )
+    print(
+        f"catalogue: {len(published)} checkpoint versions list a VAE file, {newest} the newest of their model"
+    )
     for path in paths:
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         first = [r["negatives"][0] for r in rows]

@@ -359,6 +359,32 @@ def test_prompt_shape_keeps_how_a_prompt_is_written_not_what_it_says() -> None:
     assert prompt_shape("red fox, forest") != prompt_shape("Red Fox,forest")
 
 
+def test_candidates_take_each_route_once_and_only_models_the_filter_allows() -> None:
+    from types import SimpleNamespace
+
+    from diffagent.agents.default.ranker import candidates
+
+    models = 30
+    vote = np.random.default_rng(3).random((1, models)).astype(np.float32)
+    card = np.zeros((1, models), dtype=np.float32)
+    card[0, 29] = 5.0  # only the card vouches for model 29 (the weakest by vote)
+    vote[0, 29] = -1.0
+    zeros = ("centroid", "log_count", "lora", "name")
+    dense = {name: np.zeros((1, models), dtype=np.float32) for name in zeros}
+    dense |= {"vote100": vote, "card": card, "style": np.ones_like(vote), "style_suits": np.ones_like(vote)}
+    sig = SimpleNamespace(intent=np.array([-1]), dense=dense)
+    ckpts = SimpleNamespace(log_downloads=np.linspace(2, 1, models, dtype=np.float32))
+    allowed = np.ones(models, dtype=bool)
+    allowed[[0, 1]] = False
+    got = candidates(sig, allowed, ckpts, n=12, n_card=3, n_style=2)  # type: ignore[arg-type]
+    row = got[0].tolist()
+    assert len(row) == len(set(row)) == 12 and not {0, 1} & set(row)
+    assert row[-2:] == [2, 3]  # the style columns last: the most downloaded it may name
+    assert 29 in row[-5:-2]  # by its card alone
+    without = candidates(sig, allowed, ckpts, n=12, n_card=0, n_style=2)  # type: ignore[arg-type]
+    assert 29 not in without[0].tolist()
+
+
 def test_the_shape_vote_counts_neighbours_written_alike(small: dict) -> None:
     """The ranker's shape signals come from the examples nearest by shape: a prompt written exactly like an
     example votes for that example's checkpoint at full similarity."""

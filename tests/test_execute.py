@@ -20,6 +20,7 @@ from diffagent.execute import (
 from diffagent.execute._common import SEED_RANGE, VAE_FILE, split_sampler
 from diffagent.execute.comfyui import COMFY_SAMPLERS
 from diffagent.execute.diffusers import DIFFUSERS_SCHEDULERS, pipeline_config
+from diffagent.filenames import written_stem
 from diffagent.schema import KNOWN_SAMPLERS, APICall
 
 
@@ -249,3 +250,9 @@ def test_exported_names() -> None:
         "MODEL_SUFFIXES", "DownloadError", "FileHashes", "InstalledFile", "Library", "ScanReport",
         "download_version", "hash_file", "lookup_hashes",
     ]  # fmt: skip
+
+
+def test_written_stem_is_how_a_prompt_names_a_file() -> None:
+    assert written_stem("EasyNegative.safetensors") == "easynegative"
+    assert written_stem("add_detail.v2.pt") == "add_detail.v2"
+    assert written_stem("no-extension") == "no-extension"

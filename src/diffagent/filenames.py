@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["safe_file_name", "safe_stem"]
+__all__ = ["safe_file_name", "safe_stem", "written_stem"]
 
 _RESERVED = {
     "CON",
@@ -52,3 +52,9 @@ def safe_stem(name: str) -> str:
     clean = safe_file_name(name)
     stem, dot, _ = clean.rpartition(".")
     return stem if dot and stem else clean
+
+
+def written_stem(name: str) -> str:
+    """How a prompt names a file: its name without the last extension, lower-cased, not made safe
+    (for matching what a user or an uploader wrote, never for writing)."""
+    return re.sub(r"\.[^.]+$", "", name).lower()

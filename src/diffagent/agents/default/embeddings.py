@@ -10,11 +10,11 @@ installed files), and lists it in the call's ``embeddings`` so that a generator 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
 from ...catalog import CatalogFilter, Store, compatible
 from ...catalog.safety import embedding_term, negative_terms
+from ...filenames import written_stem
 from ...schema import Embedding
 from ...textsafety import strip_generator_syntax
 
@@ -27,7 +27,7 @@ def _names(trained_words: str, file_name: str | None) -> set[str]:
     """How prompts name an embedding: its trained words and its file name without the extension."""
     names = {word.strip().lower() for word in json.loads(trained_words or "[]") if isinstance(word, str)}
     if file_name:
-        names.add(re.sub(r"\.[^.]+$", "", file_name).lower())
+        names.add(written_stem(file_name))
     return {name for name in names if name}
 
 

@@ -25,6 +25,7 @@ from ...bench.text import lora_tags
 from ...catalog import CatalogFilter, Store, VersionRef, compatibility, compatible, safety_columns
 from ...catalog.styles import style_phrases
 from ...catalog.validate import LORA_WEIGHT_RANGE
+from ...filenames import written_stem
 from ...schema import LoRA
 from .index import FOLDS, Checkpoints, Examples
 from .params import activation_words, clamp
@@ -132,7 +133,7 @@ class LoraIndex:
             by_version[version_id] = position
             words_of[position].update(json.loads(words))
             if file_name:
-                stems[re.sub(r"\.[^.]+$", "", file_name).lower()].add(position)
+                stems[written_stem(file_name)].add(position)
 
         # trigger phrases, without the generic ones the example prompts are full of
         phrase_of: dict[str, set[int]] = defaultdict(set)

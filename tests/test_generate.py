@@ -154,6 +154,26 @@ def test_a1111_unreachable_is_one_line(tmp_path: Path) -> None:
         generate(_call(), "a1111", FILES, tmp_path, url="http://127.0.0.1:9")
 
 
+@pytest.mark.parametrize(
+    ("code", "body", "said"),
+    [(500, b"<html>Internal Server Error</html>", "answered HTTP 500 for /sdapi/v1/sd-models"),
+     (200, b"<html>a login page</html>", "with something that is not JSON")],
+)  # fmt: skip
+def test_a1111_failing_is_one_line_not_a_traceback(tmp_path: Path, code: int, body: bytes, said: str) -> None:
+    """A server error (a crashed extension, a proxy's page) is the generator's failure, said in one line."""
+    base = a1111_handler({"models": {}, "loras": []})
+
+    class Broken(base):  # type: ignore[valid-type, misc]
+        def do_GET(self) -> None:
+            if self.path == "/sdapi/v1/sd-models":
+                return self._send(code, body, "text/html")
+            return super().do_GET()
+
+    with serve(Broken) as url, pytest.raises(GenerationError, match=said):
+        generate(_call(), "a1111", FILES, tmp_path, url=url)
+    assert not list(tmp_path.iterdir())
+
+
 def _comfy(state: dict[str, Any], call: APICall, tmp_path: Path) -> list[Path]:
     with serve(comfyui_handler(state)) as url:
         return generate(call, "comfyui", FILES, tmp_path, url=url)

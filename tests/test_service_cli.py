@@ -26,6 +26,12 @@ def test_serve_refuses_the_llm_agent_and_an_empty_home() -> None:
     assert result.exit_code != 0 and "offers the agents" in result.output
     result = runner.invoke(app, ["serve", "--agent", "tfidf"])  # the test's DIFFAGENT_HOME is empty
     assert result.exit_code != 0 and "no catalogue at" in result.output
+    result = runner.invoke(app, ["serve", "--generate", "midjourney"])
+    assert result.exit_code == 2 and "generate backend must be one of" in result.output
+    result = runner.invoke(
+        app, ["serve", "--generate", "diffusers", "--generator-url", "http://127.0.0.1:7860"]
+    )
+    assert result.exit_code == 2 and "for the a1111 and comfyui backends" in result.output
 
 
 def _free_port() -> int:

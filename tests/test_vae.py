@@ -108,7 +108,7 @@ def test_the_vae_file_is_never_taken_for_the_checkpoint() -> None:
 def test_a_scanned_vae_is_not_the_checkpoint_installed_but_is_the_calls_vae(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from diffagent.cli.generate import resolve_files
+    from diffagent.execute.generate import resolve_files
 
     monkeypatch.setenv("DIFFAGENT_HOME", str(tmp_path / "home"))
     store = _store()

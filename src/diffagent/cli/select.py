@@ -268,9 +268,8 @@ def select_command(
         if batch is None:
             answer = selector.select(prompt, k)
             if payload is not None:
-                from .generate import (
-                    resolve_files,
-                )  # installed files by their own names, else the catalogue's
+                # installed files by their own names, else the catalogue's
+                from ..execute.generate import resolve_files
 
                 files = resolve_files(store, answer.api)
                 typer.echo(json.dumps(to_payload(answer.api, payload, files), indent=2, ensure_ascii=False))

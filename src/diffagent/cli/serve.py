@@ -39,13 +39,22 @@ def serve_command(
         1, min=1, max=64, help="worker processes, each with its own store connection"
     ),
     agent: str = typer.Option("default", help="the agent a request gets when it names none"),
+    generate: str = typer.Option(
+        None,
+        "--generate",
+        help="answer POST /generate (and the page's button) with: a1111, comfyui, diffusers",
+    ),
+    generator_url: str = typer.Option(
+        None, "--generator-url", help="the a1111 / comfyui server (default http://127.0.0.1:7860 / :8188)"
+    ),
 ) -> None:
     """Serve the web page at / and POST /select, POST /select/batch, GET /schema, GET /health over HTTP.
 
     Limits and keys come from the environment: DIFFAGENT_API_KEY (Bearer key required),
     DIFFAGENT_CORS_ORIGINS (comma-separated; CORS is off without it), DIFFAGENT_RATE_LIMIT and
     DIFFAGENT_RATE_BURST (requests per second and burst per client), DIFFAGENT_TRUST_PROXY=1 (rate-limit by
-    X-Forwarded-For behind a reverse proxy).
+    X-Forwarded-For behind a reverse proxy). With --generate, POST /generate runs the first answer on that
+    generator with the model library's files (diffagent library scan) and returns the PNGs; one at a time.
     """
     require("serve", "diffagent serve")
     from ..service import SERVED_AGENTS, AgentKey, ReadOnlyStore, ServiceConfig, create_app, run_server
@@ -53,7 +62,10 @@ def serve_command(
     if agent not in SERVED_AGENTS:
         fail(f"the service offers the agents {', '.join(SERVED_AGENTS)}, not {agent!r}")
     try:
-        config = ServiceConfig.from_env(agent=agent)
+        chosen = {"generate_backend": generate} if generate else {}
+        if generator_url:
+            chosen["generator_url"] = generator_url
+        config = ServiceConfig.from_env(agent=agent, **chosen)
         # build (or load) the agent before listening, so that the first request does not wait for it; with
         # workers, this fills the cache they load from instead of each building the agent at once
         with progress_bar(f"preparing the {agent} agent (first use builds it)") as update:

@@ -12,13 +12,14 @@ from typing import Any
 from ..errors import UserInputError
 from ..filenames import safe_file_name, safe_stem
 from ..schema import APICall
-from ._common import VAE_FILE, Files, ModelFile, split_sampler
+from ._common import SEED_RANGE, VAE_FILE, Files, ModelFile, split_sampler
 from .a1111 import to_a1111
 from .comfyui import comfyui_body, to_comfyui
 from .diffusers import to_diffusers
 
 __all__ = [
     "FORMATS",
+    "SEED_RANGE",
     "VAE_FILE",
     "Files",
     "ModelFile",

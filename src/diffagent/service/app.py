@@ -5,6 +5,8 @@
     GET  /info          what the page offers: base models of the catalogue, payload formats, limits
     POST /select        {"prompt": "...", "k": 5, "agent": ..., "formats": [...], filters} -> Answer
     POST /select/batch  {"items": [{"id": 1, "prompt": "..."}], "k": 5} -> {"results": [...]}
+    POST /generate      /select's body (and "seed") -> {"api", "images": [PNG data URLs], "notes"}, when
+                        the service was started with a generator (``diffagent serve --generate BACKEND``)
     GET  /schema        JSON Schema of the API call
 
 Bad input is a 4xx that never echoes the input back (so a 5 MB body cannot come back as a 5 MB error, and
@@ -14,6 +16,7 @@ a lone surrogate or NaN cannot break the error's own encoding); a 500 means a bu
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import threading
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -34,7 +37,8 @@ from ..agents import AGENT_NAMES, Agent
 from ..catalog import CatalogFilter, Store, latest_versions
 from ..config import store_path
 from ..errors import UserInputError
-from ..execute import FORMATS, to_payload
+from ..execute import FORMATS, SEED_RANGE, to_payload
+from ..execute.generate import GenerationError, infotext, resolve_files, run_backend, with_parameters
 from ..schema import Answer, api_json_schema
 from .config import ServiceConfig
 from .limits import AccessLog, BearerAuth, BodyLimit, RateLimit
@@ -125,6 +129,12 @@ class SelectRequest(Filters):
     format: str | None = Field(None, description=f"also return `payload` for one of: {', '.join(FORMATS)}")
     formats: list[str] = Field(
         default_factory=list, max_length=len(FORMATS), description="`payloads` for these"
+    )
+
+
+class GenerateRequest(SelectRequest):
+    seed: int | None = Field(
+        None, ge=-1, lt=SEED_RANGE, description="seed (-1 random); the answer's if absent"
     )
 
 
@@ -333,6 +343,45 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
             ],
             "notes": _notes(request, name),
         }
+
+    generating = threading.Lock()  # one image at a time: a generator server runs one job anyway
+
+    @app.post("/generate")
+    async def generate(request: GenerateRequest) -> Any:
+        """The first answer's call, run on the service's generator; the PNGs carry their parameters."""
+        backend = config.generate_backend
+        if backend is None:
+            raise HTTPException(404, "this service does not generate images (diffagent serve --generate)")
+        request.prompt = _checked(request.prompt)
+        if not generating.acquire(blocking=False):
+            raise HTTPException(503, "busy with another image; retry shortly", headers={"Retry-After": "10"})
+
+        def work() -> dict[str, Any]:
+            try:
+                name, agent = agent_for(request, request.agent)
+                api = agent.select(request.prompt, 1).api
+                if request.seed is not None:
+                    api = api.model_copy(update={"seed": request.seed})
+                files = resolve_files(store, api)
+                images = run_backend(api, backend, files, config.generator_url)
+            finally:
+                generating.release()  # here, not in the route: a request that timed out still holds it
+            pngs = [with_parameters(i.png, i.parameters or infotext(api, i.seed, files)) for i in images]
+            notes = [*_notes(request, name), *dict.fromkeys(n for i in images for n in i.notes)]
+            return {
+                "api": api.model_dump(),
+                "images": [f"data:image/png;base64,{base64.b64encode(png).decode()}" for png in pngs],
+                "seeds": [image.seed for image in images],
+                "notes": notes,
+            }
+
+        try:
+            return await asyncio.wait_for(_in_thread(work), config.generate_timeout_s)
+        except TimeoutError:
+            detail = f"no image within {config.generate_timeout_s:g} s; the generator may still finish it"
+            return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "30"})
+        except GenerationError as exc:  # the generator refused or is unreachable: its one line
+            return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=502)
 
     def _checked(prompt: str) -> str:
         try:

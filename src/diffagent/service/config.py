@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, fields, replace
 
 from ..errors import UserInputError
+from ..execute.generate import BACKENDS
 
 __all__ = ["ServiceConfig"]
 
@@ -57,9 +59,12 @@ class ServiceConfig:
     combination of the default agent holds its own copy of the index (a server with one default agent on
     the whole dump holds about 500 MB: docs/benchmarks.md)."""
     generate_backend: str | None = None
-    """The image backend behind ``POST /generate``, reported to the page (which shows "generate" only then).
-
-    Nothing sets it yet: generation is not wired into the service."""
+    """The backend behind ``POST /generate``: ``a1111``, ``comfyui`` or ``diffusers`` (env
+    DIFFAGENT_GENERATE); without one the route answers 404 and the page shows no "generate" button."""
+    generator_url: str | None = None
+    """Where the a1111 or comfyui server listens (env DIFFAGENT_GENERATOR_URL; default their own defaults)."""
+    generate_timeout_s: float = 600.0
+    """A generation still running after this long gets 503 (the generator may still finish it)."""
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -67,6 +72,13 @@ class ServiceConfig:
             number = isinstance(value, int | float) and not isinstance(value, bool)
             if number and (not math.isfinite(value) or value < 0):
                 raise UserInputError(f"service setting {item.name} must be a number >= 0, not {value}")
+        if self.generate_backend is not None and self.generate_backend not in BACKENDS:
+            raise UserInputError(f"the generate backend must be one of: {', '.join(BACKENDS)}")
+        if self.generator_url is not None:
+            if self.generate_backend in (None, "diffusers"):
+                raise UserInputError("a generator URL is for the a1111 and comfyui backends")
+            if not re.match(r"^https?://[^\s/]+", self.generator_url):
+                raise UserInputError("the generator URL must start with http:// or https://")
         if self.api_key is not None and not self.api_key.strip():
             raise UserInputError("DIFFAGENT_API_KEY is set but empty; unset it or give it a value")
 
@@ -81,6 +93,12 @@ class ServiceConfig:
         values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         if env.get("DIFFAGENT_SERVE_AGENT"):
             values["agent"] = env["DIFFAGENT_SERVE_AGENT"]
+        for name, key in (
+            ("generate_backend", "DIFFAGENT_GENERATE"),
+            ("generator_url", "DIFFAGENT_GENERATOR_URL"),
+        ):
+            if env.get(key):
+                values[name] = env[key]
         values["trust_forwarded_for"] = env.get("DIFFAGENT_TRUST_PROXY", "") in ("1", "true", "yes")
         for name, key, kind in (
             ("rate_per_s", "DIFFAGENT_RATE_LIMIT", float),

@@ -83,6 +83,12 @@ def run_server(
     }
     if workers > 1:
         os.environ["DIFFAGENT_SERVE_AGENT"] = config.agent  # the workers read their settings from the env
+        for key, value in (
+            ("DIFFAGENT_GENERATE", config.generate_backend),
+            ("DIFFAGENT_GENERATOR_URL", config.generator_url),
+        ):
+            if value is not None:
+                os.environ[key] = value
         # a worker imports the stack and opens the store before it answers the supervisor's first ping
         uvicorn.run(
             "diffagent.service:app_factory",

@@ -15,6 +15,7 @@ from ...errors import UserInputError
 from ...schema import APICall
 from .._common import Files
 from .base import GenerationError, Image
+from .files import resolve_files
 from .infotext import infotext, read_parameters, with_parameters
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "generate",
     "infotext",
     "read_parameters",
+    "resolve_files",
     "run_backend",
     "with_parameters",
     "write_images",

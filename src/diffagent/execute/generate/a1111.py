@@ -30,8 +30,12 @@ def _get(client: httpx.Client, path: str) -> Any:
     response = client.get(path)
     if response.status_code == 404:
         raise GenerationError(f"{client.base_url} has no {path}: start AUTOMATIC1111 / Forge with --api")
-    response.raise_for_status()
-    return response.json()
+    if response.status_code != 200:  # a generator's failure is one line, never a traceback
+        raise GenerationError(f"AUTOMATIC1111 answered HTTP {response.status_code} for {path}")
+    try:
+        return response.json()
+    except ValueError:
+        raise GenerationError(f"AUTOMATIC1111 answered {path} with something that is not JSON") from None
 
 
 def _checkpoint_title(models: list[dict[str, Any]], api: APICall, files: Files | None) -> str:

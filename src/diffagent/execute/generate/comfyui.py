@@ -123,7 +123,8 @@ def generate_comfyui(
                     continue
                 params = {k: item.get(k, "") for k in ("filename", "subfolder", "type")}
                 view = client.get("/view", params=params)
-                view.raise_for_status()
+                if view.status_code != 200:
+                    raise GenerationError(f"ComfyUI answered HTTP {view.status_code} for an image of /view")
                 # with the VAE left out, the text says what ran, not what was asked
                 text = infotext(api, seed, files) if notes else None
                 images.append(Image(view.content, seed, text, notes))

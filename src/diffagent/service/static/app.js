@@ -304,7 +304,8 @@ async function generate() {
   const out = $("generated");
   out.replaceChildren(el("p", { class: "hint" }, "Generating…"));
   try {
-    const result = await call("POST", "/generate", current.request);
+    const { formats, ...body } = current.request; // payloads are not needed to generate
+    const result = await call("POST", "/generate", body);
     out.replaceChildren(
       ...(result.images || []).map((src) => {
         const img = el("img", { alt: "generated image" });
@@ -312,6 +313,8 @@ async function generate() {
         if (url.startsWith("data:image/png;base64,") || httpsUrl(url) || url.startsWith("/")) img.src = url;
         return img;
       }),
+      // what the generator left out (a VAE it lacks), as text: catalogue names are data
+      ...(result.notes || []).map((note) => el("p", { class: "hint" }, String(note))),
     );
   } catch (error) {
     out.replaceChildren(el("p", { class: "error" }, error.message || String(error)));

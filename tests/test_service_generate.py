@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from _servers import a1111_handler, serve
 from conftest import copy_catalog
 from diffagent.catalog import validate_call
-from diffagent.errors import UserInputError
+from diffagent.errors import MissingExtra, UserInputError
 from diffagent.execute.generate import read_parameters
 from diffagent.schema import APICall
 from diffagent.service import ReadOnlyStore, ServiceConfig, create_app
@@ -125,3 +125,16 @@ def test_the_generator_needs_the_key_and_a_sound_configuration(
     monkeypatch.setenv("DIFFAGENT_GENERATOR_URL", "http://127.0.0.1:8188")
     config = ServiceConfig.from_env()
     assert (config.generate_backend, config.generator_url) == ("comfyui", "http://127.0.0.1:8188")
+
+
+def test_a_diffusers_generator_without_the_extra_is_refused_at_start(
+    catalog_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "diffusers" else real(name, *a)
+    )
+    with pytest.raises(MissingExtra, match=r"diffagent\[diffusers\]"):
+        create_app(ReadOnlyStore(catalog_file), ServiceConfig(agent="tfidf", generate_backend="diffusers"))

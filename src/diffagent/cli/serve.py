@@ -57,6 +57,8 @@ def serve_command(
     generator with the model library's files (diffagent library scan) and returns the PNGs; one at a time.
     """
     require("serve", "diffagent serve")
+    if generate == "diffusers":  # said before the agent is built, not on the first click
+        require("diffusers", "diffagent serve --generate diffusers")
     from ..service import SERVED_AGENTS, AgentKey, ReadOnlyStore, ServiceConfig, create_app, run_server
 
     if agent not in SERVED_AGENTS:

@@ -39,6 +39,7 @@ from ..config import store_path
 from ..errors import UserInputError
 from ..execute import FORMATS, SEED_RANGE, to_payload
 from ..execute.generate import GenerationError, infotext, resolve_files, run_backend, with_parameters
+from ..extras import require
 from ..schema import Answer, api_json_schema
 from .config import ServiceConfig
 from .limits import AccessLog, BearerAuth, BodyLimit, RateLimit
@@ -193,6 +194,8 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
     store.require_models()
     if config.agent not in SERVED_AGENTS:
         raise UserInputError(f"the service's agent must be one of: {', '.join(SERVED_AGENTS)}")
+    if config.generate_backend == "diffusers":
+        require("diffusers", "the service's diffusers generator")
     pool = AgentPool(store, max_agents=config.max_agents, revision_check_s=config.revision_check_s)
     app = FastAPI(title="diffagent", summary="prompt in, executable text-to-image API call out")
     app.state.store, app.state.pool, app.state.config = store, pool, config

@@ -239,12 +239,12 @@ def test_exported_names() -> None:
     import diffagent.library as library
 
     assert execute.__all__ == [
-        "FORMATS", "VAE_FILE", "Files", "ModelFile", "safe_file_name", "safe_stem", "split_sampler",
-        "to_a1111", "to_comfyui", "to_diffusers", "to_payload",
+        "FORMATS", "SEED_RANGE", "VAE_FILE", "Files", "ModelFile", "safe_file_name", "safe_stem",
+        "split_sampler", "to_a1111", "to_comfyui", "to_diffusers", "to_payload",
     ]  # fmt: skip
     assert generate.__all__ == [
         "BACKENDS", "DEFAULT_URLS", "GenerationError", "Image", "generate", "infotext", "read_parameters",
-        "run_backend", "with_parameters", "write_images",
+        "resolve_files", "run_backend", "with_parameters", "write_images",
     ]  # fmt: skip
     assert library.__all__ == [
         "MODEL_SUFFIXES", "DownloadError", "FileHashes", "InstalledFile", "Library", "ScanReport",

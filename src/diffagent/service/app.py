@@ -356,10 +356,11 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
         if backend is None:
             raise HTTPException(404, "this service does not generate images (diffagent serve --generate)")
         request.prompt = _checked(request.prompt)
-        if not generating.acquire(blocking=False):
-            raise HTTPException(503, "busy with another image; retry shortly", headers={"Retry-After": "10"})
 
-        def work() -> dict[str, Any]:
+        def work() -> dict[str, Any] | None:
+            # taken here, on the thread that releases it: a request cancelled before its thread ran holds none
+            if not generating.acquire(blocking=False):
+                return None
             try:
                 name, agent = agent_for(request, request.agent)
                 api = agent.select(request.prompt, 1).api
@@ -368,7 +369,7 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
                 files = resolve_files(store, api)
                 images = run_backend(api, backend, files, config.generator_url)
             finally:
-                generating.release()  # here, not in the route: a request that timed out still holds it
+                generating.release()  # when the generator is done, even for a request that timed out
             pngs = [with_parameters(i.png, i.parameters or infotext(api, i.seed, files)) for i in images]
             notes = [*_notes(request, name), *dict.fromkeys(n for i in images for n in i.notes)]
             return {
@@ -379,12 +380,15 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
             }
 
         try:
-            return await asyncio.wait_for(_in_thread(work), config.generate_timeout_s)
+            result = await asyncio.wait_for(_in_thread(work), config.generate_timeout_s)
         except TimeoutError:
             detail = f"no image within {config.generate_timeout_s:g} s; the generator may still finish it"
             return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "30"})
         except GenerationError as exc:  # the generator refused or is unreachable: its one line
             return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=502)
+        if result is None:
+            raise HTTPException(503, "busy with another image; retry shortly", headers={"Retry-After": "10"})
+        return result
 
     def _checked(prompt: str) -> str:
         try:

@@ -385,20 +385,6 @@ def test_candidates_take_each_route_once_and_only_models_the_filter_allows() -> 
     assert 29 not in without[0].tolist()
 
 
-def test_the_nearest_examples_are_scored_again_by_characters() -> None:
-    from diffagent.agents.default.ranker import _rescored
-    from diffagent.agents.default.vectorize import TextVectorizer
-
-    texts = ["1girl, hyperdetailed forest", "a red car", "1 girl, hyper detailed forest"]
-    chars, docs = TextVectorizer.fit(texts, analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
-    query = chars.transform([texts[2]])
-    neighbours = np.array([[2, 0, 1]])
-    got = _rescored(query, docs, neighbours, np.array([[0.9, 0.2, 0.0]], dtype=np.float32))
-    assert got[0, 0] == pytest.approx(1.0, abs=1e-5)  # the same text
-    assert 0.5 < got[0, 1] < 1.0  # the same words joined otherwise: words alone saw little (0.2)
-    assert got[0, 2] == 0.0  # a neighbour sharing no word is padding, whatever its characters
-
-
 def test_the_shape_vote_counts_neighbours_written_alike(small: dict) -> None:
     """The ranker's shape signals come from the examples nearest by shape: a prompt written exactly like an
     example votes for that example's checkpoint at full similarity."""

@@ -67,7 +67,7 @@ from .ranker import (
 
 __all__ = ["FORMAT", "DefaultIndex", "RetrievalAgent", "build_default_agent", "cache_dir", "train_default"]
 
-FORMAT = 20
+FORMAT = 19
 """Bump when the cached index or ranker changes shape: older caches are then rebuilt."""
 Progress = Callable[[int, int], None]
 

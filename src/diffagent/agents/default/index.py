@@ -11,10 +11,8 @@ Two halves, both built from the store in seconds and kept together in one cache 
   DABench splits) that lets the ranker learn from features computed without the prompt's own fold.
 
 Prompts are matched by TF-IDF over words and word bigrams, and over their shapes (:func:`prompt_shape`:
-writers' habits, which follow them from prompt to prompt; on DABench val, model@5 0.788 -> 0.806); the
-nearest by words are scored again by character 3-5-grams, and each model has a character centroid (the
-ranker alone on val, three seeds: model@1 0.657 -> 0.665). As the first retrieval, before the ranker
-(novel test model@1), character n-grams over every example added 0.02 but cost 10-25 ms a prompt;
+writers' habits, which follow them from prompt to prompt; on DABench val, model@5 0.788 -> 0.806). Measured
+with the ranker on DABench (novel test model@1): character 3-5-grams added 0.02 but cost 10-25 ms a prompt;
 MiniLM (all-MiniLM-L6-v2) neighbours added 0.02 but take 80 ms a prompt and 12 minutes to index the examples
 on two shared cores; a static embedding distilled from MiniLM (model2vec-style) added nothing. Words and
 shapes keep the agent within its latency and build budgets.
@@ -459,19 +457,10 @@ class PromptIndex:
     """Terms x models: the L2-normalised sum of each model's example vectors."""
     shape_centroids: sparse.csr_matrix
     """Terms x models, of the shapes."""
-    chars: TextVectorizer
-    """TF-IDF of the prompts' character 3-5-grams within words: the same words spelt, joined or split
-    otherwise (``1girl`` / ``1 girl``, ``hyperdetailed`` / ``hyper detailed``) still meet."""
-    char_docs: sparse.csr_matrix
-    """Examples x character terms: the nearest examples by words are scored again by characters."""
-    char_centroids: sparse.csr_matrix
-    """Terms x models, of the character n-grams."""
     fold_centroids: list[sparse.csr_matrix] = field(default_factory=list, metadata=BUILD_ONLY)
     """The centroids without the examples of fold f, for training features (the build's only)."""
     fold_shape_centroids: list[sparse.csr_matrix] = field(default_factory=list, metadata=BUILD_ONLY)
     """The same for the shapes."""
-    fold_char_centroids: list[sparse.csr_matrix] = field(default_factory=list, metadata=BUILD_ONLY)
-    """The same for the character n-grams."""
 
     @classmethod
     def build(cls, examples: Examples, n_models: int) -> PromptIndex:
@@ -483,13 +472,6 @@ class PromptIndex:
             ngram_range=(1, 2),
             token_pattern=r"\S+",
             **cuts,
-        )
-        chars, char_docs = TextVectorizer.fit(
-            examples.texts,
-            sublinear_tf=True,
-            analyzer="char_wb",
-            ngram_range=(3, 5),
-            **_document_cuts(len(examples), 1.0),
         )
         rows = np.arange(len(examples))
         owner = sparse.csr_matrix(
@@ -507,7 +489,6 @@ class PromptIndex:
 
         word_centroids, fold_centroids = centroids(docs)
         shape_centroids, fold_shapes = centroids(shape_docs)
-        char_centroids, fold_chars = centroids(char_docs)
         return cls(
             vectorizer=vectorizer,
             by_term=docs.T.tocsr(),
@@ -517,18 +498,10 @@ class PromptIndex:
             fold_shape_centroids=fold_shapes,
             centroids=word_centroids,
             fold_centroids=fold_centroids,
-            chars=chars,
-            char_docs=char_docs,
-            char_centroids=char_centroids,
-            fold_char_centroids=fold_chars,
         )
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         return self.vectorizer.transform(texts)
-
-    def char_vectors(self, texts: Sequence[str]) -> sparse.csr_matrix:
-        """TF-IDF of the texts' character n-grams."""
-        return self.chars.transform(texts)
 
     def shape_vectors(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """TF-IDF of the texts' shapes (:func:`prompt_shape`)."""

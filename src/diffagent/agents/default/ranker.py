@@ -5,10 +5,9 @@ similarity-weighted votes of the nearest example prompts at several depths (and 
 best neighbour's similarity and rank, similarity to each model's centroid, the card (name, tags, trigger
 words, description) and name matches, the checkpoints the prompt's LoRAs were used with, the pages the
 neighbours hang on, the nearest examples by prompt shape (how it is written, see
-:func:`~diffagent.agents.default.index.prompt_shape`) and each model's shape centroid, the nearest examples
-and each model's centroid again by character n-grams, and popularity and recency. Candidates are the best
-models by neighbour vote and centroid plus the best card matches; a gradient-boosted LambdaRank model
-(LightGBM) orders them.
+:func:`~diffagent.agents.default.index.prompt_shape`) and each model's shape centroid, and popularity and
+recency. Candidates are the best models by neighbour vote and centroid plus the best card matches; a
+gradient-boosted LambdaRank model (LightGBM) orders them.
 
 Training features come from the agent's own examples, each fold scored against the other folds only
 (neighbours, centroids, co-usage and counts alike), so that they look like the features of a new prompt.
@@ -51,8 +50,6 @@ _SHARE_POWER = 2.0
 _PAGE_DEPTH = 20
 SHAPE_DEPTH = 20
 """How many of the nearest examples by prompt shape vote."""
-CHAR_DEPTH = 20
-"""How many of the nearest examples by words vote again by their character similarity."""
 
 FEATURES = (
     *(f"vote{k}" for k in DEPTHS),
@@ -70,10 +67,6 @@ FEATURES = (
     "shape_vote",
     "shape_best",
     "shape_centroid",
-    "char_centroid",
-    "char_centroid_rank",
-    "char_vote",
-    "char_best",
     "log_count",
     "log_downloads",
     "rating",
@@ -176,13 +169,6 @@ def signals(
     )
     shape_near, shape_sim = _nearest(similarities(shape, prompts.shape_by_term), same_fold, SHAPE_DEPTH)
     shape_owner = examples.model[shape_near]
-    chars = prompts.char_vectors(texts)
-    dense["char_centroid"] = _centroid_similarity(
-        chars, prompts.char_centroids, prompts.fold_char_centroids, folds
-    )
-    char_near = _rescored(chars, prompts.char_docs, neighbours, near)
-    dense["char_vote"] = _per_model(owner[:, :CHAR_DEPTH], char_near[:, :CHAR_DEPTH], n_models, np.add)
-    dense["char_best"] = _per_model(owner, char_near, n_models, np.maximum)
     dense["shape_vote"] = _per_model(shape_owner, shape_sim, n_models, np.add)
     dense["shape_best"] = _per_model(shape_owner, shape_sim, n_models, np.maximum)
     count = counts[folds] if folds is not None else np.broadcast_to(counts[FOLDS], (batch, n_models))
@@ -204,21 +190,6 @@ def signals(
                 dense["style_suits"][mine] = suits_matrix(checkpoints.fold_styles[f], intent[mine])
     query_terms = np.diff(query.indptr).astype(np.float32)
     return Signals(neighbours, near, dense, words, relevance, query_terms, intent)
-
-
-def _rescored(
-    queries: sparse.csr_matrix, docs: sparse.csr_matrix, neighbours: np.ndarray, near: np.ndarray
-) -> np.ndarray:
-    """(B, K) similarity of each query to its K nearest examples (by words) in another representation;
-    0 where the words share nothing (the padding of a prompt with few neighbours)."""
-    sims = np.zeros(neighbours.shape, dtype=np.float32)
-    dense = np.zeros(queries.shape[1], dtype=np.float32)  # one query at a time, written in and wiped
-    for row in range(queries.shape[0]):
-        terms = queries.indices[queries.indptr[row] : queries.indptr[row + 1]]
-        dense[terms] = queries.data[queries.indptr[row] : queries.indptr[row + 1]]
-        sims[row] = docs[neighbours[row]] @ dense
-        dense[terms] = 0.0
-    return np.where(near > 0, sims, 0.0).astype(np.float32)
 
 
 def _nearest(sims: np.ndarray, same_fold: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -346,7 +317,6 @@ def feature_matrix(sig: Signals, picked: np.ndarray, checkpoints: Checkpoints) -
     columns = {name: dense[name][rows, cols] for name in dense}
     columns["top_sim"] = np.repeat(sig.sims[:, 0], n)
     columns["centroid_rank"] = _rank_among(dense["centroid"], picked).ravel()
-    columns["char_centroid_rank"] = _rank_among(dense["char_centroid"], picked).ravel()
     columns["lora_hits"] = np.repeat(np.asarray(sig.lora_relevance.sum(axis=1)).ravel(), n)
     columns["log_downloads"] = checkpoints.log_downloads[cols]
     columns["rating"] = checkpoints.rating[cols]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +24,6 @@ from ...errors import UserInputError
 __all__ = ["TextVectorizer", "strictly_sorted"]
 
 _WHITE_SPACES = re.compile(r"\s\s+")
-_WORDS_KEPT = 200_000
-"""Words whose character n-gram columns a vectorizer remembers (a few tens of MB at most)."""
-_DICT_AFTER = 8
-"""Texts transformed one at a time after which the vectorizer builds its term dict anyway."""
 
 
 def strictly_sorted(terms: Sequence[str]) -> bool:
@@ -97,8 +93,6 @@ class TextVectorizer:
         )
 
     def __post_init__(self) -> None:
-        self._seen = 0
-        self._words: dict[str, tuple[int, ...]] = {}
         self._token = re.compile(self.token_pattern)
         self._stop = frozenset(self.stop_words)
         self._columns = (
@@ -116,40 +110,26 @@ class TextVectorizer:
         text = text.lower()
         low, high = self.ngram_range
         if self.analyzer == "char_wb":
-            return [gram for word in _WHITE_SPACES.sub(" ", text).split() for gram in self._word_grams(word)]
+            grams: list[str] = []
+            for word in _WHITE_SPACES.sub(" ", text).split():
+                word = f" {word} "
+                for n in range(low, high + 1):
+                    if len(word) <= n:  # a word no longer than n counts once, and longer n-grams not
+                        grams.append(word)
+                        break
+                    grams += [word[i : i + n] for i in range(len(word) - n + 1)]
+            return grams
         tokens = [t for t in self._token.findall(text) if t not in self._stop]
         grams = list(tokens) if low == 1 else []
         for n in range(max(low, 2), min(high, len(tokens)) + 1):
             grams += [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
         return grams
 
-    def _word_grams(self, word: str) -> list[str]:
-        """The character n-grams of one (lower-cased) word, padded with a space each side."""
-        low, high = self.ngram_range
-        word = f" {word} "
-        grams: list[str] = []
-        for n in range(low, high + 1):
-            if len(word) <= n:  # a word no longer than n counts once, and longer n-grams not
-                grams.append(word)
-                break
-            grams += [word[i : i + n] for i in range(len(word) - n + 1)]
-        return grams
-
-    def _columns_of_word(self, word: str, find: Callable[[str], int | None]) -> tuple[int, ...]:
-        """The columns of a word's character n-grams, remembered: prompts repeat their words."""
-        known = self._words.get(word)
-        if known is None:
-            known = tuple(c for gram in self._word_grams(word) if (c := find(gram)) is not None)
-            if len(self._words) < _WORDS_KEPT:
-                self._words[word] = known
-        return known
-
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """Documents x terms, as the scikit-learn vectorizer's ``transform`` gives it (float32)."""
-        self._seen += len(texts)
-        if self._columns is None and (len(texts) > 1 or self._seen > _DICT_AFTER):
-            # a batch, or a service's run of prompts, looks up many terms: a dict once beats a bisection
-            # per term (one prompt keeps the bisection, so that a warm select does not build it)
+        if self._columns is None and len(texts) > 1:
+            # a batch looks up many terms: a dict once beats a bisection per term (one prompt keeps the
+            # bisection, so that a warm select does not build it)
             self._columns = {term: column for column, term in enumerate(self.terms)}
         indptr = [0]
         indices: list[int] = []
@@ -157,15 +137,10 @@ class TextVectorizer:
         find = self._columns.get if self._columns is not None else self.column
         for text in texts:
             counts: dict[int, int] = {}
-            if self.analyzer == "char_wb":
-                for word in _WHITE_SPACES.sub(" ", text.lower()).split():
-                    for column in self._columns_of_word(word, find):
-                        counts[column] = counts.get(column, 0) + 1
-            else:
-                for gram in self._terms(text):
-                    found = find(gram)
-                    if found is not None:
-                        counts[found] = counts.get(found, 0) + 1
+            for gram in self._terms(text):
+                column = find(gram)
+                if column is not None:
+                    counts[column] = counts.get(column, 0) + 1
             for column in sorted(counts):
                 indices.append(column)
                 values.append(counts[column])

@@ -243,8 +243,9 @@ def test_exported_names() -> None:
         "split_sampler", "to_a1111", "to_comfyui", "to_diffusers", "to_payload",
     ]  # fmt: skip
     assert generate.__all__ == [
-        "BACKENDS", "DEFAULT_URLS", "GenerationError", "Image", "generate", "infotext", "read_parameters",
-        "resolve_files", "run_backend", "with_parameters", "write_images",
+        "BACKENDS", "DEFAULT_URLS", "GenerationError", "Image", "generate", "infotext", "notes_of",
+        "png_with_parameters", "read_parameters", "resolve_files", "run_backend", "with_parameters",
+        "write_images",
     ]  # fmt: skip
     assert library.__all__ == [
         "MODEL_SUFFIXES", "DownloadError", "FileHashes", "InstalledFile", "Library", "ScanReport",

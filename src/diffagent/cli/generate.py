@@ -11,7 +11,7 @@ import typer
 from ..bench import SPLITS
 from ..catalog import Store
 from ..client import open_agent
-from ..execute.generate import BACKENDS, resolve_files, run_backend, write_images
+from ..execute.generate import BACKENDS, notes_of, resolve_files, run_backend, write_images
 from ..schema import APICall
 from ..textsafety import strip_control
 from ._common import console, fail, open_store, progress_bar
@@ -72,7 +72,7 @@ def generate_command(
         highlight=False,
     )
     images = run_backend(api, backend, files, url)
-    for note in dict.fromkeys(note for image in images for note in image.notes):
+    for note in notes_of(images):
         console.print(strip_control(note), markup=False, highlight=False)  # names are catalogue text
     for path in write_images(api, images, files, out):
         typer.echo(str(path))

@@ -38,7 +38,7 @@ from ..catalog import CatalogFilter, Store, latest_versions
 from ..config import store_path
 from ..errors import UserInputError
 from ..execute import FORMATS, SEED_RANGE, to_payload
-from ..execute.generate import GenerationError, infotext, resolve_files, run_backend, with_parameters
+from ..execute.generate import GenerationError, notes_of, png_with_parameters, resolve_files, run_backend
 from ..extras import require
 from ..schema import Answer, api_json_schema
 from .config import ServiceConfig
@@ -370,13 +370,12 @@ def create_app(store: Store | None = None, config: ServiceConfig | None = None) 
                 images = run_backend(api, backend, files, config.generator_url)
             finally:
                 generating.release()  # when the generator is done, even for a request that timed out
-            pngs = [with_parameters(i.png, i.parameters or infotext(api, i.seed, files)) for i in images]
-            notes = [*_notes(request, name), *dict.fromkeys(n for i in images for n in i.notes)]
+            pngs = [png_with_parameters(api, image, files) for image in images]
             return {
                 "api": api.model_dump(),
                 "images": [f"data:image/png;base64,{base64.b64encode(png).decode()}" for png in pngs],
                 "seeds": [image.seed for image in images],
-                "notes": notes,
+                "notes": [*_notes(request, name), *notes_of(images)],
             }
 
         try:

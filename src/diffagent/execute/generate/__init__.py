@@ -25,6 +25,8 @@ __all__ = [
     "Image",
     "generate",
     "infotext",
+    "notes_of",
+    "png_with_parameters",
     "read_parameters",
     "resolve_files",
     "run_backend",
@@ -55,6 +57,17 @@ def run_backend(api: APICall, backend: str, files: Files | None, url: str | None
     return run(api, files, (url or DEFAULT_URLS[backend]).rstrip("/"))
 
 
+def png_with_parameters(api: APICall, image: Image, files: Files | None) -> bytes:
+    """The image's PNG carrying its ``parameters`` text: the generator's own where it wrote one, else
+    written from the call."""
+    return with_parameters(image.png, image.parameters or infotext(api, image.seed, files))
+
+
+def notes_of(images: Sequence[Image]) -> list[str]:
+    """What the backend left out of the call, each line once (every image of a call says the same)."""
+    return list(dict.fromkeys(note for image in images for note in image.notes))
+
+
 def write_images(api: APICall, images: Sequence[Image], files: Files | None, out_dir: Path) -> list[Path]:
     """Write each image as ``out_dir/diffagent-TIME-SEED.png`` with its ``parameters`` text; never
     overwrites a file."""
@@ -62,7 +75,7 @@ def write_images(api: APICall, images: Sequence[Image], files: Files | None, out
     stamp = time.strftime("%Y%m%d-%H%M%S")
     paths = []
     for image in images:
-        data = with_parameters(image.png, image.parameters or infotext(api, image.seed, files))
+        data = png_with_parameters(api, image, files)
         for n in range(1000):
             path = out_dir / f"diffagent-{stamp}-{image.seed}{f'-{n}' if n else ''}.png"
             try:

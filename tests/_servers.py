@@ -13,6 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from diffagent.catalog import Store
+from diffagent.schema import APICall
+
 
 @contextmanager
 def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
@@ -128,6 +131,14 @@ class _JSONHandler(BaseHTTPRequestHandler):
             return json.loads(raw)
         except json.JSONDecodeError:
             return None
+
+
+def a1111_state_for(store: Store, api: APICall) -> dict[str, Any]:
+    """The state of an :func:`a1111_handler` that has the call's checkpoint (the catalogue's file name and
+    SHA256) and LoRAs."""
+    version = api.checkpoint.version_id
+    name, sha = store.primary_files([version])[version], store.primary_sha256([version])[version]
+    return {"models": {name: sha}, "loras": [lora.name for lora in api.loras]}
 
 
 def a1111_handler(state: dict[str, Any]) -> type[BaseHTTPRequestHandler]:

@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from diffagent.catalog import Store
+from diffagent.service import ReadOnlyStore, ServiceConfig, create_app
 from diffagent.service.server import IdleTimeoutH11
 
 
@@ -22,6 +23,13 @@ def file_store(records: list[dict], path: Path) -> Path:
         for record in records:
             store.upsert_model(record)
     return path
+
+
+def service_app(catalog: Path, **settings: object) -> Any:
+    """The service over the catalogue file ``catalog`` (read-only) with the tests' defaults, the TF-IDF
+    agent (nothing to build) and no rate limit; ``settings`` are ServiceConfig fields that override them."""
+    config = ServiceConfig(**{"agent": "tfidf", "rate_per_s": 0, **settings})  # type: ignore[arg-type]
+    return create_app(ReadOnlyStore(catalog), config)
 
 
 @contextmanager

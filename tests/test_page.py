@@ -21,12 +21,13 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from _servers import a1111_handler
+from _servers import a1111_handler, a1111_state_for
 from _servers import serve as serve_handler
 from conftest import copy_catalog
 from diffagent.catalog import Store
+from diffagent.schema import APICall
 from diffagent.service import ReadOnlyStore, ServiceConfig, create_app
-from live_server import serve
+from live_server import serve, service_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")
@@ -205,20 +206,19 @@ def test_the_generate_button_shows_the_image_of_post_generate(
 ) -> None:
     prompt = "a red sports car on a coastal road"
     # the answer first, so that the loopback A1111 holds its checkpoint
-    with serve(create_app(ReadOnlyStore(catalog_file), ServiceConfig(agent="tfidf", rate_per_s=0))) as url:
+    with serve(service_app(catalog_file)) as url:
         answer = httpx.post(f"{url}/select", json={"prompt": prompt}, timeout=120).json()
-    version = answer["api"]["checkpoint"]
     with Store(catalog_file) as store:
-        vid = version["version_id"]
-        state = {"models": {store.primary_files([vid])[vid]: store.primary_sha256([vid])[vid]}, "loras": []}
-    with serve_handler(a1111_handler(state)) as generator:
-        config = ServiceConfig(agent="tfidf", rate_per_s=0, generate_backend="a1111", generator_url=generator)
-        with serve(create_app(ReadOnlyStore(catalog_file), config)) as url:
-            browser.get(f"{url}/?prompt={quote(prompt)}")
-            _answer_shown(browser)
-            button = browser.find_element(By.ID, "generate")
-            assert button.is_displayed() and "a1111" in button.text
-            button.click()
-            image = _wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#generated img")))
-            assert image.get_attribute("src").startswith("data:image/png;base64,")
+        state = a1111_state_for(store, APICall.model_validate(answer["api"]))
+    with (
+        serve_handler(a1111_handler(state)) as generator,
+        serve(service_app(catalog_file, generate_backend="a1111", generator_url=generator)) as url,
+    ):
+        browser.get(f"{url}/?prompt={quote(prompt)}")
+        _answer_shown(browser)
+        button = browser.find_element(By.ID, "generate")
+        assert button.is_displayed() and "a1111" in button.text
+        button.click()
+        image = _wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#generated img")))
+        assert image.get_attribute("src").startswith("data:image/png;base64,")
     assert state["requests"][0]["prompt"].startswith(prompt)

@@ -16,7 +16,7 @@ from diffagent.catalog import Store, validate_call
 from diffagent.errors import UserInputError
 from diffagent.schema import APICall
 from diffagent.service import ReadOnlyStore, ServiceConfig, create_app
-from live_server import serve
+from live_server import serve, service_app
 
 pytestmark = pytest.mark.usefixtures("shared_agent_cache")
 
@@ -27,8 +27,7 @@ def catalog_file(dump_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def make_client(catalog_file: Path, **settings: object) -> TestClient:
-    config = ServiceConfig(**{"agent": "tfidf", "rate_per_s": 0, **settings})  # type: ignore[arg-type]
-    return TestClient(create_app(ReadOnlyStore(catalog_file), config))
+    return TestClient(service_app(catalog_file, **settings))
 
 
 def state(client: TestClient) -> Any:

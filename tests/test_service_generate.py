@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from _servers import a1111_handler, serve
+from _servers import a1111_handler, a1111_state_for, serve
 from conftest import copy_catalog
 from diffagent.catalog import validate_call
 from diffagent.errors import MissingExtra, UserInputError
 from diffagent.execute.generate import read_parameters
 from diffagent.schema import APICall
 from diffagent.service import ReadOnlyStore, ServiceConfig, create_app
+from live_server import service_app
 
 pytestmark = pytest.mark.usefixtures("shared_agent_cache")
 
@@ -30,17 +31,13 @@ def catalog_file(dump_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _client(catalog_file: Path, **settings: object) -> TestClient:
-    config = ServiceConfig(**{"agent": "tfidf", "rate_per_s": 0, **settings})  # type: ignore[arg-type]
-    return TestClient(create_app(ReadOnlyStore(catalog_file), config))
+    return TestClient(service_app(catalog_file, **settings))
 
 
 def _server_state(client: TestClient) -> dict[str, Any]:
     """A loopback A1111 that has the checkpoint the answer names (by the catalogue's file and hash)."""
     api = APICall.model_validate(client.post("/select", json={"prompt": PROMPT, "k": 1}).json()["api"])
-    store = client.app.state.store  # type: ignore[attr-defined]
-    version = api.checkpoint.version_id
-    name, sha = store.primary_files([version])[version], store.primary_sha256([version])[version]
-    return {"models": {name: sha}, "loras": [lo.name for lo in api.loras]}
+    return a1111_state_for(client.app.state.store, api)  # type: ignore[attr-defined]
 
 
 def test_without_a_generator_the_route_and_the_button_are_absent(catalog_file: Path) -> None:
